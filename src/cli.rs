@@ -1,0 +1,350 @@
+//! The command line. Each command returns `Result<(), Failure>`; `main` prints the failure with
+//! its source line and caret and exits with the failure's class code (see `docs/errors.md`).
+
+use crate::config::Config;
+use crate::engine;
+use crate::error::{Class, Failure};
+use crate::host::Host;
+use crate::journal::{BACKUPS, JOURNAL};
+use crate::lab::Lab;
+use crate::runbook::Runbook;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+const EXAMPLES: &str = "\
+Examples:
+  pgrunbook lab up                      # build the image if missing, start the lab
+  pgrunbook run setup                   # clone the standby, start streaming
+  pgrunbook run verify                  # check that replication works
+  pgrunbook run failover --dry-run      # print what a failover would change
+  pgrunbook run backup --set type=incr  # incremental pgBackRest backup
+  pgrunbook list                        # shipped and local runbooks
+  pgrunbook check runbooks/mine.rhai    # syntax check without running";
+
+#[derive(Parser)]
+#[command(name = "pgrunbook", version, about = "Runbooks in Rhai for a PostgreSQL primary/standby pair in Docker",
+    after_help = EXAMPLES)]
+pub struct Cli {
+    /// Configuration file (default: ./pgrunbook.toml if present, else built-in defaults).
+    #[arg(long, global = true, env = "PGRUNBOOK_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Runs a runbook (a shipped name, a name in ./runbooks, or a path to a .rhai file).
+    #[command(after_help = "Examples:
+  pgrunbook run setup
+  pgrunbook run backup --set type=diff
+  pgrunbook run ./my_check.rhai --dry-run
+  pgrunbook run backup --help-params   # the runbook's parameters")]
+    Run {
+        runbook: String,
+        /// Sets a runbook parameter: --set key=value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Performs reads, prints every change instead of making it.
+        #[arg(long)]
+        dry_run: bool,
+        /// Shows the runbook's parameters and exits.
+        #[arg(long)]
+        help_params: bool,
+    },
+    /// Lists shipped and local runbooks with their descriptions and parameters.
+    #[command(after_help = "Example:\n  pgrunbook list")]
+    List,
+    /// Checks runbooks without running them (all shipped and local ones by default).
+    #[command(after_help = "Examples:\n  pgrunbook check\n  pgrunbook check setup runbooks/mine.rhai")]
+    Check { runbooks: Vec<String> },
+    /// Manages the lab: the seed's containers, network and volumes.
+    #[command(subcommand)]
+    Lab(LabCommand),
+    /// Shows the backups recorded in Redis, newest first.
+    #[command(after_help = "Examples:\n  pgrunbook backups\n  pgrunbook backups --last 3 --json")]
+    Backups {
+        #[arg(long, default_value_t = 10)]
+        last: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows the journal of runs recorded in Redis, newest first.
+    #[command(after_help = "Examples:\n  pgrunbook journal\n  pgrunbook journal --last 50 --json")]
+    Journal {
+        #[arg(long, default_value_t = 20)]
+        last: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints the effective configuration (passwords masked).
+    #[command(after_help = "Example:\n  PGRUNBOOK_NODES__PG_REPLICA__PORT=5434 pgrunbook config")]
+    Config,
+}
+
+#[derive(Subcommand)]
+pub enum LabCommand {
+    /// Creates or starts the lab; builds its image when missing. Changes nothing when it runs.
+    #[command(after_help = "Example:\n  pgrunbook lab up")]
+    Up,
+    /// Removes the lab's containers; with --volumes also its data, repository and network.
+    #[command(after_help = "Examples:\n  pgrunbook lab down\n  pgrunbook lab down --volumes")]
+    Down {
+        #[arg(long)]
+        volumes: bool,
+    },
+    /// Shows the lab's containers and their state.
+    #[command(after_help = "Example:\n  pgrunbook lab status")]
+    Status,
+    /// Builds the lab image if it is missing.
+    #[command(after_help = "Example:\n  pgrunbook lab build")]
+    Build,
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprint!("{}", f.render());
+            ExitCode::from(f.class.exit_code())
+        }
+    }
+}
+
+fn infra(e: anyhow::Error) -> Failure {
+    let class = crate::error::class_of(&e, Class::Infrastructure);
+    let msg = e
+        .chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    Failure::new(class, dedup_chain(&msg))
+}
+
+/// `a: a: b` (anyhow chains repeat a Failure's text) as `a: b`.
+fn dedup_chain(s: &str) -> String {
+    let mut parts: Vec<&str> = vec![];
+    for p in s.split(": ") {
+        if parts.last() != Some(&p) {
+            parts.push(p);
+        }
+    }
+    parts.join(": ")
+}
+
+fn load_config(path: &Option<PathBuf>) -> Result<Config, Failure> {
+    Config::load(path.as_deref()).map_err(|e| Failure::usage(format!("{e:#}")))
+}
+
+fn parse_sets(sets: &[String]) -> Result<Vec<(String, String)>, Failure> {
+    sets.iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .ok_or_else(|| Failure::usage(format!("--set takes KEY=VALUE, not {s:?}")))
+        })
+        .collect()
+}
+
+/// Ctrl-C sets the cancel flag and cancels the query under way; a second Ctrl-C exits at once.
+fn install_ctrlc(host: &Arc<Host>) {
+    let h = host.clone();
+    let _ = ctrlc::set_handler(move || {
+        if h.cancel.is_cancelled() {
+            eprintln!("\ninterrupted again: exiting now");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: stopping at the next safe point (Ctrl-C again to exit now)");
+        h.cancel.cancel();
+        h.pg.cancel_inflight();
+    });
+}
+
+fn print_params(rb: &Runbook) {
+    println!("{}: {}", rb.name, rb.meta.description);
+    if rb.meta.params.is_empty() {
+        println!("  (no parameters)");
+    }
+    for p in &rb.meta.params {
+        let choices = if p.choices.is_empty() {
+            String::new()
+        } else {
+            format!(" one of {}", p.choices.join("|"))
+        };
+        println!(
+            "  --set {}=<{}{}>  default {}  {}",
+            p.name,
+            p.kind(),
+            choices,
+            p.default,
+            p.help
+        );
+    }
+}
+
+pub fn dispatch(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Run {
+            runbook,
+            set,
+            dry_run,
+            help_params,
+        } => {
+            let rb = Runbook::find(&runbook)?;
+            if help_params {
+                print_params(&rb);
+                return Ok(());
+            }
+            let sets = parse_sets(&set)?;
+            let params = engine::bind_params(&rb, &sets)?;
+            let config = load_config(&cli.config)?;
+            let host = Arc::new(Host::new(config));
+            host.set_dry_run(dry_run);
+            install_ctrlc(&host);
+            host.journal.flush_spool();
+            if dry_run {
+                println!("dry run of {}: reads are real, changes are printed", rb.name);
+            }
+            let r = engine::run(&host, &rb, params);
+            if dry_run {
+                let planned = host.run.lock().unwrap().planned.clone();
+                println!("\nplan: {} change(s) would be made", planned.len());
+                for (i, p) in planned.iter().enumerate() {
+                    println!("  {}. {p}", i + 1);
+                }
+            }
+            r
+        }
+        Command::List => {
+            for rb in Runbook::all() {
+                let origin = if rb.shipped { "shipped" } else { "local" };
+                println!("{:<24} {} ({origin})", rb.name, rb.meta.description);
+                for p in &rb.meta.params {
+                    println!("{:<26}--set {}={} {}", "", p.name, p.default, p.help);
+                }
+            }
+            Ok(())
+        }
+        Command::Check { runbooks } => {
+            let config = load_config(&cli.config)?;
+            let host = Arc::new(Host::new(config));
+            let list: Vec<Runbook> = if runbooks.is_empty() {
+                Runbook::all()
+            } else {
+                runbooks
+                    .iter()
+                    .map(|n| Runbook::find(n))
+                    .collect::<Result<_, _>>()?
+            };
+            let mut problems = 0;
+            for rb in &list {
+                let found = crate::check::check(&host, rb);
+                if found.is_empty() {
+                    println!("ok      {}", rb.display_path);
+                }
+                for f in found {
+                    problems += 1;
+                    eprint!("{}", f.render());
+                }
+            }
+            if problems > 0 {
+                return Err(Failure::new(
+                    Class::Runbook,
+                    format!("check found {problems} problem(s)"),
+                ));
+            }
+            Ok(())
+        }
+        Command::Lab(cmd) => {
+            let config = load_config(&cli.config)?;
+            let host = Host::new(config);
+            let lab = Lab::new(&host.config, &host.docker);
+            match cmd {
+                LabCommand::Up => {
+                    let did = lab.up().map_err(infra)?;
+                    lab.wait_primaries(&host.pg, std::time::Duration::from_secs(120))
+                        .map_err(infra)?;
+                    if did.is_empty() {
+                        println!("lab: already up, nothing changed");
+                    }
+                    for d in did {
+                        println!("lab: {d}");
+                    }
+                    Ok(())
+                }
+                LabCommand::Down { volumes } => {
+                    let did = lab.down(volumes).map_err(infra)?;
+                    if did.is_empty() {
+                        println!("lab: nothing to remove");
+                    }
+                    for d in did {
+                        println!("lab: {d}");
+                    }
+                    Ok(())
+                }
+                LabCommand::Status => {
+                    let rows = lab.status().map_err(infra)?;
+                    let cols: Vec<String> = ["container", "role", "state", "port"]
+                        .map(String::from)
+                        .to_vec();
+                    let cells: Vec<Vec<String>> = rows
+                        .into_iter()
+                        .map(|r| vec![r.name, r.role, r.state, format!("127.0.0.1:{}", r.port)])
+                        .collect();
+                    print!("{}", crate::table::render_cells(&cols, &cells));
+                    Ok(())
+                }
+                LabCommand::Build => lab.ensure_image().map_err(infra),
+            }
+        }
+        Command::Backups { last, json } => show_stream(&cli.config, BACKUPS, last, json),
+        Command::Journal { last, json } => show_stream(&cli.config, JOURNAL, last, json),
+        Command::Config => {
+            let config = load_config(&cli.config)?;
+            println!("# from {}", config.source);
+            print!("{}", config.to_masked_toml());
+            Ok(())
+        }
+    }
+}
+
+fn show_stream(config: &Option<PathBuf>, stream: &str, last: usize, json: bool) -> Result<(), Failure> {
+    let config = load_config(config)?;
+    let j = crate::journal::Journal::new(config);
+    j.flush_spool();
+    let entries = j.last(stream, last).map_err(infra)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries).unwrap_or_default());
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("(no {stream} entries in Redis)");
+        return Ok(());
+    }
+    let mut cols: Vec<String> = vec![];
+    for e in &entries {
+        for k in e.fields.keys() {
+            if !cols.contains(k) && k != "run_id" && k != "params" && k != "metrics" && k != "planned" {
+                cols.push(k.clone());
+            }
+        }
+    }
+    let order = ["ts", "runbook", "event", "step", "outcome", "duration_ms", "type", "label", "node"];
+    cols.sort_by_key(|c| order.iter().position(|o| o == c).unwrap_or(order.len()));
+    let cells: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| cols.iter().map(|c| e.fields.get(c).cloned().unwrap_or_default()).collect())
+        .collect();
+    print!("{}", crate::table::render_cells(&cols, &cells));
+    Ok(())
+}

@@ -1,0 +1,441 @@
+//! Configuration: built-in defaults (the seed's names), then `pgrunbook.toml`, then the
+//! environment.
+//!
+//! Why three layers: a user of the seed's own compose setup runs pgrunbook with no file at all;
+//! a user with another setup writes only what differs; CI and tests change one value (a port, a
+//! password) through the environment without writing files. Passwords never come from the command
+//! line, because a command line is visible to every user of the machine through `ps`.
+//!
+//! Environment overrides: `PGRUNBOOK_PASSWORD` and `PGRUNBOOK_REPLICATION_PASSWORD` set the two
+//! passwords; any other value is `PGRUNBOOK_<SECTION>__<KEY>`, for example
+//! `PGRUNBOOK_REDIS__URL=redis://127.0.0.1:6380` or `PGRUNBOOK_NODES__PG_REPLICA__PORT=5434`
+//! (case and `-`/`_` do not matter).
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub cluster: Cluster,
+    /// Nodes by the name runbooks use for them.
+    pub nodes: BTreeMap<String, Node>,
+    pub pgbackrest: PgBackRest,
+    pub redis: Redis,
+    pub lab: Lab,
+    pub runbook: RunbookLimits,
+    /// Where the configuration came from, for messages.
+    #[serde(skip)]
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// The application database (`sql` connects to it).
+    pub database: String,
+    pub superuser: String,
+    pub password: String,
+    pub replication_user: String,
+    pub replication_password: String,
+    /// The data directory inside every node's container.
+    pub data_dir: String,
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Docker container name.
+    pub container: String,
+    /// Address of the published PostgreSQL port, as seen from the host.
+    pub host: String,
+    pub port: u16,
+    /// The slot this node reads from when it is a standby (`replica1`, `primary1`).
+    pub slot: String,
+    /// What the lab makes of this node when its data directory is empty: `primary` or `standby`.
+    pub init: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgBackRest {
+    pub stanza: String,
+    pub repo_path: String,
+    /// How many full backups the repository keeps.
+    pub retention_full: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redis {
+    pub url: String,
+    /// Prefix of every key pgrunbook writes (`<prefix>:journal`, `<prefix>:backups`).
+    pub prefix: String,
+    pub connect_timeout_ms: u64,
+    /// Where journal entries wait while Redis is unreachable. Empty: the user's data directory.
+    pub spool: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lab {
+    pub image: String,
+    pub base_image: String,
+    pub network: String,
+    /// The pgBackRest repository volume both nodes mount at `pgbackrest.repo_path`.
+    pub repo_volume: String,
+    pub redis_container: String,
+    pub redis_port: u16,
+    /// Label put on everything the lab creates, so `lab down` removes only its own things.
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunbookLimits {
+    /// Rhai operations a runbook may run before it is stopped (0: no limit).
+    pub max_operations: u64,
+    /// Wall-clock limit of one run, in seconds (0: no limit).
+    pub timeout_s: u64,
+}
+
+const DEFAULTS: &str = r#"
+[cluster]
+database = "bases2_proyectos"
+superuser = "postgres"
+password = "postgres_pass"
+replication_user = "replicator"
+replication_password = "replica_pass"
+data_dir = "/var/lib/postgresql/data"
+connect_timeout_ms = 3000
+
+[nodes.pg-bases2]
+container = "pg-bases2"
+host = "127.0.0.1"
+port = 5432
+slot = "primary1"
+init = "primary"
+
+[nodes.pg-replica]
+container = "pg-replica"
+host = "127.0.0.1"
+port = 5433
+slot = "replica1"
+init = "standby"
+
+[pgbackrest]
+stanza = "bases2-db"
+repo_path = "/var/lib/pgbackrest"
+retention_full = 2
+
+[redis]
+url = "redis://127.0.0.1:6379"
+prefix = "pgrunbook"
+connect_timeout_ms = 300
+spool = ""
+
+[lab]
+image = "pgrunbook-lab:17"
+base_image = "pgrunbook-base:trixie"
+network = "pgrunbook-lab"
+repo_volume = "pgrunbook-pgbackrest"
+redis_container = "pgrunbook-redis"
+redis_port = 6379
+label = "pgrunbook-lab"
+
+[runbook]
+max_operations = 50000000
+timeout_s = 3600
+"#;
+
+impl Config {
+    /// The built-in defaults alone.
+    pub fn defaults() -> Config {
+        let mut c: Config = toml::from_str(DEFAULTS).expect("built-in defaults parse");
+        c.source = "built-in defaults".into();
+        c
+    }
+
+    /// `--config` if given, else `./pgrunbook.toml` if it exists, else the defaults; then the
+    /// environment on top.
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        match explicit {
+            Some(p) => Self::load_from(Some(p), &env),
+            None => {
+                let local = PathBuf::from("pgrunbook.toml");
+                if local.exists() {
+                    Self::load_from(Some(&local), &env)
+                } else {
+                    Self::load_from(None, &env)
+                }
+            }
+        }
+    }
+
+    /// Loads from an optional file and an explicit environment (tests pass their own).
+    pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Config> {
+        let mut value: toml::Value = toml::from_str(DEFAULTS).expect("built-in defaults parse");
+        let mut source = "built-in defaults".to_string();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+            let user: toml::Value = toml::from_str(&text)
+                .with_context(|| format!("invalid configuration in {}", path.display()))?;
+            merge(&mut value, user, true);
+            source = path.display().to_string();
+        }
+        apply_env(&mut value, env)?;
+        let mut config: Config = value
+            .try_into()
+            .with_context(|| format!("invalid configuration (from {source} and environment)"))?;
+        config.source = source;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.nodes.is_empty() {
+            bail!("the configuration names no node ([nodes.NAME] tables)");
+        }
+        for (name, n) in &self.nodes {
+            if n.init != "primary" && n.init != "standby" {
+                bail!("node {name}: init must be \"primary\" or \"standby\", not {:?}", n.init);
+            }
+            if n.container.is_empty() {
+                bail!("node {name}: container is empty");
+            }
+        }
+        Ok(())
+    }
+
+    /// The node called `name`, or an error listing the known names.
+    pub fn node(&self, name: &str) -> Result<&Node> {
+        self.nodes.get(name).with_context(|| {
+            format!(
+                "unknown node '{name}' (known nodes: {})",
+                self.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+
+    /// The node whose container is `container`.
+    pub fn node_by_container(&self, container: &str) -> Option<(&String, &Node)> {
+        self.nodes.iter().find(|(_, n)| n.container == container)
+    }
+
+    /// The volume holding a node's data directory in the lab.
+    pub fn data_volume(&self, node: &Node) -> String {
+        format!("{}-data", node.container)
+    }
+
+    /// Where spooled journal entries go.
+    pub fn spool_path(&self) -> PathBuf {
+        if !self.redis.spool.is_empty() {
+            return PathBuf::from(&self.redis.spool);
+        }
+        data_dir().join("journal-spool.jsonl")
+    }
+
+    /// The configuration as TOML with the passwords masked.
+    pub fn to_masked_toml(&self) -> String {
+        let mut c = self.clone();
+        c.cluster.password = "********".into();
+        c.cluster.replication_password = "********".into();
+        toml::to_string_pretty(&c).unwrap_or_default()
+    }
+
+    /// The secrets, to scrub them from anything printed or journaled.
+    pub fn secrets(&self) -> Vec<String> {
+        [&self.cluster.password, &self.cluster.replication_password]
+            .into_iter()
+            .filter(|s| s.len() >= 4)
+            .cloned()
+            .collect()
+    }
+}
+
+/// pgrunbook's own data directory (history, spool).
+pub fn data_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("PGRUNBOOK_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    dirs::data_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("pgrunbook")
+}
+
+fn norm(s: &str) -> String {
+    s.to_ascii_lowercase().replace('-', "_")
+}
+
+/// Deep-merges `over` into `base`. A user's `[nodes]` replaces the default nodes as a whole: a
+/// setup with other node names must not inherit the seed's two.
+fn merge(base: &mut toml::Value, over: toml::Value, top: bool) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                if top && k == "nodes" {
+                    b.insert(k, v);
+                    continue;
+                }
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v, false),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+fn apply_env(value: &mut toml::Value, env: &[(String, String)]) -> Result<()> {
+    for (key, val) in env {
+        let path: Vec<String> = match key.as_str() {
+            "PGRUNBOOK_PASSWORD" => vec!["cluster".into(), "password".into()],
+            "PGRUNBOOK_REPLICATION_PASSWORD" => {
+                vec!["cluster".into(), "replication_password".into()]
+            }
+            k if k.starts_with("PGRUNBOOK_") && k.contains("__") => k["PGRUNBOOK_".len()..]
+                .split("__")
+                .map(norm)
+                .collect(),
+            _ => continue,
+        };
+        set_path(value, &path, val).with_context(|| format!("in environment variable {key}"))?;
+    }
+    Ok(())
+}
+
+fn set_path(value: &mut toml::Value, path: &[String], raw: &str) -> Result<()> {
+    let table = match value {
+        toml::Value::Table(t) => t,
+        _ => bail!("{} is not a table", path[0]),
+    };
+    let existing_key = table.keys().find(|k| norm(k) == path[0]).cloned();
+    if path.len() == 1 {
+        let key = existing_key.unwrap_or_else(|| path[0].clone());
+        let new = match table.get(&key) {
+            Some(toml::Value::Integer(_)) => toml::Value::Integer(
+                raw.parse()
+                    .with_context(|| format!("{key} takes a whole number, not {raw:?}"))?,
+            ),
+            Some(toml::Value::Boolean(_)) => toml::Value::Boolean(
+                raw.parse()
+                    .with_context(|| format!("{key} takes true or false, not {raw:?}"))?,
+            ),
+            _ => toml::Value::String(raw.to_string()),
+        };
+        table.insert(key, new);
+        return Ok(());
+    }
+    let key = existing_key.unwrap_or_else(|| path[0].clone());
+    let child = table
+        .entry(key)
+        .or_insert_with(|| toml::Value::Table(Default::default()));
+    set_path(child, &path[1..], raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_seeds_names() {
+        let c = Config::load_from(None, &[]).unwrap();
+        assert_eq!(c.cluster.database, "bases2_proyectos");
+        assert_eq!(c.cluster.replication_user, "replicator");
+        assert_eq!(c.nodes["pg-bases2"].container, "pg-bases2");
+        assert_eq!(c.nodes["pg-bases2"].init, "primary");
+        assert_eq!(c.nodes["pg-replica"].slot, "replica1");
+        assert_eq!(c.nodes["pg-bases2"].slot, "primary1");
+        assert_eq!(c.nodes["pg-replica"].port, 5433);
+        assert_eq!(c.pgbackrest.stanza, "bases2-db");
+        assert_eq!(c.redis.url, "redis://127.0.0.1:6379");
+        assert_eq!(c.source, "built-in defaults");
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_nodes_replace_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pgrunbook.toml");
+        std::fs::write(
+            &p,
+            r#"
+[cluster]
+database = "app"
+[nodes.a]
+container = "ca"
+host = "127.0.0.1"
+port = 7000
+slot = "sa"
+init = "primary"
+"#,
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&p), &[]).unwrap();
+        assert_eq!(c.cluster.database, "app");
+        assert_eq!(c.cluster.superuser, "postgres", "untouched values keep defaults");
+        assert_eq!(c.nodes.len(), 1);
+        assert_eq!(c.nodes["a"].port, 7000);
+        assert!(c.source.ends_with("pgrunbook.toml"));
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let e = env(&[
+            ("PGRUNBOOK_PASSWORD", "s3cret"),
+            ("PGRUNBOOK_REDIS__URL", "redis://127.0.0.1:7777"),
+            ("PGRUNBOOK_NODES__PG_REPLICA__PORT", "6543"),
+            ("PGRUNBOOK_CLUSTER__DATABASE", "12345"),
+            ("UNRELATED", "x"),
+        ]);
+        let c = Config::load_from(None, &e).unwrap();
+        assert_eq!(c.cluster.password, "s3cret");
+        assert_eq!(c.redis.url, "redis://127.0.0.1:7777");
+        assert_eq!(c.nodes["pg-replica"].port, 6543);
+        assert_eq!(c.cluster.database, "12345", "a string field stays a string");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = env(&[("PGRUNBOOK_NODES__PG_REPLICA__PORT", "five")]);
+        let err = format!("{:#}", Config::load_from(None, &e).unwrap_err());
+        assert!(err.contains("PGRUNBOOK_NODES__PG_REPLICA__PORT"), "{err}");
+        assert!(err.contains("whole number"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.toml");
+        std::fs::write(&p, "[cluster]\ndatabse = \"x\"\n").unwrap();
+        let err = format!("{:#}", Config::load_from(Some(&p), &[]).unwrap_err());
+        assert!(err.contains("databse"), "unknown key is named: {err}");
+    }
+
+    #[test]
+    fn unknown_node_lists_known_ones() {
+        let c = Config::defaults();
+        let err = c.node("pg-nope").unwrap_err().to_string();
+        assert!(err.contains("unknown node 'pg-nope'"), "{err}");
+        assert!(err.contains("pg-bases2, pg-replica"), "{err}");
+    }
+
+    #[test]
+    fn masked_toml_hides_passwords() {
+        let c = Config::defaults();
+        let t = c.to_masked_toml();
+        assert!(!t.contains("postgres_pass") && !t.contains("replica_pass"));
+    }
+}

@@ -1,0 +1,568 @@
+//! The Docker backend: every call pgrunbook makes to the Docker Engine, through bollard.
+//!
+//! bollard is async; pgrunbook's primitives are sync (Rhai calls them one at a time). This file
+//! owns a small current-thread Tokio runtime and blocks on it. The sync `postgres` client runs its
+//! own runtime, so nothing here may call PostgreSQL while inside `block_on`: every function below
+//! returns before any SQL runs.
+//!
+//! The engine here may be older than bollard's default API version (Debian's 20.10 speaks 1.41),
+//! so the client negotiates the version on first use.
+
+use crate::cancel::Cancel;
+use anyhow::{anyhow, bail, Context, Result};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig, Mount, MountType,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
+};
+use bollard::query_parameters as qp;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Output of a command run in a container.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// What Docker says of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Missing,
+    /// `running`, `exited`, `created`, `paused`, `restarting`, `dead`...
+    Present(String),
+}
+
+impl State {
+    pub fn as_str(&self) -> &str {
+        match self {
+            State::Missing => "missing",
+            State::Present(s) => s,
+        }
+    }
+    pub fn is_running(&self) -> bool {
+        matches!(self, State::Present(s) if s == "running")
+    }
+}
+
+/// A container to create (the lab, one-off helpers).
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub env: Vec<String>,
+    pub cmd: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub user: Option<String>,
+    /// (volume name, path in the container)
+    pub volumes: Vec<(String, String)>,
+    /// Bind mounts as `source:destination[:mode]`.
+    pub binds: Vec<String>,
+    pub network: Option<String>,
+    pub aliases: Vec<String>,
+    /// (container port like "5432/tcp", host port); published on 127.0.0.1 only.
+    pub ports: Vec<(String, u16)>,
+    pub labels: HashMap<String, String>,
+    pub restart_unless_stopped: bool,
+}
+
+pub struct Docker {
+    rt: tokio::runtime::Runtime,
+    client: OnceLock<std::result::Result<bollard::Docker, String>>,
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+fn is_not_modified(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 304,
+            ..
+        }
+    )
+}
+
+impl Default for Docker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Docker {
+    pub fn new() -> Docker {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a Tokio runtime for Docker calls");
+        Docker {
+            rt,
+            client: OnceLock::new(),
+        }
+    }
+
+    /// The connected client; the first call connects and negotiates the API version.
+    fn client(&self) -> Result<&bollard::Docker> {
+        let r = self.client.get_or_init(|| {
+            let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+            let c = bollard::Docker::connect_with_defaults()
+                .map_err(|e| format!("Docker engine unreachable at {host}: {e}"))?
+                .with_timeout(Duration::from_secs(600));
+            self.rt
+                .block_on(async {
+                    tokio::time::timeout(Duration::from_secs(5), c.negotiate_version()).await
+                })
+                .map_err(|_| format!("Docker engine unreachable at {host}: no answer in 5 s"))?
+                .map_err(|e| format!("Docker engine unreachable at {host}: {e}"))
+        });
+        r.as_ref().map_err(|e| anyhow!(crate::error::Failure::new(crate::error::Class::Infrastructure, e.clone())))
+    }
+
+    /// Fails with a clear error when the engine cannot be reached.
+    pub fn ping(&self) -> Result<()> {
+        self.client().map(|_| ())
+    }
+
+    pub fn inspect(&self, container: &str) -> Result<Option<ContainerInspectResponse>> {
+        let c = self.client()?;
+        match self.rt.block_on(c.inspect_container(container, None::<qp::InspectContainerOptions>)) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(anyhow!(e).context(format!("cannot inspect container '{container}'"))),
+        }
+    }
+
+    pub fn state(&self, container: &str) -> Result<State> {
+        Ok(match self.inspect(container)? {
+            None => State::Missing,
+            Some(r) => State::Present(
+                r.state
+                    .and_then(|s| s.status)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+            ),
+        })
+    }
+
+    fn must_exist(&self, container: &str) -> Result<ContainerInspectResponse> {
+        self.inspect(container)?.ok_or_else(|| {
+            anyhow!(crate::error::Failure::new(
+                crate::error::Class::Infrastructure,
+                format!("container '{container}' does not exist"),
+            ))
+        })
+    }
+
+    /// Stops a container (its stop signal, then SIGKILL after `timeout_s`). Stopping a stopped
+    /// container is fine.
+    pub fn stop(&self, container: &str, timeout_s: i32) -> Result<()> {
+        let c = self.client()?;
+        self.must_exist(container)?;
+        let opts = qp::StopContainerOptions {
+            t: Some(timeout_s),
+            ..Default::default()
+        };
+        match self.rt.block_on(c.stop_container(container, Some(opts))) {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_modified(&e) => Ok(()),
+            Err(e) => Err(anyhow!(e).context(format!("cannot stop container '{container}'"))),
+        }
+    }
+
+    /// Sends a signal (SIGKILL by default) to a container's main process.
+    pub fn kill(&self, container: &str, signal: &str) -> Result<()> {
+        let c = self.client()?;
+        self.must_exist(container)?;
+        let opts = qp::KillContainerOptions {
+            signal: signal.to_string(),
+        };
+        match self.rt.block_on(c.kill_container(container, Some(opts))) {
+            Ok(()) => Ok(()),
+            Err(e @ bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
+                // Not running: nothing to kill.
+                let _ = e;
+                Ok(())
+            }
+            Err(e) => Err(anyhow!(e).context(format!("cannot kill container '{container}'"))),
+        }
+    }
+
+    /// Starts a container; starting a running one is fine.
+    pub fn start(&self, container: &str) -> Result<()> {
+        let c = self.client()?;
+        self.must_exist(container)?;
+        match self.rt.block_on(c.start_container(container, None::<qp::StartContainerOptions>)) {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_modified(&e) => Ok(()),
+            Err(e) => Err(anyhow!(e).context(format!("cannot start container '{container}'"))),
+        }
+    }
+
+    pub fn remove(&self, container: &str) -> Result<()> {
+        let c = self.client()?;
+        let opts = qp::RemoveContainerOptions {
+            force: true,
+            v: false,
+            link: false,
+        };
+        match self.rt.block_on(c.remove_container(container, Some(opts))) {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(anyhow!(e).context(format!("cannot remove container '{container}'"))),
+        }
+    }
+
+    /// Runs a command in a running container and collects its output. `on_line` sees each line
+    /// of stderr as it arrives (progress); `cancel` stops waiting.
+    pub fn exec(
+        &self,
+        container: &str,
+        cmd: &[String],
+        user: Option<&str>,
+        env: &[String],
+        cancel: &Cancel,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<ExecOutput> {
+        let c = self.client()?;
+        let info = self.must_exist(container)?;
+        let running = info.state.and_then(|s| s.running).unwrap_or(false);
+        if !running {
+            return Err(anyhow!(crate::error::Failure::new(
+                crate::error::Class::Infrastructure,
+                format!("container '{container}' is not running"),
+            )));
+        }
+        let opts = bollard::exec::CreateExecOptions::<String> {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(cmd.to_vec()),
+            user: user.map(str::to_string),
+            env: if env.is_empty() { None } else { Some(env.to_vec()) },
+            ..Default::default()
+        };
+        self.rt.block_on(async {
+            let created = c
+                .create_exec(container, opts)
+                .await
+                .with_context(|| format!("cannot create an exec in '{container}'"))?;
+            let started = c
+                .start_exec(&created.id, None::<bollard::exec::StartExecOptions>)
+                .await
+                .with_context(|| format!("cannot start an exec in '{container}'"))?;
+            let mut out = ExecOutput::default();
+            if let bollard::exec::StartExecResults::Attached { mut output, .. } = started {
+                let mut partial = String::new();
+                loop {
+                    let next = tokio::select! {
+                        n = output.next() => n,
+                        _ = cancel.wait_async() => bail!("cancelled while running {:?} in '{container}'", cmd.join(" ")),
+                    };
+                    match next {
+                        None => break,
+                        Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
+                            out.stdout.push_str(&String::from_utf8_lossy(&message))
+                        }
+                        Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
+                            let s = String::from_utf8_lossy(&message);
+                            out.stderr.push_str(&s);
+                            partial.push_str(&s);
+                            while let Some(i) = partial.find(['\n', '\r']) {
+                                let line: String = partial.drain(..=i).collect();
+                                let line = line.trim_end();
+                                if !line.is_empty() {
+                                    on_line(line);
+                                }
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Err(anyhow!(e).context("exec output")),
+                    }
+                }
+            }
+            let inspected = c.inspect_exec(&created.id).await?;
+            out.exit_code = inspected.exit_code.unwrap_or(-1);
+            Ok(out)
+        })
+    }
+
+    /// Runs a one-off container to completion (like `docker run --rm`), streaming its stderr
+    /// lines to `on_line`. The container is removed afterwards, also on error or cancel.
+    pub fn run_oneoff(
+        &self,
+        spec: &ContainerSpec,
+        cancel: &Cancel,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<ExecOutput> {
+        let c = self.client()?;
+        self.remove(&spec.name)?;
+        self.create(spec)?;
+        let name = spec.name.clone();
+        let result = self.rt.block_on(async {
+            c.start_container(&name, None::<qp::StartContainerOptions>)
+                .await
+                .with_context(|| format!("cannot start one-off container '{name}'"))?;
+            let mut logs = c.logs(
+                &name,
+                Some(qp::LogsOptions {
+                    follow: true,
+                    stdout: true,
+                    stderr: true,
+                    tail: "all".into(),
+                    ..Default::default()
+                }),
+            );
+            let mut out = ExecOutput::default();
+            let mut partial = String::new();
+            loop {
+                let next = tokio::select! {
+                    n = logs.next() => n,
+                    _ = cancel.wait_async() => bail!("cancelled while one-off container '{name}' ran"),
+                };
+                match next {
+                    None => break,
+                    Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
+                        out.stdout.push_str(&String::from_utf8_lossy(&message))
+                    }
+                    Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
+                        let s = String::from_utf8_lossy(&message);
+                        out.stderr.push_str(&s);
+                        partial.push_str(&s);
+                        while let Some(i) = partial.find(['\n', '\r']) {
+                            let line: String = partial.drain(..=i).collect();
+                            let line = line.trim_end();
+                            if !line.is_empty() {
+                                on_line(line);
+                            }
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(anyhow!(e).context("one-off container output")),
+                }
+            }
+            // The log stream ends when the process does; wait for Docker to record the exit code.
+            let mut wait = c.wait_container(&name, None::<qp::WaitContainerOptions>);
+            let code = match wait.next().await {
+                Some(Ok(r)) => r.status_code,
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+                Some(Err(e)) => return Err(anyhow!(e).context("waiting for one-off container")),
+                None => -1,
+            };
+            out.exit_code = code;
+            Ok(out)
+        });
+        let _ = self.remove(&spec.name);
+        result
+    }
+
+    /// Creates (does not start) a container.
+    pub fn create(&self, spec: &ContainerSpec) -> Result<()> {
+        let c = self.client()?;
+        let mounts: Vec<Mount> = spec
+            .volumes
+            .iter()
+            .map(|(vol, path)| Mount {
+                target: Some(path.clone()),
+                source: Some(vol.clone()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            })
+            .collect();
+        let mut port_bindings = HashMap::new();
+        for (cport, hport) in &spec.ports {
+            port_bindings.insert(
+                cport.clone(),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(hport.to_string()),
+                }]),
+            );
+        }
+        let networking_config = spec.network.as_ref().map(|n| {
+            let mut m = HashMap::new();
+            m.insert(
+                n.clone(),
+                EndpointSettings {
+                    aliases: if spec.aliases.is_empty() { None } else { Some(spec.aliases.clone()) },
+                    ..Default::default()
+                },
+            );
+            NetworkingConfig {
+                endpoints_config: Some(m),
+            }
+        });
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.clone()),
+            cmd: spec.cmd.clone(),
+            entrypoint: spec.entrypoint.clone(),
+            user: spec.user.clone(),
+            hostname: Some(spec.aliases.first().cloned().unwrap_or_else(|| spec.name.clone())),
+            labels: Some(spec.labels.clone()),
+            host_config: Some(HostConfig {
+                mounts: Some(mounts),
+                binds: if spec.binds.is_empty() { None } else { Some(spec.binds.clone()) },
+                network_mode: spec.network.clone(),
+                port_bindings: if port_bindings.is_empty() { None } else { Some(port_bindings) },
+                restart_policy: spec.restart_unless_stopped.then(|| RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            networking_config,
+            ..Default::default()
+        };
+        let opts = qp::CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            platform: String::new(),
+        };
+        self.rt
+            .block_on(c.create_container(Some(opts), body))
+            .with_context(|| format!("cannot create container '{}' from image '{}'", spec.name, spec.image))?;
+        Ok(())
+    }
+
+    pub fn image_exists(&self, image: &str) -> Result<bool> {
+        let c = self.client()?;
+        match self.rt.block_on(c.inspect_image(image)) {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(anyhow!(e).context(format!("cannot inspect image '{image}'"))),
+        }
+    }
+
+    pub fn ensure_network(&self, name: &str, labels: &HashMap<String, String>) -> Result<bool> {
+        let c = self.client()?;
+        match self.rt.block_on(c.inspect_network(name, None::<qp::InspectNetworkOptions>)) {
+            Ok(_) => return Ok(false),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(anyhow!(e).context(format!("cannot inspect network '{name}'"))),
+        }
+        let req = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        };
+        self.rt
+            .block_on(c.create_network(req))
+            .with_context(|| format!("cannot create network '{name}'"))?;
+        Ok(true)
+    }
+
+    pub fn network_exists(&self, name: &str) -> Result<bool> {
+        let c = self.client()?;
+        match self.rt.block_on(c.inspect_network(name, None::<qp::InspectNetworkOptions>)) {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(anyhow!(e).context(format!("cannot inspect network '{name}'"))),
+        }
+    }
+
+    pub fn remove_network(&self, name: &str) -> Result<()> {
+        let c = self.client()?;
+        match self.rt.block_on(c.remove_network(name)) {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(anyhow!(e).context(format!("cannot remove network '{name}'"))),
+        }
+    }
+
+    pub fn ensure_volume(&self, name: &str, labels: &HashMap<String, String>) -> Result<bool> {
+        let c = self.client()?;
+        match self.rt.block_on(c.inspect_volume(name)) {
+            Ok(_) => return Ok(false),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(anyhow!(e).context(format!("cannot inspect volume '{name}'"))),
+        }
+        let req = VolumeCreateRequest {
+            name: Some(name.to_string()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        };
+        self.rt
+            .block_on(c.create_volume(req))
+            .with_context(|| format!("cannot create volume '{name}'"))?;
+        Ok(true)
+    }
+
+    pub fn volume_exists(&self, name: &str) -> Result<bool> {
+        let c = self.client()?;
+        match self.rt.block_on(c.inspect_volume(name)) {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(anyhow!(e).context(format!("cannot inspect volume '{name}'"))),
+        }
+    }
+
+    pub fn remove_volume(&self, name: &str) -> Result<()> {
+        let c = self.client()?;
+        match self
+            .rt
+            .block_on(c.remove_volume(name, Some(qp::RemoveVolumeOptions { force: true })))
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(anyhow!(e).context(format!("cannot remove volume '{name}'"))),
+        }
+    }
+
+    /// A spec for a one-off container that sees what `container` sees: same image, volumes and
+    /// network. It works for containers pgrunbook did not create (the seed's compose setup).
+    pub fn oneoff_like(&self, container: &str, name: &str) -> Result<ContainerSpec> {
+        let info = self.must_exist(container)?;
+        let image = info
+            .config
+            .as_ref()
+            .and_then(|c| c.image.clone())
+            .or(info.image.clone())
+            .context("container has no image")?;
+        let mut volumes = vec![];
+        let mut binds = vec![];
+        for m in info.mounts.unwrap_or_default() {
+            let dest = m.destination.unwrap_or_default();
+            match (m.typ.map(|t| t.to_string()), m.name, m.source) {
+                (Some(t), Some(n), _) if t == "volume" => volumes.push((n, dest)),
+                (Some(t), _, Some(src)) if t == "bind" => binds.push(format!("{src}:{dest}")),
+                _ => {}
+            }
+        }
+        let network = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|n| n.keys().find(|k| *k != "bridge").cloned().or_else(|| n.keys().next().cloned()));
+        Ok(ContainerSpec {
+            name: name.to_string(),
+            image,
+            volumes,
+            binds,
+            network,
+            user: Some("postgres".into()),
+            ..Default::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_strings() {
+        assert_eq!(State::Missing.as_str(), "missing");
+        assert!(State::Present("running".into()).is_running());
+        assert!(!State::Present("exited".into()).is_running());
+    }
+}

@@ -1,0 +1,276 @@
+//! The Rhai engine pgrunbook runs scripts in: every primitive registered, `import "cluster"`
+//! resolved to the stdlib, limits set, and errors turned into `Failure`s with `file:line:col`.
+
+use crate::error::{Class, Failure, Location};
+use crate::host::Host;
+use crate::runbook::{self, Runbook};
+use rhai::{Dynamic, Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Shared, AST};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Source texts by the name errors use (runbooks and modules), for the caret.
+pub type Sources = Arc<Mutex<HashMap<String, String>>>;
+
+/// Resolves `import "NAME"` to `./stdlib/NAME.rhai`, else the shipped stdlib; a path ending in
+/// `.rhai` is read as a file. Modules are compiled once per engine.
+pub struct StdlibResolver {
+    cache: Mutex<HashMap<String, Shared<Module>>>,
+    sources: Sources,
+}
+
+impl ModuleResolver for StdlibResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        _source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<Shared<Module>, Box<EvalAltResult>> {
+        if let Some(m) = self.cache.lock().unwrap().get(path) {
+            return Ok(m.clone());
+        }
+        let found = if path.ends_with(".rhai") {
+            std::fs::read_to_string(path).ok().map(|s| (path.to_string(), s))
+        } else {
+            runbook::find_module(path)
+        };
+        let Some((name, text)) = found else {
+            return Err(Box::new(EvalAltResult::ErrorModuleNotFound(path.to_string(), pos)));
+        };
+        self.sources.lock().unwrap().insert(name.clone(), text.clone());
+        let mut ast = engine.compile(&text).map_err(|e| {
+            Box::new(EvalAltResult::ErrorInModule(
+                name.clone(),
+                Box::new(EvalAltResult::ErrorParsing(*e.0, e.1)),
+                pos,
+            ))
+        })?;
+        ast.set_source(name.as_str());
+        let mut module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
+            .map_err(|e| Box::new(EvalAltResult::ErrorInModule(name.clone(), e, pos)))?;
+        module.build_index();
+        let module: Shared<Module> = module.into();
+        self.cache.lock().unwrap().insert(path.to_string(), module.clone());
+        Ok(module)
+    }
+}
+
+/// Builds an engine wired to `host`.
+pub fn build(host: &Arc<Host>, sources: &Sources) -> Engine {
+    let mut engine = Engine::new();
+    crate::primitives::register_all(&mut engine, host);
+    engine.set_module_resolver(StdlibResolver {
+        cache: Mutex::new(HashMap::new()),
+        sources: sources.clone(),
+    });
+    engine.set_max_expr_depths(128, 64);
+    engine.set_max_call_levels(64);
+    let limits = &host.config.runbook;
+    if limits.max_operations > 0 {
+        engine.set_max_operations(limits.max_operations);
+    }
+    let h = host.clone();
+    engine.on_print(move |s| h.say(s));
+    let h = host.clone();
+    engine.on_debug(move |s, src, pos| {
+        let at = match (src, pos.line()) {
+            (Some(src), Some(l)) => format!("{src}:{l}: "),
+            _ => String::new(),
+        };
+        eprintln!("{}", h.scrub(&format!("debug: {at}{s}")));
+    });
+    let h = host.clone();
+    let timeout = Duration::from_secs(limits.timeout_s);
+    let started = Mutex::new(Instant::now());
+    engine.on_progress(move |ops| {
+        if ops == 1 {
+            *started.lock().unwrap() = Instant::now();
+        }
+        if ops % 256 != 0 {
+            return None;
+        }
+        if h.cancel.is_cancelled() {
+            return Some(Dynamic::from("interrupted by Ctrl-C"));
+        }
+        if !timeout.is_zero() && started.lock().unwrap().elapsed() > timeout {
+            return Some(Dynamic::from(format!(
+                "stopped after the run's time limit of {} s (runbook.timeout_s)",
+                timeout.as_secs()
+            )));
+        }
+        None
+    });
+    engine
+}
+
+/// Compiles a script, mapping a syntax error to a `Failure` at its position.
+pub fn compile(engine: &Engine, name: &str, text: &str) -> Result<AST, Failure> {
+    match engine.compile(text) {
+        Ok(mut ast) => {
+            ast.set_source(name);
+            Ok(ast)
+        }
+        Err(e) => {
+            let mut f = Failure::new(Class::Runbook, format!("syntax error: {}", e.0));
+            locate(&mut f, name, e.1, text);
+            Err(f)
+        }
+    }
+}
+
+fn locate(f: &mut Failure, file: &str, pos: Position, text: &str) {
+    if let (Some(line), col) = (pos.line(), pos.position().unwrap_or(1)) {
+        f.location = Some(Location {
+            file: file.to_string(),
+            line,
+            col,
+        });
+        f.source_line = text.lines().nth(line - 1).map(str::to_string);
+    }
+}
+
+/// Turns a Rhai error into a `Failure`: the innermost position (where the failing call is),
+/// the call frames it passed through, and the class the primitive raised it with.
+pub fn to_failure(err: &EvalAltResult, top: &str, host: &Host, sources: &Sources) -> Failure {
+    let mut frames: Vec<(String, Position, String)> = vec![]; // (file, pos, what)
+    let mut file = top.to_string();
+    let mut e = err;
+    loop {
+        match e {
+            EvalAltResult::ErrorInFunctionCall(name, src, inner, pos) => {
+                frames.push((file.clone(), *pos, format!("in call to {name}")));
+                if !src.is_empty() {
+                    file = src.clone();
+                }
+                e = inner;
+            }
+            EvalAltResult::ErrorInModule(path, inner, pos) => {
+                frames.push((file.clone(), *pos, format!("importing {path}")));
+                file = path.clone();
+                e = inner;
+            }
+            _ => break,
+        }
+    }
+    let (class, message) = match e {
+        EvalAltResult::ErrorRuntime(v, _) => {
+            let m = v.to_string();
+            (host.class_of_message(&m).unwrap_or(Class::Runbook), m)
+        }
+        EvalAltResult::ErrorTerminated(v, _) => (Class::Interrupted, v.to_string()),
+        EvalAltResult::ErrorTooManyOperations(_) => (
+            Class::Interrupted,
+            format!(
+                "stopped after {} operations (runbook.max_operations): does the runbook loop forever?",
+                host.config.runbook.max_operations
+            ),
+        ),
+        EvalAltResult::ErrorModuleNotFound(m, _) => (
+            Class::Runbook,
+            format!(
+                "module '{m}' not found (looked in ./stdlib and the shipped stdlib: {})",
+                runbook::module_names().join(", ")
+            ),
+        ),
+        EvalAltResult::ErrorFunctionNotFound(sig, _) => {
+            let name = sig.split('(').next().unwrap_or(sig).trim();
+            let known = crate::check::known_function_names(host);
+            let hint = crate::suggest::nearest(name, known.iter().map(String::as_str))
+                .map(|s| format!("; did you mean {s}?"))
+                .unwrap_or_default();
+            (Class::Runbook, format!("function not found: {sig}{hint}"))
+        }
+        other => {
+            let mut text = other.to_string();
+            if let Some(i) = text.rfind(" (line ") {
+                text.truncate(i);
+            }
+            (Class::Runbook, text)
+        }
+    };
+    let mut f = Failure::new(class, host.scrub(&message));
+    let pos = e.position();
+    let srcs = sources.lock().unwrap();
+    let text = |file: &str| srcs.get(file).cloned().unwrap_or_default();
+    if !pos.is_none() {
+        locate(&mut f, &file, pos, &text(&file));
+        for (ffile, fpos, what) in frames.iter().rev() {
+            if let Some(l) = fpos.line() {
+                f.trace.push(format!("{what} at {ffile}:{l}:{}", fpos.position().unwrap_or(1)));
+            }
+        }
+    } else if let Some((ffile, fpos, _)) = frames.last() {
+        // No position at the innermost error: point at the innermost call.
+        locate(&mut f, ffile, *fpos, &text(ffile));
+        for (ffile, fpos, what) in frames.iter().rev().skip(1) {
+            if let Some(l) = fpos.line() {
+                f.trace.push(format!("{what} at {ffile}:{l}:{}", fpos.position().unwrap_or(1)));
+            }
+        }
+    }
+    f.step = host.current_step();
+    f
+}
+
+/// Checks `--set` values against the runbook's declared parameters.
+pub fn bind_params(rb: &Runbook, sets: &[(String, String)]) -> Result<BTreeMap<String, Dynamic>, Failure> {
+    let mut values: BTreeMap<String, Dynamic> = rb
+        .meta
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.default.clone()))
+        .collect();
+    for (k, v) in sets {
+        let Some(p) = rb.meta.params.iter().find(|p| &p.name == k) else {
+            let names: Vec<&str> = rb.meta.params.iter().map(|p| p.name.as_str()).collect();
+            let known = if names.is_empty() {
+                "it takes no parameters".to_string()
+            } else {
+                format!("its parameters are {}", names.join(", "))
+            };
+            let hint = crate::suggest::nearest(k, names.iter().copied())
+                .map(|s| format!("; did you mean {s}?"))
+                .unwrap_or_default();
+            return Err(Failure::usage(format!(
+                "runbook '{}' has no parameter '{k}' ({known}){hint}",
+                rb.name
+            )));
+        };
+        let v = p
+            .parse(v)
+            .map_err(|e| Failure::usage(format!("runbook '{}': {e}", rb.name)))?;
+        values.insert(k.clone(), v);
+    }
+    Ok(values)
+}
+
+/// Runs a runbook from start to end: parameters into the scope, the run journaled.
+pub fn run(host: &Arc<Host>, rb: &Runbook, params: BTreeMap<String, Dynamic>) -> Result<(), Failure> {
+    let sources: Sources = Arc::new(Mutex::new(HashMap::new()));
+    sources
+        .lock()
+        .unwrap()
+        .insert(rb.display_path.clone(), rb.source.clone());
+    let engine = build(host, &sources);
+    let ast = compile(&engine, &rb.display_path, &rb.source)?;
+    let mut scope = Scope::new();
+    let mut pmap = rhai::Map::new();
+    for (k, v) in &params {
+        scope.push_constant(k.as_str(), v.clone());
+        pmap.insert(k.as_str().into(), v.clone());
+    }
+    scope.push_constant("params", pmap);
+    let journal_params: BTreeMap<String, String> =
+        params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+    host.begin_run(&rb.name, &journal_params);
+    let result = engine.run_ast_with_scope(&mut scope, &ast);
+    let failure = result
+        .err()
+        .map(|e| to_failure(&e, &rb.display_path, host, &sources));
+    host.end_run(failure.as_ref());
+    match failure {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}

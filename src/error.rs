@@ -1,0 +1,193 @@
+//! Errors as the user sees them: a class (which decides the exit code), a message, and where it
+//! happened (runbook `file:line:col`, step, node), rendered with the source line and a caret.
+//!
+//! Why classes: a script that calls pgrunbook (cron, CI, another tool) must tell "you typed it
+//! wrong" from "the cluster said no" from "Docker is down" without parsing text. The codes are
+//! listed in `docs/errors.md` and never change meaning.
+
+use std::fmt;
+
+/// What kind of failure, and so which exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Bad command line, unknown runbook, bad parameter, bad configuration: exit 2.
+    Usage,
+    /// The runbook itself is wrong: syntax error, runtime error, SQL error, unknown node: exit 3.
+    Runbook,
+    /// The cluster is not in a state the procedure accepts, or a check failed: exit 4.
+    Refused,
+    /// Docker, PostgreSQL or a container cannot be reached: exit 5.
+    Infrastructure,
+    /// Stopped by Ctrl-C, a timeout or the operation limit: exit 130.
+    Interrupted,
+}
+
+impl Class {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Class::Usage => 2,
+            Class::Runbook => 3,
+            Class::Refused => 4,
+            Class::Infrastructure => 5,
+            Class::Interrupted => 130,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Usage => "usage",
+            Class::Runbook => "runbook error",
+            Class::Refused => "refused",
+            Class::Infrastructure => "unreachable",
+            Class::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// A position in a runbook or module source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.col)
+    }
+}
+
+/// A failure with everything needed to explain it.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub class: Class,
+    pub message: String,
+    pub location: Option<Location>,
+    /// The source line at `location`, for the caret.
+    pub source_line: Option<String>,
+    pub step: Option<String>,
+    /// Outer frames: function calls the error passed through, innermost first.
+    pub trace: Vec<String>,
+}
+
+impl Failure {
+    pub fn new(class: Class, message: impl Into<String>) -> Failure {
+        Failure {
+            class,
+            message: message.into(),
+            location: None,
+            source_line: None,
+            step: None,
+            trace: vec![],
+        }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure::new(Class::Usage, message)
+    }
+
+    /// One line: `error[class]: message at file:line:col (step "x")`.
+    pub fn one_line(&self) -> String {
+        let mut s = format!("{}", self.message);
+        if let Some(l) = &self.location {
+            s.push_str(&format!(" at {l}"));
+        }
+        if let Some(st) = &self.step {
+            s.push_str(&format!(" (step \"{st}\")"));
+        }
+        s
+    }
+
+    /// The full rendering, with the source line and a caret under the column.
+    pub fn render(&self) -> String {
+        let mut out = format!("error: {}\n", self.message);
+        if let Some(l) = &self.location {
+            out.push_str(&format!("  --> {l}"));
+            if let Some(st) = &self.step {
+                out.push_str(&format!(" in step \"{st}\""));
+            }
+            out.push('\n');
+            if let Some(src) = &self.source_line {
+                let num = l.line.to_string();
+                let pad = " ".repeat(num.len());
+                out.push_str(&format!("{pad} |\n{num} | {src}\n{pad} | "));
+                out.push_str(&" ".repeat(l.col.saturating_sub(1)));
+                out.push_str("^\n");
+            }
+        } else if let Some(st) = &self.step {
+            out.push_str(&format!("  in step \"{st}\"\n"));
+        }
+        for t in &self.trace {
+            out.push_str(&format!("  = {t}\n"));
+        }
+        out.push_str(&format!(
+            "  = {} (exit code {})\n",
+            self.class.name(),
+            self.class.exit_code()
+        ));
+        out
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.one_line())
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Finds the class of an `anyhow` error: a `Failure` inside keeps its class, anything else is
+/// `default`.
+pub fn class_of(err: &anyhow::Error, default: Class) -> Class {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<Failure>().map(|f| f.class))
+        .unwrap_or(default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_caret_under_column() {
+        let f = Failure {
+            class: Class::Runbook,
+            message: "boom".into(),
+            location: Some(Location {
+                file: "runbooks/x.rhai".into(),
+                line: 12,
+                col: 5,
+            }),
+            source_line: Some("    sql(\"x\", \"y\");".into()),
+            step: Some("Do it".into()),
+            trace: vec![],
+        };
+        let r = f.render();
+        assert!(r.contains("--> runbooks/x.rhai:12:5 in step \"Do it\""), "{r}");
+        let lines: Vec<&str> = r.lines().collect();
+        let src = lines.iter().position(|l| l.starts_with("12 |")).unwrap();
+        let caret = lines[src + 1];
+        assert_eq!(caret.find('^').unwrap(), "12 | ".len() + 4, "{r}");
+        assert!(f
+            .one_line()
+            .contains("boom at runbooks/x.rhai:12:5 (step \"Do it\")"));
+    }
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let all = [
+            Class::Usage,
+            Class::Runbook,
+            Class::Refused,
+            Class::Infrastructure,
+            Class::Interrupted,
+        ];
+        let mut codes: Vec<u8> = all.iter().map(|c| c.exit_code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+        assert!(!codes.contains(&0) && !codes.contains(&1));
+    }
+}

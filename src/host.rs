@@ -1,0 +1,290 @@
+//! The host: what every primitive shares during a run. The configuration, one client per backend,
+//! the cancel flag, the dry-run switch, and the run's record (steps, timings, measured values)
+//! that goes to the journal.
+
+use crate::cancel::Cancel;
+use crate::config::Config;
+use crate::docker::Docker;
+use crate::error::{Class, Failure};
+use crate::journal::{Journal, JOURNAL};
+use crate::postgres::Postgres;
+use rhai::{Dynamic, EvalAltResult, Position};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// One finished step.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub name: String,
+    pub ms: u128,
+    pub outcome: String,
+}
+
+/// The record of the run under way.
+#[derive(Debug)]
+pub struct RunState {
+    pub run_id: String,
+    pub runbook: String,
+    pub started: Instant,
+    pub current: Option<(String, Instant)>,
+    pub steps: Vec<StepRecord>,
+    /// Changes a dry run would have made, in order.
+    pub planned: Vec<String>,
+    /// Values a runbook measured (`record("data_lost_bytes", 0)`), journaled at the end.
+    pub metrics: BTreeMap<String, String>,
+}
+
+impl RunState {
+    fn new(runbook: &str) -> RunState {
+        RunState {
+            run_id: new_run_id(),
+            runbook: runbook.to_string(),
+            started: Instant::now(),
+            current: None,
+            steps: vec![],
+            planned: vec![],
+            metrics: BTreeMap::new(),
+        }
+    }
+}
+
+fn new_run_id() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!("{}-{:05}", now.as_millis(), std::process::id() % 100000)
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub struct Host {
+    pub config: Config,
+    pub docker: Docker,
+    pub pg: Postgres,
+    pub journal: Journal,
+    pub cancel: Cancel,
+    dry_run: AtomicBool,
+    pub run: Mutex<RunState>,
+    /// The class of each error message a primitive raised, to pick the exit code.
+    failures: Mutex<HashMap<String, Class>>,
+    /// Whether stdout is a terminal (progress bars) or not (plain lines).
+    pub tty: bool,
+}
+
+impl Host {
+    pub fn new(config: Config) -> Host {
+        Host {
+            docker: Docker::new(),
+            pg: Postgres::new(config.clone()),
+            journal: Journal::new(config.clone()),
+            cancel: Cancel::new(),
+            dry_run: AtomicBool::new(false),
+            run: Mutex::new(RunState::new("repl")),
+            failures: Mutex::new(HashMap::new()),
+            tty: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            config,
+        }
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.load(Ordering::SeqCst)
+    }
+
+    pub fn set_dry_run(&self, on: bool) {
+        self.dry_run.store(on, Ordering::SeqCst);
+    }
+
+    /// Prints a line to stdout with secrets masked.
+    pub fn say(&self, text: &str) {
+        println!("{}", self.scrub(text));
+    }
+
+    pub fn scrub(&self, text: &str) -> String {
+        let mut t = text.to_string();
+        for s in self.config.secrets() {
+            if t.contains(&s) {
+                t = t.replace(&s, "********");
+            }
+        }
+        t
+    }
+
+    /// A change a primitive is about to make. In a dry run it is printed and recorded, and the
+    /// caller must not make it (returns false).
+    pub fn change(&self, node: &str, action: &str) -> bool {
+        if !self.dry_run() {
+            return true;
+        }
+        let line = format!("{action} on {node}");
+        self.say(&format!("    [dry run] would {line}"));
+        self.run.lock().unwrap().planned.push(line);
+        false
+    }
+
+    /// A Rhai error carrying `message`, remembered with its class for the exit code.
+    pub fn error(&self, class: Class, message: impl Into<String>) -> Box<EvalAltResult> {
+        let message = self.scrub(&message.into());
+        self.failures.lock().unwrap().insert(message.clone(), class);
+        Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(message), Position::NONE))
+    }
+
+    /// Converts a backend error into a Rhai error that names the primitive and node.
+    pub fn fail(&self, primitive: &str, node: &str, err: anyhow::Error) -> Box<EvalAltResult> {
+        let class = crate::error::class_of(&err, Class::Runbook);
+        let cause = format!("{err:#}");
+        let message = if node.is_empty() {
+            format!("{primitive}: {cause}")
+        } else {
+            format!("{primitive} on {node}: {cause}")
+        };
+        self.error(class, message)
+    }
+
+    /// The class a message was raised with (Runbook for errors of the script itself).
+    pub fn class_of_message(&self, message: &str) -> Option<Class> {
+        self.failures.lock().unwrap().get(message).copied()
+    }
+
+    /// The container of a node, or a clear error naming the known nodes.
+    pub fn container(&self, primitive: &str, node: &str) -> Result<String, Box<EvalAltResult>> {
+        self.config
+            .node(node)
+            .map(|n| n.container.clone())
+            .map_err(|e| self.error(Class::Runbook, format!("{primitive}: {e}")))
+    }
+
+    /// Checks a node name.
+    pub fn check_node(&self, primitive: &str, node: &str) -> Result<(), Box<EvalAltResult>> {
+        self.container(primitive, node).map(|_| ())
+    }
+
+    /// Fails when Ctrl-C was pressed.
+    pub fn check_cancel(&self) -> Result<(), Box<EvalAltResult>> {
+        if self.cancel.is_cancelled() {
+            let step = self
+                .run
+                .lock()
+                .unwrap()
+                .current
+                .as_ref()
+                .map(|(s, _)| s.clone());
+            let msg = match step {
+                Some(s) => format!("interrupted during step \"{s}\""),
+                None => "interrupted".to_string(),
+            };
+            return Err(self.error(Class::Interrupted, msg));
+        }
+        Ok(())
+    }
+
+    // ---- the run's record -------------------------------------------------------------------
+
+    /// Starts the record of a run and journals its start.
+    pub fn begin_run(&self, runbook: &str, params: &BTreeMap<String, String>) {
+        let mut st = self.run.lock().unwrap();
+        *st = RunState::new(runbook);
+        let mut f = BTreeMap::new();
+        f.insert("event".into(), "start".into());
+        f.insert("run_id".into(), st.run_id.clone());
+        f.insert("runbook".into(), runbook.to_string());
+        f.insert("ts".into(), now_rfc3339());
+        f.insert("dry_run".into(), self.dry_run().to_string());
+        f.insert(
+            "params".into(),
+            serde_json::to_string(params).unwrap_or_default(),
+        );
+        drop(st);
+        self.journal.append(JOURNAL, f);
+    }
+
+    /// Ends the current step (if any) and starts a new one.
+    pub fn step(&self, name: &str) -> Result<(), Box<EvalAltResult>> {
+        self.check_cancel()?;
+        self.close_step("ok");
+        let mut st = self.run.lock().unwrap();
+        st.current = Some((name.to_string(), Instant::now()));
+        let n = st.steps.len() + 1;
+        drop(st);
+        self.say(&format!("==> [{n}] {name}"));
+        Ok(())
+    }
+
+    /// The step under way.
+    pub fn current_step(&self) -> Option<String> {
+        self.run.lock().unwrap().current.as_ref().map(|(s, _)| s.clone())
+    }
+
+    fn close_step(&self, outcome: &str) {
+        let mut st = self.run.lock().unwrap();
+        if let Some((name, t)) = st.current.take() {
+            let rec = StepRecord {
+                name: name.clone(),
+                ms: t.elapsed().as_millis(),
+                outcome: outcome.to_string(),
+            };
+            let mut f = BTreeMap::new();
+            f.insert("event".into(), "step".into());
+            f.insert("run_id".into(), st.run_id.clone());
+            f.insert("runbook".into(), st.runbook.clone());
+            f.insert("step".into(), name);
+            f.insert("outcome".into(), outcome.to_string());
+            f.insert("duration_ms".into(), rec.ms.to_string());
+            f.insert("ts".into(), now_rfc3339());
+            f.insert("dry_run".into(), self.dry_run().to_string());
+            st.steps.push(rec);
+            drop(st);
+            self.journal.append(JOURNAL, f);
+        }
+    }
+
+    /// Records a measured value for the end-of-run journal entry.
+    pub fn record(&self, key: &str, value: String) {
+        self.run
+            .lock()
+            .unwrap()
+            .metrics
+            .insert(key.to_string(), value);
+    }
+
+    /// Ends the run: closes the last step with the outcome and journals the end.
+    pub fn end_run(&self, failure: Option<&Failure>) -> u128 {
+        let outcome = match failure {
+            None => "ok".to_string(),
+            Some(f) if f.class == Class::Interrupted => "interrupted".into(),
+            Some(_) => "failed".into(),
+        };
+        self.close_step(&outcome);
+        let st = self.run.lock().unwrap();
+        let ms = st.started.elapsed().as_millis();
+        let mut f = BTreeMap::new();
+        f.insert("event".into(), "end".into());
+        f.insert("run_id".into(), st.run_id.clone());
+        f.insert("runbook".into(), st.runbook.clone());
+        f.insert("outcome".into(), outcome);
+        f.insert(
+            "exit_code".into(),
+            failure.map(|f| f.class.exit_code()).unwrap_or(0).to_string(),
+        );
+        f.insert("duration_ms".into(), ms.to_string());
+        f.insert("steps".into(), st.steps.len().to_string());
+        f.insert("ts".into(), now_rfc3339());
+        f.insert("dry_run".into(), self.dry_run().to_string());
+        if let Some(fl) = failure {
+            f.insert("error".into(), fl.one_line());
+        }
+        if !st.metrics.is_empty() {
+            f.insert(
+                "metrics".into(),
+                serde_json::to_string(&st.metrics).unwrap_or_default(),
+            );
+        }
+        if !st.planned.is_empty() {
+            f.insert("planned".into(), serde_json::to_string(&st.planned).unwrap_or_default());
+        }
+        drop(st);
+        self.journal.append(JOURNAL, f);
+        ms
+    }
+}

@@ -1,0 +1,245 @@
+//! The lab: the seed's topology as containers, created, reused and removed through the Docker
+//! API. `lab up` on a running lab changes nothing; everything it creates carries the lab's label,
+//! so `lab down` never removes a container or volume it did not make.
+
+use crate::config::Config;
+use crate::docker::{ContainerSpec, Docker, State};
+use crate::embedded;
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const REDIS_DATA: &str = "/var/lib/redis-lab";
+
+pub struct Lab<'a> {
+    pub config: &'a Config,
+    pub docker: &'a Docker,
+}
+
+/// One line of `lab status`.
+pub struct Row {
+    pub name: String,
+    pub role: String,
+    pub state: String,
+    pub port: u16,
+}
+
+impl<'a> Lab<'a> {
+    pub fn new(config: &'a Config, docker: &'a Docker) -> Lab<'a> {
+        Lab { config, docker }
+    }
+
+    fn labels(&self) -> HashMap<String, String> {
+        let mut l = HashMap::new();
+        l.insert("org.pgrunbook.lab".into(), self.config.lab.label.clone());
+        l
+    }
+
+    fn redis_volume(&self) -> String {
+        format!("{}-data", self.config.lab.redis_container)
+    }
+
+    /// Builds the lab image when it is missing (see `lab/build-image.sh` for the same steps by
+    /// hand): a Debian root file system from Debian's packages, imported, then the Dockerfile.
+    pub fn ensure_image(&self) -> Result<()> {
+        if self.docker.image_exists(&self.config.lab.image)? {
+            return Ok(());
+        }
+        eprintln!("lab: image {} is missing; building it (a few minutes the first time)", self.config.lab.image);
+        let dir = std::env::temp_dir().join(format!("pgrunbook-lab-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("initdb"))?;
+        for (rel, text) in embedded::LAB_FILES {
+            let p = dir.join(rel);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&p, text)?;
+            #[cfg(unix)]
+            if rel.ends_with(".sh") {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+            }
+        }
+        // The build script drives mmdebstrap and the image build; it is the one place that
+        // knows how to make a base image without a registry.
+        let status = std::process::Command::new("bash")
+            .arg(dir.join("build-image.sh"))
+            .env("PGRUNBOOK_BASE_IMAGE", &self.config.lab.base_image)
+            .env("PGRUNBOOK_IMAGE", &self.config.lab.image)
+            .status()
+            .context("cannot run the lab's build script")?;
+        let _ = std::fs::remove_dir_all(&dir);
+        if !status.success() {
+            bail!("building the lab image {} failed ({status})", self.config.lab.image);
+        }
+        Ok(())
+    }
+
+    fn node_spec(&self, name: &str) -> ContainerSpec {
+        let n = &self.config.nodes[name];
+        let c = &self.config.cluster;
+        ContainerSpec {
+            name: n.container.clone(),
+            image: self.config.lab.image.clone(),
+            env: vec![
+                format!("PGRUNBOOK_INIT={}", n.init),
+                format!("PGRUNBOOK_DATABASE={}", c.database),
+                format!("POSTGRES_PASSWORD={}", c.password),
+                format!("REPLICATION_PASSWORD={}", c.replication_password),
+                format!("PGDATA={}", c.data_dir),
+            ],
+            volumes: vec![
+                (self.config.data_volume(n), c.data_dir.clone()),
+                (self.config.lab.repo_volume.clone(), self.config.pgbackrest.repo_path.clone()),
+            ],
+            network: Some(self.config.lab.network.clone()),
+            aliases: vec![n.container.clone()],
+            ports: vec![("5432/tcp".into(), n.port)],
+            labels: self.labels(),
+            restart_unless_stopped: true,
+            ..Default::default()
+        }
+    }
+
+    fn redis_spec(&self) -> ContainerSpec {
+        let r = &self.config.lab.redis_container;
+        ContainerSpec {
+            name: r.clone(),
+            image: self.config.lab.image.clone(),
+            cmd: Some(
+                [
+                    "redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--appendonly", "yes",
+                    "--dir", REDIS_DATA,
+                ]
+                .map(String::from)
+                .to_vec(),
+            ),
+            volumes: vec![(self.redis_volume(), REDIS_DATA.into())],
+            network: Some(self.config.lab.network.clone()),
+            aliases: vec![r.clone()],
+            ports: vec![("6379/tcp".into(), self.config.lab.redis_port)],
+            labels: self.labels(),
+            restart_unless_stopped: true,
+            ..Default::default()
+        }
+    }
+
+    /// Creates or starts what is missing; returns what it did, one line per change.
+    pub fn up(&self) -> Result<Vec<String>> {
+        self.docker.ping()?;
+        self.ensure_image()?;
+        let mut did = vec![];
+        let labels = self.labels();
+        if self.docker.ensure_network(&self.config.lab.network, &labels)? {
+            did.push(format!("created network {}", self.config.lab.network));
+        }
+        let mut volumes: Vec<String> = self.config.nodes.values().map(|n| self.config.data_volume(n)).collect();
+        volumes.push(self.config.lab.repo_volume.clone());
+        volumes.push(self.redis_volume());
+        for v in volumes {
+            if self.docker.ensure_volume(&v, &labels)? {
+                did.push(format!("created volume {v}"));
+            }
+        }
+        let mut specs: Vec<ContainerSpec> = self.config.nodes.keys().map(|n| self.node_spec(n)).collect();
+        specs.push(self.redis_spec());
+        for spec in specs {
+            match self.docker.state(&spec.name)? {
+                State::Missing => {
+                    self.docker.create(&spec)?;
+                    self.docker.start(&spec.name)?;
+                    did.push(format!("created and started container {}", spec.name));
+                }
+                s if !s.is_running() => {
+                    self.docker.start(&spec.name)?;
+                    did.push(format!("started container {} (was {})", spec.name, s.as_str()));
+                }
+                _ => {}
+            }
+        }
+        Ok(did)
+    }
+
+    /// Waits until every node initialised as primary accepts connections.
+    pub fn wait_primaries(&self, pg: &crate::postgres::Postgres, timeout: Duration) -> Result<()> {
+        let end = Instant::now() + timeout;
+        for (name, n) in &self.config.nodes {
+            if n.init != "primary" {
+                continue;
+            }
+            while !pg.ping(name) {
+                if Instant::now() > end {
+                    bail!("node {name} did not accept connections within {} s", timeout.as_secs());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+
+    fn owned(&self, container: &str) -> Result<bool> {
+        Ok(self
+            .docker
+            .inspect(container)?
+            .and_then(|i| i.config)
+            .and_then(|c| c.labels)
+            .and_then(|l| l.get("org.pgrunbook.lab").cloned())
+            .is_some_and(|v| v == self.config.lab.label))
+    }
+
+    /// Removes the lab's containers (and with `volumes`, its data and network).
+    pub fn down(&self, volumes: bool) -> Result<Vec<String>> {
+        self.docker.ping()?;
+        let mut did = vec![];
+        let mut names: Vec<String> = self.config.nodes.values().map(|n| n.container.clone()).collect();
+        names.push(self.config.lab.redis_container.clone());
+        for name in &names {
+            if self.docker.state(name)? == State::Missing {
+                continue;
+            }
+            if !self.owned(name)? {
+                did.push(format!("left container {name} alone: pgrunbook's lab did not create it"));
+                continue;
+            }
+            self.docker.remove(name)?;
+            self.docker.remove(&format!("{name}-basebackup"))?;
+            did.push(format!("removed container {name}"));
+        }
+        if volumes {
+            let mut vols: Vec<String> = self.config.nodes.values().map(|n| self.config.data_volume(n)).collect();
+            vols.push(self.config.lab.repo_volume.clone());
+            vols.push(self.redis_volume());
+            for v in vols {
+                if self.docker.volume_exists(&v)? {
+                    self.docker.remove_volume(&v)?;
+                    did.push(format!("removed volume {v}"));
+                }
+            }
+            if self.docker.network_exists(&self.config.lab.network)? {
+                self.docker.remove_network(&self.config.lab.network)?;
+                did.push(format!("removed network {}", self.config.lab.network));
+            }
+        }
+        Ok(did)
+    }
+
+    pub fn status(&self) -> Result<Vec<Row>> {
+        self.docker.ping()?;
+        let mut rows = vec![];
+        for (name, n) in &self.config.nodes {
+            rows.push(Row {
+                name: format!("{name} ({})", n.container),
+                role: format!("node, init {}", n.init),
+                state: self.docker.state(&n.container)?.as_str().to_string(),
+                port: n.port,
+            });
+        }
+        rows.push(Row {
+            name: self.config.lab.redis_container.clone(),
+            role: "redis (journal)".into(),
+            state: self.docker.state(&self.config.lab.redis_container)?.as_str().to_string(),
+            port: self.config.lab.redis_port,
+        });
+        Ok(rows)
+    }
+}

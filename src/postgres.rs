@@ -1,0 +1,485 @@
+//! The PostgreSQL backend: connections to each node over its published port, queries, and the
+//! conversion of rows into Rhai values.
+//!
+//! One connection per node is kept open for the whole run (a failover's checks then cost a round
+//! trip, not a SCRAM handshake). A connection found closed is opened again before the next query;
+//! a query that fails half way is never retried, because it may have written.
+//!
+//! The sync `postgres` client runs its own Tokio runtime: never call into this file from inside
+//! the Docker backend's `block_on`.
+
+use crate::cancel::Cancel;
+use crate::config::Config;
+use crate::error::{Class, Failure};
+use anyhow::{anyhow, Result};
+use postgres::types::{FromSql, Kind, ToSql, Type};
+use postgres::{CancelToken, Client, NoTls, Row};
+use rhai::{Array, Dynamic, Map};
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub struct Postgres {
+    config: Config,
+    conns: Mutex<HashMap<String, Client>>,
+    /// The cancel token of the query running now, for Ctrl-C.
+    inflight: Mutex<Option<CancelToken>>,
+}
+
+/// Turns a postgres error into a message with SQLSTATE and detail.
+pub fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!("; detail: {d}"));
+        }
+        if let Some(h) = db.hint() {
+            s.push_str(&format!("; hint: {h}"));
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(&format!(": {t}"));
+        }
+        src = inner.source();
+    }
+    s
+}
+
+impl Postgres {
+    pub fn new(config: Config) -> Postgres {
+        Postgres {
+            config,
+            conns: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(None),
+        }
+    }
+
+    fn connect(&self, node: &str, database: &str) -> Result<Client> {
+        let n = self
+            .config
+            .node(node)
+            .map_err(|e| anyhow!(Failure::new(Class::Runbook, e.to_string())))?;
+        let mut cfg = postgres::Config::new();
+        cfg.host(&n.host)
+            .port(n.port)
+            .user(&self.config.cluster.superuser)
+            .password(&self.config.cluster.password)
+            .dbname(database)
+            .application_name("pgrunbook")
+            .connect_timeout(Duration::from_millis(self.config.cluster.connect_timeout_ms));
+        cfg.connect(NoTls).map_err(|e| {
+            let why = describe(&e);
+            let class = Class::Infrastructure;
+            anyhow!(Failure::new(
+                class,
+                format!(
+                    "PostgreSQL on node {node} ({}:{}) is unreachable: {why}",
+                    n.host, n.port
+                )
+            ))
+        })
+    }
+
+    /// Runs `f` with the node's connection, opening it when needed.
+    fn with_client<T>(
+        &self,
+        node: &str,
+        database: Option<&str>,
+        f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error>,
+    ) -> Result<T> {
+        let db = database.unwrap_or(&self.config.cluster.database).to_string();
+        let key = format!("{node}/{db}");
+        let mut client = {
+            let mut conns = self.conns.lock().unwrap();
+            match conns.remove(&key) {
+                Some(c) if !c.is_closed() => c,
+                _ => {
+                    drop(conns);
+                    self.connect(node, &db)?
+                }
+            }
+        };
+        *self.inflight.lock().unwrap() = Some(client.cancel_token());
+        let r = f(&mut client);
+        *self.inflight.lock().unwrap() = None;
+        if !client.is_closed() {
+            self.conns.lock().unwrap().insert(key, client);
+        }
+        r.map_err(|e| {
+            let closed = e.is_closed() || e.as_db_error().is_none() && e.code().is_none();
+            let msg = describe(&e);
+            if e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) {
+                anyhow!(Failure::new(Class::Interrupted, format!("query cancelled on {node}: {msg}")))
+            } else if closed && e.as_db_error().is_none() {
+                anyhow!(Failure::new(
+                    Class::Infrastructure,
+                    format!("connection to node {node} failed: {msg}")
+                ))
+            } else {
+                anyhow!(Failure::new(Class::Runbook, format!("SQL error on {node}: {msg}")))
+            }
+        })
+    }
+
+    /// Cancels the query running now (called from the Ctrl-C handler's thread).
+    pub fn cancel_inflight(&self) {
+        let token = self.inflight.lock().unwrap().clone();
+        if let Some(t) = token {
+            let _ = t.cancel_query(NoTls);
+        }
+    }
+
+    /// Drops every cached connection (after a node restarts, say).
+    pub fn forget(&self, node: &str) {
+        self.conns
+            .lock()
+            .unwrap()
+            .retain(|k, _| !k.starts_with(&format!("{node}/")));
+    }
+
+    /// Whether the node accepts a connection and a trivial query.
+    pub fn ping(&self, node: &str) -> bool {
+        self.with_client(node, None, |c| c.simple_query("SELECT 1").map(|_| ()))
+            .is_ok()
+    }
+
+    /// Runs a query with parameters; rows come back as maps of typed values.
+    /// `read_only` runs it in a read-only transaction that is rolled back (dry runs): a statement
+    /// that writes then fails with SQLSTATE 25006.
+    pub fn query(
+        &self,
+        node: &str,
+        sql: &str,
+        params: &[Dynamic],
+        read_only: bool,
+        cancel: &Cancel,
+    ) -> Result<Array> {
+        if cancel.is_cancelled() {
+            return Err(anyhow!(Failure::new(Class::Interrupted, "cancelled")));
+        }
+        self.with_client(node, None, move |c| {
+            if read_only {
+                let mut tx = c.build_transaction().read_only(true).start()?;
+                let stmt = tx.prepare(sql)?;
+                let owned: Vec<Param> = stmt
+                    .params()
+                    .iter()
+                    .zip(params.iter().chain(std::iter::repeat(&Dynamic::UNIT)))
+                    .map(|(t, v)| Param::from_dynamic(v, t))
+                    .collect();
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    owned.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                let rows = tx.query(&stmt, &refs)?;
+                tx.rollback()?;
+                return Ok(rows.iter().map(row_to_map).map(Dynamic::from).collect());
+            }
+            let stmt = c.prepare(sql)?;
+            let owned: Vec<Param> = stmt
+                .params()
+                .iter()
+                .zip(params.iter().chain(std::iter::repeat(&Dynamic::UNIT)))
+                .map(|(t, v)| Param::from_dynamic(v, t))
+                .collect();
+            let refs: Vec<&(dyn ToSql + Sync)> = owned.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            let rows = c.query(&stmt, &refs)?;
+            Ok(rows.iter().map(row_to_map).map(Dynamic::from).collect())
+        })
+        .and_then(|rows: Array| {
+            // Conversion errors travel as a marker map; surface them.
+            for r in &rows {
+                if let Some(m) = r.read_lock::<Map>() {
+                    if let Some(e) = m.get("__pgrunbook_error") {
+                        return Err(anyhow!(Failure::new(Class::Runbook, e.to_string())));
+                    }
+                }
+            }
+            Ok(rows)
+        })
+    }
+
+    /// Runs statements with no result (several may be separated by `;`).
+    pub fn execute_batch(&self, node: &str, sql: &str, database: Option<&str>) -> Result<()> {
+        self.with_client(node, database, |c| c.batch_execute(sql))
+    }
+}
+
+/// A parameter converted to the type the server expects.
+#[derive(Debug)]
+enum Param {
+    Null,
+    Bool(bool),
+    I16(i16),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Text(String),
+}
+
+impl Param {
+    fn from_dynamic(v: &Dynamic, t: &Type) -> Param {
+        if v.is_unit() {
+            return Param::Null;
+        }
+        let as_string = || {
+            if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
+                s.to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        match *t {
+            Type::BOOL => v.as_bool().map(Param::Bool).unwrap_or_else(|_| Param::Text(as_string())),
+            Type::INT2 => v.as_int().map(|i| Param::I16(i as i16)).unwrap_or_else(|_| Param::Text(as_string())),
+            Type::INT4 => v.as_int().map(|i| Param::I32(i as i32)).unwrap_or_else(|_| Param::Text(as_string())),
+            Type::INT8 => v.as_int().map(Param::I64).unwrap_or_else(|_| Param::Text(as_string())),
+            Type::FLOAT4 => v
+                .as_float()
+                .map(|f| Param::F32(f as f32))
+                .or_else(|_| v.as_int().map(|i| Param::F32(i as f32)))
+                .unwrap_or_else(|_| Param::Text(as_string())),
+            Type::FLOAT8 => v
+                .as_float()
+                .map(Param::F64)
+                .or_else(|_| v.as_int().map(|i| Param::F64(i as f64)))
+                .unwrap_or_else(|_| Param::Text(as_string())),
+            _ => Param::Text(as_string()),
+        }
+    }
+}
+
+impl ToSql for Param {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut postgres::types::private::BytesMut,
+    ) -> std::result::Result<postgres::types::IsNull, Box<dyn StdError + Sync + Send>> {
+        match self {
+            Param::Null => Ok(postgres::types::IsNull::Yes),
+            Param::Bool(b) => b.to_sql(ty, out),
+            Param::I16(i) => i.to_sql(ty, out),
+            Param::I32(i) => i.to_sql(ty, out),
+            Param::I64(i) => i.to_sql(ty, out),
+            Param::F32(f) => f.to_sql(ty, out),
+            Param::F64(f) => f.to_sql(ty, out),
+            Param::Text(s) => {
+                if *ty == Type::PG_LSN {
+                    let lsn: postgres::types::PgLsn = s
+                        .parse()
+                        .map_err(|_| format!("{s:?} is not an LSN like 0/3000060"))?;
+                    return lsn.to_sql(ty, out);
+                }
+                if <String as ToSql>::accepts(ty) {
+                    s.to_sql(ty, out)
+                } else {
+                    Err(format!(
+                        "a parameter of type {} cannot be given as text; cast it in SQL ($1::text::{})",
+                        ty.name(),
+                        ty.name()
+                    )
+                    .into())
+                }
+            }
+        }
+    }
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+    postgres::types::to_sql_checked!();
+}
+
+/// PostgreSQL `numeric` in binary form, decoded to an integer or a float.
+struct Numeric(Dynamic);
+
+impl<'a> FromSql<'a> for Numeric {
+    fn from_sql(_ty: &Type, raw: &'a [u8]) -> std::result::Result<Self, Box<dyn StdError + Sync + Send>> {
+        if raw.len() < 8 {
+            return Err("short numeric".into());
+        }
+        let rd = |i: usize| i16::from_be_bytes([raw[i], raw[i + 1]]);
+        let ndigits = rd(0) as usize;
+        let weight = rd(2) as i32;
+        let sign = u16::from_be_bytes([raw[4], raw[5]]);
+        let dscale = rd(6);
+        if sign == 0xC000 {
+            return Ok(Numeric(Dynamic::from_float(f64::NAN)));
+        }
+        let mut int_part: i128 = 0;
+        let mut value: f64 = 0.0;
+        let mut fractional = false;
+        for i in 0..ndigits {
+            let d = rd(8 + 2 * i) as i128;
+            let exp = weight - i as i32;
+            value += d as f64 * 10000f64.powi(exp);
+            if exp >= 0 {
+                int_part += d * 10000i128.pow(exp as u32);
+            } else if d != 0 {
+                fractional = true;
+            }
+        }
+        let neg = sign == 0x4000;
+        if dscale == 0 && !fractional && int_part <= i64::MAX as i128 {
+            let v = int_part as i64;
+            return Ok(Numeric(Dynamic::from_int(if neg { -v } else { v })));
+        }
+        Ok(Numeric(Dynamic::from_float(if neg { -value } else { value })))
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::NUMERIC
+    }
+}
+
+fn cell<'a, T: FromSql<'a>>(row: &'a Row, i: usize, f: impl Fn(T) -> Dynamic) -> std::result::Result<Dynamic, String> {
+    row.try_get::<_, Option<T>>(i)
+        .map(|o| o.map(f).unwrap_or(Dynamic::UNIT))
+        .map_err(|e| e.to_string())
+}
+
+/// Converts one value of a row to a Rhai value: NULL is `()`, integers are INT, floats and
+/// numerics FLOAT (INT when whole), text STRING, timestamps ISO 8601 strings, json a map.
+pub fn value_to_dynamic(row: &Row, i: usize) -> std::result::Result<Dynamic, String> {
+    let t = row.columns()[i].type_().clone();
+    match t {
+        Type::BOOL => cell(row, i, Dynamic::from_bool),
+        Type::INT2 => cell(row, i, |v: i16| Dynamic::from_int(v as i64)),
+        Type::INT4 => cell(row, i, |v: i32| Dynamic::from_int(v as i64)),
+        Type::INT8 => cell(row, i, Dynamic::from_int),
+        Type::OID => cell(row, i, |v: u32| Dynamic::from_int(v as i64)),
+        Type::FLOAT4 => cell(row, i, |v: f32| Dynamic::from_float(v as f64)),
+        Type::FLOAT8 => cell(row, i, Dynamic::from_float),
+        Type::NUMERIC => cell(row, i, |v: Numeric| v.0),
+        Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR | Type::UNKNOWN => {
+            cell(row, i, |v: String| Dynamic::from(v))
+        }
+        Type::CHAR => cell(row, i, |v: i8| Dynamic::from((v as u8 as char).to_string())),
+        Type::PG_LSN => cell(row, i, |v: postgres::types::PgLsn| Dynamic::from(v.to_string())),
+        Type::TIMESTAMPTZ => cell(row, i, |v: chrono::DateTime<chrono::Utc>| {
+            Dynamic::from(v.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        }),
+        Type::TIMESTAMP => cell(row, i, |v: chrono::NaiveDateTime| Dynamic::from(v.to_string())),
+        Type::DATE => cell(row, i, |v: chrono::NaiveDate| Dynamic::from(v.to_string())),
+        Type::JSON | Type::JSONB => cell(row, i, |v: serde_json::Value| {
+            rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)
+        }),
+        Type::BYTEA => cell(row, i, |v: Vec<u8>| Dynamic::from_blob(v)),
+        Type::TEXT_ARRAY | Type::NAME_ARRAY | Type::VARCHAR_ARRAY => cell(row, i, |v: Vec<Option<String>>| {
+            Dynamic::from_array(
+                v.into_iter()
+                    .map(|s| s.map(Dynamic::from).unwrap_or(Dynamic::UNIT))
+                    .collect(),
+            )
+        }),
+        Type::INT4_ARRAY => cell(row, i, |v: Vec<Option<i32>>| {
+            Dynamic::from_array(v.into_iter().map(|s| s.map(|x| Dynamic::from_int(x as i64)).unwrap_or(Dynamic::UNIT)).collect())
+        }),
+        Type::INT8_ARRAY => cell(row, i, |v: Vec<Option<i64>>| {
+            Dynamic::from_array(v.into_iter().map(|s| s.map(Dynamic::from_int).unwrap_or(Dynamic::UNIT)).collect())
+        }),
+        Type::VOID => Ok(Dynamic::UNIT),
+        ref other => {
+            if let Kind::Enum(_) = other.kind() {
+                return cell(row, i, |v: String| Dynamic::from(v));
+            }
+            Err(format!(
+                "column '{}' has type {} that pgrunbook cannot convert; cast it in SQL ({}::text)",
+                row.columns()[i].name(),
+                other.name(),
+                row.columns()[i].name()
+            ))
+        }
+    }
+}
+
+fn row_to_map(row: &Row) -> Map {
+    let mut m = Map::new();
+    for (i, col) in row.columns().iter().enumerate() {
+        match value_to_dynamic(row, i) {
+            Ok(v) => {
+                m.insert(col.name().into(), v);
+            }
+            Err(e) => {
+                let mut err = Map::new();
+                err.insert("__pgrunbook_error".into(), Dynamic::from(e));
+                return err;
+            }
+        }
+    }
+    m
+}
+
+/// Quotes an SQL identifier (a slot name, a role): `"` doubled, the whole in `"`.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Quotes an SQL string literal: `'` doubled, backslashes kept literal with E'' avoided.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numeric_bytes(ndigits: i16, weight: i16, sign: u16, dscale: i16, digits: &[i16]) -> Vec<u8> {
+        let mut v = vec![];
+        v.extend(ndigits.to_be_bytes());
+        v.extend(weight.to_be_bytes());
+        v.extend(sign.to_be_bytes());
+        v.extend(dscale.to_be_bytes());
+        for d in digits {
+            v.extend(d.to_be_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn numeric_whole_becomes_int() {
+        // 123456789 = 1 2345 6789 in base 10000
+        let raw = numeric_bytes(3, 2, 0, 0, &[1, 2345, 6789]);
+        let n = Numeric::from_sql(&Type::NUMERIC, &raw).unwrap();
+        assert_eq!(n.0.as_int().unwrap(), 123456789);
+        let raw = numeric_bytes(1, 0, 0x4000, 0, &[42]);
+        assert_eq!(Numeric::from_sql(&Type::NUMERIC, &raw).unwrap().0.as_int().unwrap(), -42);
+        let raw = numeric_bytes(0, 0, 0, 0, &[]);
+        assert_eq!(Numeric::from_sql(&Type::NUMERIC, &raw).unwrap().0.as_int().unwrap(), 0);
+    }
+
+    #[test]
+    fn numeric_fraction_becomes_float() {
+        // 1.5 = 1 . 5000
+        let raw = numeric_bytes(2, 0, 0, 1, &[1, 5000]);
+        let n = Numeric::from_sql(&Type::NUMERIC, &raw).unwrap();
+        assert!((n.0.as_float().unwrap() - 1.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn params_follow_the_servers_types() {
+        assert!(matches!(Param::from_dynamic(&Dynamic::from_int(7), &Type::INT4), Param::I32(7)));
+        assert!(matches!(Param::from_dynamic(&Dynamic::from_int(7), &Type::INT8), Param::I64(7)));
+        assert!(matches!(Param::from_dynamic(&Dynamic::from_int(7), &Type::FLOAT8), Param::F64(_)));
+        assert!(matches!(Param::from_dynamic(&Dynamic::UNIT, &Type::TEXT), Param::Null));
+        match Param::from_dynamic(&Dynamic::from("x'y"), &Type::TEXT) {
+            Param::Text(s) => assert_eq!(s, "x'y"),
+            p => panic!("{p:?}"),
+        }
+        match Param::from_dynamic(&Dynamic::from_int(5), &Type::TEXT) {
+            Param::Text(s) => assert_eq!(s, "5"),
+            p => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("replica1"), "\"replica1\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal("x'); DROP TABLE t; --"), "'x''); DROP TABLE t; --'");
+    }
+}

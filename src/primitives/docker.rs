@@ -1,0 +1,122 @@
+//! Docker primitives: commands in containers and the containers' lifecycle, through bollard.
+//! Nodes are named by their configuration names and resolved to containers here.
+
+use super::def;
+use crate::host::Host;
+use rhai::{Array, Dynamic, EvalAltResult, Map, Module};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type R<T> = Result<T, Box<EvalAltResult>>;
+
+/// A command given as a string runs through `sh -c`; an array runs as it is.
+pub fn command_of(cmd: &Dynamic) -> Vec<String> {
+    if let Some(a) = cmd.read_lock::<Array>() {
+        return a.iter().map(|v| v.to_string()).collect();
+    }
+    vec!["sh".into(), "-c".into(), cmd.to_string()]
+}
+
+fn exec_map(out: crate::docker::ExecOutput) -> Map {
+    let mut m = Map::new();
+    m.insert("exit_code".into(), Dynamic::from_int(out.exit_code));
+    m.insert("stdout".into(), out.stdout.into());
+    m.insert("stderr".into(), out.stderr.into());
+    m
+}
+
+pub fn create_module(host: Arc<Host>) -> Module {
+    let mut m = Module::new();
+
+    let h = host.clone();
+    let exec = move |node: &str, cmd: Dynamic, user: &str| -> R<Map> {
+        let container = h.container("docker_exec", node)?;
+        let argv = command_of(&cmd);
+        let user = if user.is_empty() { None } else { Some(user) };
+        h.docker
+            .exec(&container, &argv, user, &[], &h.cancel, &mut |_| {})
+            .map(exec_map)
+            .map_err(|e| h.fail("docker_exec", node, e))
+    };
+    let e2 = exec.clone();
+    def!(&mut m, "docker_exec", ["node: &str", "cmd: String | Array", "Map"],
+        "Runs a command in the node's container (a string runs through `sh -c`) and returns
+        #{exit_code, stdout, stderr}. A non-zero exit is returned, not raised.
+        This is a read: it runs in a dry run too, so use it for commands that change nothing.",
+        move |node: &str, cmd: Dynamic| e2(node, cmd, ""));
+    def!(&mut m, "docker_exec", ["node: &str", "cmd: String | Array", "user: &str", "Map"],
+        "Like `docker_exec(node, cmd)`, as the given user (\"root\", \"postgres\").",
+        move |node: &str, cmd: Dynamic, user: &str| exec(node, cmd, user));
+
+    let h = host.clone();
+    def!(&mut m, "container_status", ["node: &str", "String"],
+        "The state of the node's container: \"running\", \"exited\", \"created\", \"missing\"...",
+        move |node: &str| -> R<String> {
+            let c = h.container("container_status", node)?;
+            h.docker.state(&c).map(|s| s.as_str().to_string()).map_err(|e| h.fail("container_status", node, e))
+        });
+
+    let h = host.clone();
+    def!(&mut m, "stop_container", ["node: &str"],
+        "Stops the node's container (PostgreSQL's fast shutdown; SIGKILL after 30 s).
+        Stopping a stopped container does nothing.",
+        move |node: &str| -> R<()> {
+            let c = h.container("stop_container", node)?;
+            if !h.change(node, &format!("stop container {c}")) {
+                return Ok(());
+            }
+            h.docker.stop(&c, 30).map_err(|e| h.fail("stop_container", node, e))?;
+            h.pg.forget(node);
+            Ok(())
+        });
+
+    let h = host.clone();
+    def!(&mut m, "kill_container", ["node: &str"],
+        "Kills the node's container with SIGKILL (no clean shutdown).",
+        move |node: &str| -> R<()> {
+            let c = h.container("kill_container", node)?;
+            if !h.change(node, &format!("kill container {c}")) {
+                return Ok(());
+            }
+            h.docker.kill(&c, "SIGKILL").map_err(|e| h.fail("kill_container", node, e))?;
+            h.pg.forget(node);
+            Ok(())
+        });
+
+    let h = host.clone();
+    def!(&mut m, "start_container", ["node: &str"],
+        "Starts the node's container. Starting a running container does nothing.",
+        move |node: &str| -> R<()> {
+            let c = h.container("start_container", node)?;
+            if !h.change(node, &format!("start container {c}")) {
+                return Ok(());
+            }
+            h.docker.start(&c).map_err(|e| h.fail("start_container", node, e))
+        });
+
+    let h = host;
+    def!(&mut m, "wait_container", ["node: &str", "state: &str", "timeout_s: i64"],
+        "Waits until the node's container is in `state` (\"running\", \"exited\"); fails after
+        `timeout_s` seconds.",
+        move |node: &str, state: &str, timeout_s: i64| -> R<()> {
+            let c = h.container("wait_container", node)?;
+            if h.dry_run() {
+                return Ok(());
+            }
+            let end = Instant::now() + Duration::from_secs(timeout_s.max(0) as u64);
+            loop {
+                let s = h.docker.state(&c).map_err(|e| h.fail("wait_container", node, e))?;
+                if s.as_str() == state {
+                    return Ok(());
+                }
+                if Instant::now() >= end {
+                    return Err(h.error(crate::error::Class::Refused, format!(
+                        "wait_container on {node}: container {c} is {} after {timeout_s} s, not {state}", s.as_str())));
+                }
+                h.check_cancel()?;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+
+    m
+}

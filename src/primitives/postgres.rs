@@ -1,0 +1,308 @@
+//! PostgreSQL primitives: SQL, slots, promotion, readiness, and the base backup that clones a
+//! standby. Connections go to each node's published port (see `src/postgres.rs`); identifiers
+//! and literals are always passed as parameters or quoted by the host, never pasted into SQL.
+
+use super::def;
+use crate::error::Class;
+use crate::host::Host;
+use crate::progress::Progress;
+use rhai::{Array, Dynamic, EvalAltResult, Map, Module};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type R<T> = Result<T, Box<EvalAltResult>>;
+
+/// Slot names PostgreSQL accepts: lower case letters, digits and `_`, at most 63.
+pub fn check_slot_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(format!(
+            "invalid slot name {name:?}: a slot name has 1 to 63 lower case letters, digits or underscores"
+        ));
+    }
+    Ok(())
+}
+
+/// Quotes a string for `sh -c`.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Runs a query; in a dry run a statement that writes is printed instead of run.
+pub fn run_sql(h: &Host, primitive: &str, node: &str, query: &str, params: &[Dynamic]) -> R<Array> {
+    h.check_node(primitive, node)?;
+    if h.dry_run() {
+        match h.pg.query(node, query, params, true, &h.cancel) {
+            Ok(rows) => return Ok(rows),
+            Err(e) if format!("{e:#}").contains("SQLSTATE 25006") => {
+                h.change(node, &format!("run SQL: {}", query.trim()));
+                return Ok(Array::new());
+            }
+            Err(e) => return Err(h.fail(primitive, node, e)),
+        }
+    }
+    h.pg
+        .query(node, query, params, false, &h.cancel)
+        .map_err(|e| h.fail(primitive, node, e))
+}
+
+/// The first column of the first row, or `()`.
+pub fn first_value(rows: &Array) -> Dynamic {
+    rows.first()
+        .and_then(|r| r.read_lock::<Map>().and_then(|m| m.values().next().cloned()))
+        .unwrap_or(Dynamic::UNIT)
+}
+
+fn query_value(h: &Host, primitive: &str, node: &str, q: &str, params: &[Dynamic]) -> R<Dynamic> {
+    h.check_node(primitive, node)?;
+    h.pg
+        .query(node, q, params, false, &h.cancel)
+        .map(|rows| first_value(&rows))
+        .map_err(|e| h.fail(primitive, node, e))
+}
+
+fn is_in_recovery(h: &Host, primitive: &str, node: &str) -> R<bool> {
+    query_value(h, primitive, node, "SELECT pg_is_in_recovery()", &[])?
+        .as_bool()
+        .map_err(|_| h.error(Class::Runbook, format!("{primitive} on {node}: no answer")))
+}
+
+pub fn create_module(host: Arc<Host>) -> Module {
+    let mut m = Module::new();
+
+    let h = host.clone();
+    def!(&mut m, "sql", ["node: &str", "query: &str", "Array"],
+        "Runs SQL on the node (application database) and returns its rows as an array of maps
+        with typed values (NULL is `()`). In a dry run, a statement that writes is printed, not run.",
+        move |node: &str, q: &str| run_sql(&h, "sql", node, q, &[]));
+
+    let h = host.clone();
+    def!(&mut m, "sql", ["node: &str", "query: &str", "params: Array", "Array"],
+        "Runs SQL with parameters `$1`, `$2`... taken from `params`; values are sent as
+        parameters, never pasted into the SQL text.",
+        move |node: &str, q: &str, params: Array| run_sql(&h, "sql", node, q, &params));
+
+    let h = host.clone();
+    def!(&mut m, "sql_value", ["node: &str", "query: &str", "Dynamic"],
+        "Runs SQL and returns the first column of the first row, or `()` when there is no row.",
+        move |node: &str, q: &str| run_sql(&h, "sql_value", node, q, &[]).map(|r| first_value(&r)));
+
+    let h = host.clone();
+    def!(&mut m, "sql_value", ["node: &str", "query: &str", "params: Array", "Dynamic"],
+        "Like `sql_value(node, query)`, with parameters.",
+        move |node: &str, q: &str, params: Array| {
+            run_sql(&h, "sql_value", node, q, &params).map(|r| first_value(&r))
+        });
+
+    let h = host.clone();
+    def!(&mut m, "pg_ping", ["node: &str", "bool"],
+        "True when the node accepts connections and answers a query; never raises.",
+        move |node: &str| -> R<bool> {
+            h.check_node("pg_ping", node)?;
+            Ok(h.pg.ping(node))
+        });
+
+    let h = host.clone();
+    def!(&mut m, "is_in_recovery", ["node: &str", "bool"],
+        "True when the node is a standby (in recovery), false when it is a primary.",
+        move |node: &str| is_in_recovery(&h, "is_in_recovery", node));
+
+    let h = host.clone();
+    def!(&mut m, "wait_ready", ["node: &str", "timeout_s: i64"],
+        "Waits until the node accepts connections; fails after `timeout_s` seconds.",
+        move |node: &str, timeout_s: i64| -> R<()> {
+            h.check_node("wait_ready", node)?;
+            if h.dry_run() && !h.pg.ping(node) {
+                h.say(&format!("    [dry run] {node} is not ready now; a real run would wait up to {timeout_s} s"));
+                return Ok(());
+            }
+            let end = Instant::now() + Duration::from_secs(timeout_s.max(0) as u64);
+            loop {
+                if h.pg.ping(node) {
+                    return Ok(());
+                }
+                if Instant::now() >= end {
+                    return Err(h.error(Class::Infrastructure, format!(
+                        "wait_ready on {node}: PostgreSQL did not accept connections within {timeout_s} s")));
+                }
+                h.check_cancel()?;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+
+    let h = host.clone();
+    def!(&mut m, "promote", ["node: &str", "timeout_s: i64"],
+        "Promotes the standby `node` to primary and waits until it leaves recovery (polling every
+        10 ms, where `pg_promote(wait => true)` polls every 100 ms). Fails if it is not a standby.",
+        move |node: &str, timeout_s: i64| -> R<()> {
+            if !is_in_recovery(&h, "promote", node)? {
+                return Err(h.error(Class::Refused, format!("promote on {node}: it is not a standby (not in recovery)")));
+            }
+            if !h.change(node, "promote to primary (pg_promote)") {
+                return Ok(());
+            }
+            let _ = query_value(&h, "promote", node, "SELECT pg_promote(wait => false)", &[])?;
+            let end = Instant::now() + Duration::from_secs(timeout_s.max(1) as u64);
+            loop {
+                if !is_in_recovery(&h, "promote", node)? {
+                    return Ok(());
+                }
+                if Instant::now() >= end {
+                    return Err(h.error(Class::Refused, format!("promote on {node}: still in recovery after {timeout_s} s")));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+
+    let h = host.clone();
+    def!(&mut m, "slots", ["node: &str", "Array"],
+        "The node's replication slots: #{slot_name, slot_type, active, active_pid, restart_lsn, wal_status}.",
+        move |node: &str| run_sql(&h, "slots", node,
+            "SELECT slot_name::text, slot_type, active, active_pid, restart_lsn, wal_status \
+             FROM pg_replication_slots ORDER BY slot_name", &[]));
+
+    let h = host.clone();
+    def!(&mut m, "create_slot", ["node: &str", "name: &str", "bool"],
+        "Creates the physical replication slot `name` on the node; returns false (and changes
+        nothing) when it exists already.",
+        move |node: &str, name: &str| -> R<bool> {
+            check_slot_name(name).map_err(|e| h.error(Class::Runbook, format!("create_slot on {node}: {e}")))?;
+            let exists = query_value(&h, "create_slot", node,
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &[name.into()])?;
+            if exists.as_int().unwrap_or(0) > 0 {
+                return Ok(false);
+            }
+            if !h.change(node, &format!("create replication slot {name}")) {
+                return Ok(true);
+            }
+            let _ = query_value(&h, "create_slot", node,
+                "SELECT slot_name::text FROM pg_create_physical_replication_slot($1)", &[name.into()])?;
+            Ok(true)
+        });
+
+    let h = host.clone();
+    def!(&mut m, "drop_slot", ["node: &str", "name: &str", "bool"],
+        "Drops the replication slot `name` on the node; returns false when there is none.
+        Refuses to drop a slot that a standby is reading.",
+        move |node: &str, name: &str| -> R<bool> {
+            check_slot_name(name).map_err(|e| h.error(Class::Runbook, format!("drop_slot on {node}: {e}")))?;
+            let rows = h.pg.query(node, "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[name.into()], false, &h.cancel).map_err(|e| h.fail("drop_slot", node, e))?;
+            let Some(active) = rows.first().map(|r| first_value(&[r.clone()].to_vec())) else {
+                return Ok(false);
+            };
+            if active.as_bool().unwrap_or(false) {
+                return Err(h.error(Class::Refused, format!("drop_slot on {node}: slot {name} is in use by a standby")));
+            }
+            if !h.change(node, &format!("drop replication slot {name}")) {
+                return Ok(true);
+            }
+            let _ = query_value(&h, "drop_slot", node, "SELECT 1 FROM pg_drop_replication_slot($1)", &[name.into()])?;
+            Ok(true)
+        });
+
+    let h = host.clone();
+    def!(&mut m, "ensure_replication_role", ["node: &str", "bool"],
+        "Makes sure the replication role of the configuration exists on the node with REPLICATION
+        LOGIN and the configured password (which never appears in a runbook, a log or the
+        journal). Returns true when it created the role.",
+        move |node: &str| -> R<bool> {
+            let role = h.config.cluster.replication_user.clone();
+            let exists = query_value(&h, "ensure_replication_role", node,
+                "SELECT count(*) FROM pg_roles WHERE rolname = $1 AND rolreplication AND rolcanlogin", &[role.clone().into()])?;
+            if exists.as_int().unwrap_or(0) > 0 {
+                return Ok(false);
+            }
+            if !h.change(node, &format!("create role {role} with REPLICATION LOGIN and the configured password")) {
+                return Ok(true);
+            }
+            let any = query_value(&h, "ensure_replication_role", node,
+                "SELECT count(*) FROM pg_roles WHERE rolname = $1", &[role.clone().into()])?;
+            let verb = if any.as_int().unwrap_or(0) > 0 { "ALTER" } else { "CREATE" };
+            let stmt = format!("{verb} ROLE {} WITH REPLICATION LOGIN PASSWORD {}",
+                crate::postgres::quote_ident(&role),
+                crate::postgres::quote_literal(&h.config.cluster.replication_password));
+            h.pg.execute_batch(node, &stmt, None).map_err(|e| h.fail("ensure_replication_role", node, e))?;
+            Ok(true)
+        });
+
+    let h = host;
+    def!(&mut m, "basebackup", ["source: &str", "target: &str", "slot: &str", "Map"],
+        "Clones `target` from `source`: stops the target's container, empties its data directory,
+        runs `pg_basebackup -X stream -R -S slot --checkpoint=fast` in a one-off container with
+        the target's image, volumes and network, then starts the target, which comes up as a
+        standby of `source`. The slot must exist on the source. Returns #{duration_ms}.",
+        move |source: &str, target: &str, slot: &str| -> R<Map> {
+            let src = h.container("basebackup", source)?;
+            let dst = h.container("basebackup", target)?;
+            check_slot_name(slot).map_err(|e| h.error(Class::Runbook, format!("basebackup: {e}")))?;
+            if source == target {
+                return Err(h.error(Class::Runbook, "basebackup: source and target are the same node"));
+            }
+            let spec = h.docker.oneoff_like(&dst, &format!("{dst}-basebackup"))
+                .map_err(|e| h.fail("basebackup", target, e))?;
+            let data = h.config.cluster.data_dir.clone();
+            if !h.change(target, &format!(
+                "stop container {dst}, empty {data}, clone it from {source} with pg_basebackup -X stream -R -S {slot}, start {dst}")) {
+                return Ok(Map::new());
+            }
+            let t0 = Instant::now();
+            h.docker.stop(&dst, 30).map_err(|e| h.fail("basebackup", target, e))?;
+            h.pg.forget(target);
+            let script = format!(
+                "set -e\nfind {d} -mindepth 1 -delete\n\
+                 pg_basebackup -h {host} -p 5432 -U {user} -D {d} -X stream -R -S {slot} --checkpoint=fast -P\n",
+                d = sh_quote(&data),
+                host = sh_quote(&src),
+                user = sh_quote(&h.config.cluster.replication_user),
+                slot = sh_quote(slot),
+            );
+            let mut spec = spec;
+            spec.entrypoint = Some(vec!["/bin/sh".into(), "-c".into()]);
+            spec.cmd = Some(vec![script]);
+            spec.env = vec![format!("PGPASSWORD={}", h.config.cluster.replication_password)];
+            let mut progress = Progress::new(&format!("pg_basebackup {source} -> {target}"), h.tty);
+            let out = h.docker.run_oneoff(&spec, &h.cancel, &mut |l| progress.line(l));
+            progress.finish();
+            let out = out.map_err(|e| h.fail("basebackup", target, e))?;
+            if out.exit_code != 0 {
+                let tail: Vec<&str> = out.stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+                return Err(h.error(Class::Refused, format!(
+                    "basebackup on {target}: pg_basebackup from {source} exited {}; {} is left stopped with an \
+                     incomplete data directory (run the procedure again): {}",
+                    out.exit_code, dst, tail.join(" | "))));
+            }
+            h.docker.start(&dst).map_err(|e| h.fail("basebackup", target, e))?;
+            let mut m = Map::new();
+            m.insert("duration_ms".into(), Dynamic::from_int(t0.elapsed().as_millis() as i64));
+            Ok(m)
+        });
+
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_names() {
+        assert!(check_slot_name("replica1").is_ok());
+        assert!(check_slot_name("primary_1").is_ok());
+        assert!(check_slot_name("bad name").is_err());
+        assert!(check_slot_name("x'); DROP TABLE t; --").is_err());
+        assert!(check_slot_name("Upper").is_err());
+        assert!(check_slot_name("").is_err());
+        assert!(check_slot_name(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(sh_quote("a b"), "'a b'");
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+    }
+}

@@ -1,0 +1,37 @@
+//! Redis primitives: write to and read from the journal (Redis Streams). Writes never fail: when
+//! Redis is down, entries are spooled and delivered later (see `src/journal.rs`).
+
+use super::def;
+use crate::host::Host;
+use crate::journal::JOURNAL;
+use rhai::{Dynamic, Map, Module};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+fn fields_of(h: &Host, event: &str, data: &Map) -> BTreeMap<String, String> {
+    let mut f = BTreeMap::new();
+    for (k, v) in data {
+        f.insert(k.to_string(), v.to_string());
+    }
+    f.insert("event".into(), event.to_string());
+    f.insert("run_id".into(), h.run.lock().unwrap().run_id.clone());
+    f.insert("ts".into(), crate::host::now_rfc3339());
+    f
+}
+
+pub fn create_module(host: Arc<Host>) -> Module {
+    let mut m = Module::new();
+
+    let h = host;
+    def!(&mut m, "redis_log", ["event: &str", "data: Map"],
+        "Appends an entry `event` with the fields of `data` to the journal stream in Redis
+        (spooled when Redis is down). In a dry run the entry is marked dry_run=true.",
+        move |event: &str, data: Map| {
+            let mut f = fields_of(&h, event, &data);
+            f.insert("dry_run".into(), h.dry_run().to_string());
+            h.journal.append(JOURNAL, f);
+        });
+
+    let _ = Dynamic::UNIT;
+    m
+}
