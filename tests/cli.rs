@@ -1,0 +1,89 @@
+//! Commands that need no lab: check, list, parameters, configuration.
+
+mod common;
+use common::*;
+
+fn dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn check_reports_the_position_of_a_syntax_error() {
+    let d = dir();
+    std::fs::write(
+        d.path().join("broken.rhai"),
+        "//! Broken on purpose.\nstep(\"one\");\nlet x = sql(\"pg-bases2\", \"SELECT 1\";\n",
+    )
+    .unwrap();
+    let r = pgrunbook_in(d.path(), &["check", "broken.rhai"], &[]).fails_with(3);
+    let r = r.stderr_has("syntax error").stderr_has("broken.rhai:3:");
+    // The caret sits under the column the error names.
+    let loc = r.stderr.lines().find(|l| l.contains("--> broken.rhai:3:")).unwrap();
+    let col: usize = loc.rsplit(':').next().unwrap().trim().parse().unwrap();
+    let caret = r.stderr.lines().find(|l| l.trim_end().ends_with('^')).unwrap();
+    assert_eq!(caret.find('^').unwrap() - "  | ".len(), col - 1, "{}", r.stderr);
+}
+
+#[test]
+fn check_passes_on_every_shipped_runbook() {
+    let d = dir();
+    pgrunbook_in(d.path(), &["check"], &[])
+        .succeeds()
+        .stdout_has("<shipped>/runbooks/setup.rhai")
+        .stdout_has("<shipped>/runbooks/verify.rhai");
+}
+
+#[test]
+fn list_shows_descriptions_and_parameters() {
+    let d = dir();
+    pgrunbook_in(d.path(), &["list"], &[])
+        .succeeds()
+        .stdout_has("setup")
+        .stdout_has("Sets up streaming replication")
+        .stdout_has("--set timeout_s=120");
+}
+
+#[test]
+fn unknown_runbook_and_bad_parameters_are_usage_errors() {
+    let d = dir();
+    pgrunbook_in(d.path(), &["run", "setpu"], &[])
+        .fails_with(2)
+        .stderr_has("unknown runbook 'setpu'")
+        .stderr_has("did you mean 'setup'");
+    pgrunbook_in(d.path(), &["run", "setup", "--set", "timeout=5"], &[])
+        .fails_with(2)
+        .stderr_has("has no parameter 'timeout'")
+        .stderr_has("did you mean timeout_s");
+    pgrunbook_in(d.path(), &["run", "setup", "--set", "timeout_s=soon"], &[])
+        .fails_with(2)
+        .stderr_has("takes an integer");
+}
+
+#[test]
+fn every_command_has_help_with_examples() {
+    let d = dir();
+    for args in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["list", "--help"],
+        vec!["check", "--help"],
+        vec!["lab", "up", "--help"],
+        vec!["lab", "down", "--help"],
+        vec!["lab", "status", "--help"],
+        vec!["backups", "--help"],
+        vec!["journal", "--help"],
+    ] {
+        pgrunbook_in(d.path(), &args, &[]).succeeds().stdout_has("Example");
+    }
+}
+
+#[test]
+fn config_comes_from_file_then_environment_and_masks_passwords() {
+    let d = dir();
+    std::fs::write(d.path().join("pgrunbook.toml"), "[cluster]\ndatabase = \"fromfile\"\npassword = \"hunter22\"\n").unwrap();
+    pgrunbook_in(d.path(), &["config"], &[("PGRUNBOOK_REDIS__URL", "redis://127.0.0.1:7001")])
+        .succeeds()
+        .stdout_has("database = \"fromfile\"")
+        .stdout_has("redis://127.0.0.1:7001")
+        .stdout_lacks("hunter22");
+}

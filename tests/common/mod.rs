@@ -1,0 +1,354 @@
+//! The end-to-end test harness: a lab of real containers with its own names and ports, the
+//! pgrunbook binary run against it, and direct PostgreSQL and Redis clients to check what the
+//! runbooks did, independently of them.
+//!
+//! ```ignore
+//! let lab = TestLab::up("setup");
+//! lab.pgrunbook(&["run", "setup"]).succeeds().stdout_has("streams from");
+//! assert!(lab.query_bool("pg-replica", "SELECT pg_is_in_recovery()"));
+//! ```
+//!
+//! Every lab is removed (containers, volumes, network) when the `TestLab` is dropped, also when
+//! the test fails. Names start with `prt-`, ports are free ports picked at start, so a user's own
+//! lab (pg-bases2 on 5432...) is never touched.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pgrunbook");
+pub const PASSWORD: &str = "t3st_superuser_pw";
+pub const REPL_PASSWORD: &str = "t3st_replication_pw";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+static IMAGE: Once = Once::new();
+
+/// Fails the test, loudly, when no Docker engine answers: end-to-end tests never pass silently.
+pub fn require_docker() {
+    let sock = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+        .unwrap_or_else(|| "/var/run/docker.sock".into());
+    if std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        panic!(
+            "end-to-end tests need a running Docker engine, and none answers at {sock}. \
+             Start dockerd (or set DOCKER_HOST) and run the tests again."
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The result of one pgrunbook invocation, with assertions that print everything on failure.
+pub struct Run {
+    pub args: Vec<String>,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    fn from(args: &[&str], out: Output, elapsed: Duration) -> Run {
+        Run {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed,
+        }
+    }
+
+    fn show(&self) -> String {
+        format!(
+            "pgrunbook {}\n--- exit code {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.args.join(" "),
+            self.code,
+            self.stdout,
+            self.stderr
+        )
+    }
+
+    pub fn succeeds(self) -> Run {
+        assert_eq!(self.code, 0, "expected success\n{}", self.show());
+        self
+    }
+
+    pub fn fails_with(self, code: i32) -> Run {
+        assert_eq!(self.code, code, "expected exit code {code}\n{}", self.show());
+        self
+    }
+
+    pub fn stdout_has(self, text: &str) -> Run {
+        assert!(self.stdout.contains(text), "stdout lacks {text:?}\n{}", self.show());
+        self
+    }
+
+    pub fn stdout_lacks(self, text: &str) -> Run {
+        assert!(!self.stdout.contains(text), "stdout has {text:?}\n{}", self.show());
+        self
+    }
+
+    pub fn stderr_has(self, text: &str) -> Run {
+        assert!(self.stderr.contains(text), "stderr lacks {text:?}\n{}", self.show());
+        self
+    }
+}
+
+/// Runs pgrunbook in `dir` with no lab (for commands that need none).
+pub fn pgrunbook_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let t = Instant::now();
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run pgrunbook");
+    Run::from(args, out, t.elapsed())
+}
+
+pub struct TestLab {
+    pub id: String,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub ports: Vec<(String, u16)>,
+    pub redis_port: u16,
+    pub keep: bool,
+}
+
+impl TestLab {
+    /// A lab's configuration, written but not started.
+    pub fn new(tag: &str) -> TestLab {
+        Self::with_extra(tag, "")
+    }
+
+    /// With extra TOML appended to the configuration.
+    pub fn with_extra(tag: &str, extra: &str) -> TestLab {
+        require_docker();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let id = format!("prt-{}-{}{}", tag, std::process::id() % 100000, n);
+        let dir = tempfile::tempdir().unwrap();
+        let p1 = free_port();
+        let p2 = free_port();
+        let rp = free_port();
+        let config = format!(
+            r#"[cluster]
+password = "{PASSWORD}"
+replication_password = "{REPL_PASSWORD}"
+
+[nodes.pg-bases2]
+container = "{id}-pg-bases2"
+host = "127.0.0.1"
+port = {p1}
+slot = "primary1"
+init = "primary"
+
+[nodes.pg-replica]
+container = "{id}-pg-replica"
+host = "127.0.0.1"
+port = {p2}
+slot = "replica1"
+init = "standby"
+
+[redis]
+url = "redis://127.0.0.1:{rp}"
+prefix = "{id}"
+spool = "{spool}"
+
+[lab]
+network = "{id}-net"
+repo_volume = "{id}-pgbackrest"
+redis_container = "{id}-redis"
+redis_port = {rp}
+label = "{id}"
+{extra}
+"#,
+            spool = dir.path().join("spool.jsonl").display()
+        );
+        let config_path = dir.path().join("pgrunbook.toml");
+        std::fs::write(&config_path, config).unwrap();
+        TestLab {
+            id,
+            dir,
+            config_path,
+            ports: vec![("pg-bases2".into(), p1), ("pg-replica".into(), p2)],
+            redis_port: rp,
+            keep: std::env::var("PGRUNBOOK_TEST_KEEP").is_ok(),
+        }
+    }
+
+    /// A lab that is up (containers running, primary accepting connections).
+    pub fn up(tag: &str) -> TestLab {
+        let lab = TestLab::new(tag);
+        lab.ensure_image();
+        lab.pgrunbook(&["lab", "up"]).succeeds();
+        lab
+    }
+
+    /// A lab that is up and replicating (setup done).
+    pub fn replicating(tag: &str) -> TestLab {
+        let lab = TestLab::up(tag);
+        lab.pgrunbook(&["run", "setup"]).succeeds();
+        lab
+    }
+
+    /// Builds the lab image once per test process (a no-op when it exists).
+    pub fn ensure_image(&self) {
+        IMAGE.call_once(|| {
+            let r = self.pgrunbook(&["lab", "build"]);
+            assert_eq!(r.code, 0, "building the lab image failed:\n{}", r.stderr);
+        });
+    }
+
+    pub fn container(&self, node: &str) -> String {
+        format!("{}-{node}", self.id)
+    }
+
+    pub fn port(&self, node: &str) -> u16 {
+        self.ports.iter().find(|(n, _)| n == node).unwrap().1
+    }
+
+    /// Runs pgrunbook with this lab's configuration, in the lab's own directory.
+    pub fn pgrunbook(&self, args: &[&str]) -> Run {
+        self.pgrunbook_env(args, &[])
+    }
+
+    pub fn pgrunbook_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut env: Vec<(&str, &str)> = env.to_vec();
+        let cfg = self.config_path.to_str().unwrap().to_string();
+        env.push(("PGRUNBOOK_CONFIG", &cfg));
+        let data = self.dir.path().join("data");
+        let data = data.to_str().unwrap().to_string();
+        env.push(("PGRUNBOOK_DATA_DIR", &data));
+        pgrunbook_in(self.dir.path(), args, &env)
+    }
+
+    /// Writes a script in the lab's directory and returns its path.
+    pub fn script(&self, name: &str, text: &str) -> String {
+        let p = self.dir.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        name.to_string()
+    }
+
+    // ---- direct access, independent of pgrunbook -------------------------------------------
+
+    pub fn client(&self, node: &str) -> postgres::Client {
+        let port = self.port(node);
+        let mut last = None;
+        for _ in 0..50 {
+            match postgres::Config::new()
+                .host("127.0.0.1")
+                .port(port)
+                .user("postgres")
+                .password(PASSWORD)
+                .dbname("bases2_proyectos")
+                .connect_timeout(Duration::from_secs(3))
+                .connect(postgres::NoTls)
+            {
+                Ok(c) => return c,
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("cannot connect to {node} on port {port}: {:?}", last);
+    }
+
+    pub fn try_client(&self, node: &str) -> Option<postgres::Client> {
+        postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port(node))
+            .user("postgres")
+            .password(PASSWORD)
+            .dbname("bases2_proyectos")
+            .connect_timeout(Duration::from_secs(2))
+            .connect(postgres::NoTls)
+            .ok()
+    }
+
+    pub fn query_bool(&self, node: &str, sql: &str) -> bool {
+        self.client(node).query_one(sql, &[]).unwrap().get(0)
+    }
+
+    pub fn query_i64(&self, node: &str, sql: &str) -> i64 {
+        self.client(node).query_one(sql, &[]).unwrap().get(0)
+    }
+
+    pub fn query_strings(&self, node: &str, sql: &str) -> Vec<String> {
+        self.client(node)
+            .query(sql, &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect()
+    }
+
+    pub fn redis(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}", self.redis_port))
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// Entries of one of the lab's streams (`journal`, `backups`), oldest first.
+    pub fn stream(&self, name: &str) -> Vec<std::collections::HashMap<String, String>> {
+        let mut c = self.redis();
+        let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(format!("{}:{name}", self.id))
+            .arg("-")
+            .arg("+")
+            .query(&mut c)
+            .unwrap();
+        r.ids
+            .into_iter()
+            .map(|e| {
+                e.map
+                    .into_iter()
+                    .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// State of a container through the Docker API (the `docker` crate of the project is not
+    /// used: bollard directly would be the same code; the CLI is the independent witness).
+    pub fn container_state(&self, node: &str) -> String {
+        let out = Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Status}}", &self.container(node)])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return "missing".into();
+        }
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker").args(args).output().unwrap()
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("PGRUNBOOK_TEST_KEEP: leaving lab {} in place", self.id);
+            return;
+        }
+        let r = self.pgrunbook(&["lab", "down", "--volumes"]);
+        if r.code != 0 {
+            eprintln!("cleaning up lab {} failed: {}", self.id, r.stderr);
+        }
+    }
+}
