@@ -98,6 +98,19 @@ pub fn create_module(host: Arc<Host>) -> Module {
         "Prints an array of maps (rows from `sql`) as a table.",
         move |rows: Array| h.say(crate::table::render(&rows).trim_end()));
 
+    let h = host.clone();
+    def!(&mut m, "print_table", ["rows: Array", "columns: Array"],
+        "Prints rows as a table with the given columns, in that order.",
+        move |rows: Array, cols: Array| {
+            let cols: Vec<String> = cols.iter().map(|c| c.to_string()).collect();
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .filter_map(|r| r.read_lock::<Map>().map(|m| m.clone()))
+                .map(|m| cols.iter().map(|c| m.get(c.as_str()).map(crate::table::cell).unwrap_or_default()).collect())
+                .collect();
+            h.say(crate::table::render_cells(&cols, &cells).trim_end());
+        });
+
     let h = host;
     def!(&mut m, "warn", ["message: &str"],
         "Prints a warning on stderr.",

@@ -94,6 +94,19 @@ pub fn create_module(host: Arc<Host>) -> Module {
             h.docker.start(&c).map_err(|e| h.fail("start_container", node, e))
         });
 
+    let h = host.clone();
+    def!(&mut m, "require_container", ["node: &str"],
+        "Fails (exit code 5, unreachable) when the node's container does not exist, saying how to
+        bring the lab up. Runbooks call it first so that nothing changes on a half-present cluster.",
+        move |node: &str| -> R<()> {
+            let c = h.container("require_container", node)?;
+            match h.docker.state(&c).map_err(|e| h.fail("require_container", node, e))? {
+                crate::docker::State::Missing => Err(h.error(crate::error::Class::Infrastructure, format!(
+                    "container '{c}' of node {node} does not exist (is the lab up? `pgrunbook lab up`)"))),
+                _ => Ok(()),
+            }
+        });
+
     let h = host;
     def!(&mut m, "wait_container", ["node: &str", "state: &str", "timeout_s: i64"],
         "Waits until the node's container is in `state` (\"running\", \"exited\"); fails after

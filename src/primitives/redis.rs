@@ -22,6 +22,36 @@ fn fields_of(h: &Host, event: &str, data: &Map) -> BTreeMap<String, String> {
 pub fn create_module(host: Arc<Host>) -> Module {
     let mut m = Module::new();
 
+    let h = host.clone();
+    def!(&mut m, "record_backup", ["data: Map"],
+        "Records a backup in the backups stream in Redis (what `pgrunbook backups` lists):
+        pass #{type, label, repo, size, duration_s, node, timeline, ...}. Skipped in a dry run.",
+        move |data: Map| {
+            if h.dry_run() {
+                h.say("    [dry run] would record the backup in Redis");
+                return;
+            }
+            let f = fields_of(&h, "backup", &data);
+            h.journal.append(crate::journal::BACKUPS, f);
+        });
+
+    let h = host.clone();
+    def!(&mut m, "journal_last", ["stream: &str", "n: i64", "Array"],
+        "The last `n` entries of a stream (\"journal\" or \"backups\"), newest first, as maps.
+        Empty when Redis is unreachable.",
+        move |stream: &str, n: i64| -> rhai::Array {
+            h.journal
+                .last(stream, n.max(0) as usize)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| {
+                    let mut m: Map = e.fields.into_iter().map(|(k, v)| (k.into(), Dynamic::from(v))).collect();
+                    m.insert("id".into(), e.id.into());
+                    Dynamic::from(m)
+                })
+                .collect()
+        });
+
     let h = host;
     def!(&mut m, "redis_log", ["event: &str", "data: Map"],
         "Appends an entry `event` with the fields of `data` to the journal stream in Redis
@@ -32,6 +62,5 @@ pub fn create_module(host: Arc<Host>) -> Module {
             h.journal.append(JOURNAL, f);
         });
 
-    let _ = Dynamic::UNIT;
     m
 }
