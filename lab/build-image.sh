@@ -49,8 +49,11 @@ if ! have "$base"; then
   esac
 fi
 
-if [ "$force" = "--force" ] || ! have "$image"; then
+# The hash of the lab's files, as a label: pgrunbook rebuilds the image when they change.
+hash=${PGRUNBOOK_LAB_HASH:-}
+current=$(docker image inspect -f '{{ index .Config.Labels "org.pgrunbook.lab-hash" }}' "$image" 2>/dev/null || true)
+if [ "$force" = "--force" ] || ! have "$image" || { [ -n "$hash" ] && [ "$hash" != "$current" ]; }; then
   log "building $image from $base"
-  docker build -q --build-arg "BASE_IMAGE=$base" -t "$image" "$here" >/dev/null
+  docker build -q --build-arg "BASE_IMAGE=$base" --label "org.pgrunbook.lab-hash=$hash" -t "$image" "$here" >/dev/null
 fi
 log "ready: $image"

@@ -44,4 +44,10 @@ SQL
     pg_ctl -D "$PGDATA" -m fast -w -s stop
   fi
 fi
+if [ -f "$PGDATA/pgrunbook.fenced" ]; then
+  # pgrunbook's failover fenced this node: it must never come back as a second primary, whoever
+  # starts it (a person, or Docker's restart policy). It starts read-only, as a standby.
+  touch "$PGDATA/standby.signal"
+  echo "pgrunbook: this node is fenced ($(cat "$PGDATA/pgrunbook.fenced")); starting read-only. Run failback to rejoin it."
+fi
 exec postgres -D "$PGDATA"

@@ -443,6 +443,16 @@ impl Docker {
         }
     }
 
+    /// `None` when the image is missing, else the value of one of its labels.
+    pub fn image_label(&self, image: &str, label: &str) -> Result<Option<Option<String>>> {
+        let c = self.client()?;
+        match self.rt.block_on(c.inspect_image(image)) {
+            Ok(i) => Ok(Some(i.config.and_then(|c| c.labels).and_then(|l| l.get(label).cloned()))),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(anyhow!(e).context(format!("cannot inspect image '{image}'"))),
+        }
+    }
+
     pub fn ensure_network(&self, name: &str, labels: &HashMap<String, String>) -> Result<bool> {
         let c = self.client()?;
         match self.rt.block_on(c.inspect_network(name, None::<qp::InspectNetworkOptions>)) {

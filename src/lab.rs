@@ -11,6 +11,19 @@ use std::time::{Duration, Instant};
 
 const REDIS_DATA: &str = "/var/lib/redis-lab";
 
+/// A hash of the lab's files (Dockerfile, entrypoint, configuration): the image is rebuilt when
+/// it changes, so an upgraded pgrunbook never runs an old entrypoint.
+pub fn lab_hash() -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for (name, text) in embedded::LAB_FILES {
+        for b in name.bytes().chain(text.bytes()) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
 pub struct Lab<'a> {
     pub config: &'a Config,
     pub docker: &'a Docker,
@@ -42,10 +55,12 @@ impl<'a> Lab<'a> {
     /// Builds the lab image when it is missing (see `lab/build-image.sh` for the same steps by
     /// hand): a Debian root file system from Debian's packages, imported, then the Dockerfile.
     pub fn ensure_image(&self) -> Result<()> {
-        if self.docker.image_exists(&self.config.lab.image)? {
-            return Ok(());
+        let hash = lab_hash();
+        match self.docker.image_label(&self.config.lab.image, "org.pgrunbook.lab-hash")? {
+            Some(Some(h)) if h == hash => return Ok(()),
+            Some(_) => eprintln!("lab: the lab's files changed since image {} was built; rebuilding it", self.config.lab.image),
+            None => eprintln!("lab: image {} is missing; building it (a few minutes the first time)", self.config.lab.image),
         }
-        eprintln!("lab: image {} is missing; building it (a few minutes the first time)", self.config.lab.image);
         let dir = std::env::temp_dir().join(format!("pgrunbook-lab-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("initdb"))?;
         for (rel, text) in embedded::LAB_FILES {
@@ -66,6 +81,7 @@ impl<'a> Lab<'a> {
             .arg(dir.join("build-image.sh"))
             .env("PGRUNBOOK_BASE_IMAGE", &self.config.lab.base_image)
             .env("PGRUNBOOK_IMAGE", &self.config.lab.image)
+            .env("PGRUNBOOK_LAB_HASH", &hash)
             .status()
             .context("cannot run the lab's build script")?;
         let _ = std::fs::remove_dir_all(&dir);

@@ -39,7 +39,7 @@ fn list_shows_descriptions_and_parameters() {
     pgrunbook_in(d.path(), &["list"], &[])
         .succeeds()
         .stdout_has("setup")
-        .stdout_has("Sets up streaming replication")
+        .stdout_has("Sets up streaming replication and WAL archiving")
         .stdout_has("--set timeout_s=120");
 }
 

@@ -25,6 +25,29 @@ fn exec_map(out: crate::docker::ExecOutput) -> Map {
     m
 }
 
+/// Runs a shell script that works on the node's data directory: with `docker exec` when its
+/// container runs, else in a one-off container with the node's image and volumes. `$PGDATA` is
+/// set to the data directory.
+pub fn run_on_data_dir(h: &Host, primitive: &str, node: &str, script: &str) -> R<crate::docker::ExecOutput> {
+    let container = h.container(primitive, node)?;
+    let state = h.docker.state(&container).map_err(|e| h.fail(primitive, node, e))?;
+    let env = vec![format!("PGDATA={}", h.config.cluster.data_dir)];
+    let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+    let out = if state.is_running() {
+        h.docker.exec(&container, &argv, Some("postgres"), &env, &h.cancel, &mut |_| {})
+    } else {
+        h.docker
+            .oneoff_like(&container, &format!("{container}-pgrunbook"))
+            .and_then(|mut spec| {
+                spec.entrypoint = Some(vec!["/bin/sh".into(), "-c".into()]);
+                spec.cmd = Some(vec![script.to_string()]);
+                spec.env = env.clone();
+                h.docker.run_oneoff(&spec, &h.cancel, &mut |_| {})
+            })
+    };
+    out.map_err(|e| h.fail(primitive, node, e))
+}
+
 pub fn create_module(host: Arc<Host>) -> Module {
     let mut m = Module::new();
 
@@ -84,6 +107,21 @@ pub fn create_module(host: Arc<Host>) -> Module {
         });
 
     let h = host.clone();
+    def!(&mut m, "kill_container", ["node: &str", "signal: &str"],
+        "Sends `signal` to the node's container and returns at once. \"SIGINT\" is PostgreSQL's
+        fast shutdown and the lab image's stop signal, so Docker treats it as a stop: the restart
+        policy does not bring the container back.",
+        move |node: &str, signal: &str| -> R<()> {
+            let c = h.container("kill_container", node)?;
+            if !h.change(node, &format!("send {signal} to container {c}")) {
+                return Ok(());
+            }
+            h.docker.kill(&c, signal).map_err(|e| h.fail("kill_container", node, e))?;
+            h.pg.forget(node);
+            Ok(())
+        });
+
+    let h = host.clone();
     def!(&mut m, "start_container", ["node: &str"],
         "Starts the node's container. Starting a running container does nothing.",
         move |node: &str| -> R<()> {
@@ -105,6 +143,39 @@ pub fn create_module(host: Arc<Host>) -> Module {
                     "container '{c}' of node {node} does not exist (is the lab up? `pgrunbook lab up`)"))),
                 _ => Ok(()),
             }
+        });
+
+    let h = host.clone();
+    def!(&mut m, "fence", ["node: &str", "reason: &str"],
+        "Fences the node so that it can never come back as a second primary: writes
+        `standby.signal` and `pgrunbook.fenced` (with `reason`) into its data directory. Whoever
+        starts its container later, by hand or by Docker's restart policy, gets a read-only
+        standby. Works on a stopped container too (through a one-off container). `failback`
+        lifts the fence when it re-clones the node.",
+        move |node: &str, reason: &str| -> R<()> {
+            if !h.change(node, &format!("fence (standby.signal + pgrunbook.fenced: {reason})")) {
+                return Ok(());
+            }
+            let stamp = format!("{} {}", crate::host::now_rfc3339(), reason);
+            let script = format!(
+                "set -e; test -s \"$PGDATA/PG_VERSION\"; printf '%s\\n' {} > \"$PGDATA/pgrunbook.fenced\"; touch \"$PGDATA/standby.signal\"; sync",
+                crate::primitives::postgres::sh_quote(&stamp));
+            let out = run_on_data_dir(&h, "fence", node, &script)?;
+            if out.exit_code != 0 {
+                return Err(h.error(crate::error::Class::Refused, format!(
+                    "fence on {node}: cannot write the fence into its data directory: {}", out.stderr.trim())));
+            }
+            Ok(())
+        });
+
+    let h = host.clone();
+    def!(&mut m, "fence_info", ["node: &str", "Dynamic"],
+        "The node's fence (the time and reason `fence` wrote), or `()` when it is not fenced.",
+        move |node: &str| -> R<Dynamic> {
+            let out = run_on_data_dir(&h, "fence_info", node,
+                "cat \"$PGDATA/pgrunbook.fenced\" 2>/dev/null || true")?;
+            let t = out.stdout.trim().to_string();
+            Ok(if t.is_empty() { Dynamic::UNIT } else { Dynamic::from(t) })
         });
 
     let h = host;
