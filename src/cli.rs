@@ -79,6 +79,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Shows the cluster at a glance: each node's role, timeline, LSNs, lag and slots, the last
+    /// backup and the last run.
+    #[command(after_help = "Examples:\n  pgrunbook status\n  pgrunbook status --json")]
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Prints the effective configuration (passwords masked).
     #[command(after_help = "Example:\n  PGRUNBOOK_NODES__PG_REPLICA__PORT=5434 pgrunbook config")]
     Config,
@@ -309,6 +316,18 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Backups { last, json } => show_stream(&cli.config, BACKUPS, last, json),
         Command::Journal { last, json } => show_stream(&cli.config, JOURNAL, last, json),
+        Command::Status { json } => {
+            let config = load_config(&cli.config)?;
+            let host = Host::new(config);
+            host.docker.ping().map_err(infra)?;
+            let st = crate::status::collect(&host);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+            } else {
+                print!("{}", crate::status::render(&st));
+            }
+            Ok(())
+        }
         Command::Config => {
             let config = load_config(&cli.config)?;
             println!("# from {}", config.source);

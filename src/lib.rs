@@ -23,6 +23,7 @@ pub mod postgres;
 pub mod primitives;
 pub mod progress;
 pub mod runbook;
+pub mod status;
 pub mod suggest;
 pub mod table;
 

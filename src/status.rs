@@ -1,0 +1,220 @@
+//! `pgrunbook status`: the cluster at a glance (like `patronictl list`): per node the container
+//! state, role, timeline, LSNs, lag and slots; then the last backup and the last run from Redis.
+//! Read-only: it never changes anything, and a node that does not answer is shown as such.
+
+use crate::docker::State;
+use crate::host::Host;
+use crate::journal::{BACKUPS, JOURNAL};
+use rhai::{Dynamic, Map};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct NodeStatus {
+    pub name: String,
+    pub container: String,
+    pub state: String,
+    /// primary, standby, fenced (a standby marked by failover), down, stopped, missing
+    pub role: String,
+    pub timeline: Option<i64>,
+    pub lsn: Option<String>,
+    pub receive_lsn: Option<String>,
+    pub replay_lsn: Option<String>,
+    /// Bytes of WAL the standby has not replayed yet, against the primary's current LSN.
+    pub lag_bytes: Option<i64>,
+    pub streaming_from: Option<String>,
+    pub slots: Vec<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ClusterStatus {
+    pub nodes: Vec<NodeStatus>,
+    pub last_backup: Option<BTreeMap<String, String>>,
+    pub last_run: Option<BTreeMap<String, String>>,
+    pub redis: String,
+    pub warnings: Vec<String>,
+}
+
+fn q(host: &Host, node: &str, sql: &str) -> anyhow::Result<Vec<Map>> {
+    let rows = host.pg.query(node, sql, &[], false, &host.cancel)?;
+    Ok(rows.into_iter().filter_map(|r| r.try_cast::<Map>()).collect())
+}
+
+fn s(m: &Map, k: &str) -> Option<String> {
+    m.get(k).filter(|v| !v.is_unit()).map(|v| v.to_string())
+}
+
+fn i(m: &Map, k: &str) -> Option<i64> {
+    m.get(k).and_then(|v: &Dynamic| v.as_int().ok())
+}
+
+pub fn lsn_bytes(lsn: &str) -> Option<i64> {
+    let (a, b) = lsn.split_once('/')?;
+    Some((i64::from_str_radix(a, 16).ok()? << 32) + i64::from_str_radix(b, 16).ok()?)
+}
+
+/// Reads the state of every node and the journal.
+pub fn collect(host: &Host) -> ClusterStatus {
+    let mut st = ClusterStatus::default();
+    for (name, n) in &host.config.nodes {
+        let mut ns = NodeStatus {
+            name: name.clone(),
+            container: n.container.clone(),
+            ..Default::default()
+        };
+        match host.docker.state(&n.container) {
+            Ok(State::Missing) => {
+                ns.state = "missing".into();
+                ns.role = "missing".into();
+            }
+            Ok(s) => {
+                ns.state = s.as_str().to_string();
+                if !s.is_running() {
+                    ns.role = "stopped".into();
+                }
+            }
+            Err(e) => {
+                ns.state = "unknown".into();
+                ns.error = Some(format!("{e:#}"));
+            }
+        }
+        if ns.role.is_empty() {
+            match q(
+                host,
+                name,
+                "SELECT pg_is_in_recovery() AS rec, \
+                 CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END AS lsn, \
+                 pg_last_wal_receive_lsn() AS receive, pg_last_wal_replay_lsn() AS replay, \
+                 (SELECT timeline_id FROM pg_control_checkpoint()) AS ckpt_tli, \
+                 (SELECT received_tli FROM pg_stat_wal_receiver) AS recv_tli, \
+                 (SELECT sender_host FROM pg_stat_wal_receiver WHERE status = 'streaming') AS sender, \
+                 CASE WHEN pg_is_in_recovery() THEN NULL ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS cur_tli",
+            ) {
+                Ok(rows) if !rows.is_empty() => {
+                    let r = &rows[0];
+                    let rec = r.get("rec").and_then(|v| v.as_bool().ok()).unwrap_or(false);
+                    ns.role = if rec { "standby".into() } else { "primary".into() };
+                    ns.lsn = s(r, "lsn");
+                    ns.receive_lsn = s(r, "receive");
+                    ns.replay_lsn = s(r, "replay");
+                    ns.timeline = i(r, "cur_tli").or(i(r, "recv_tli")).or(i(r, "ckpt_tli"));
+                    ns.streaming_from = s(r, "sender").map(|h| {
+                        host.config
+                            .node_by_container(&h)
+                            .map(|(n, _)| n.clone())
+                            .unwrap_or(h)
+                    });
+                }
+                Ok(_) => ns.role = "down".into(),
+                Err(e) => {
+                    ns.role = "down".into();
+                    ns.error = Some(format!("{e:#}"));
+                }
+            }
+            if let Ok(rows) = q(
+                host,
+                name,
+                "SELECT slot_name::text AS name, active FROM pg_replication_slots ORDER BY 1",
+            ) {
+                ns.slots = rows
+                    .iter()
+                    .map(|r| {
+                        let active = r.get("active").and_then(|v| v.as_bool().ok()).unwrap_or(false);
+                        format!("{}{}", s(r, "name").unwrap_or_default(), if active { "" } else { " (unused)" })
+                    })
+                    .collect();
+            }
+        }
+        st.nodes.push(ns);
+    }
+    // Lag: each standby against the primary's current LSN.
+    let primaries: Vec<NodeStatus> = st.nodes.iter().filter(|n| n.role == "primary").cloned().collect();
+    if primaries.len() > 1 {
+        st.warnings.push(format!(
+            "{} nodes accept writes (split brain): {}",
+            primaries.len(),
+            primaries.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if let Some(p) = primaries.first() {
+        let plsn = p.lsn.as_deref().and_then(lsn_bytes);
+        for n in st.nodes.iter_mut().filter(|n| n.role == "standby") {
+            if let (Some(pl), Some(rl)) = (plsn, n.replay_lsn.as_deref().and_then(lsn_bytes)) {
+                n.lag_bytes = Some((pl - rl).max(0));
+            }
+            if n.streaming_from.is_none() {
+                st.warnings.push(format!("{} is a standby but does not stream from any primary", n.name));
+            }
+        }
+    }
+    match host.journal.last(BACKUPS, 1) {
+        Ok(b) => {
+            st.redis = "reachable".into();
+            st.last_backup = b.into_iter().next().map(|e| e.fields);
+            st.last_run = host
+                .journal
+                .last(JOURNAL, 50)
+                .ok()
+                .and_then(|es| es.into_iter().find(|e| e.fields.get("event").is_some_and(|v| v == "end")))
+                .map(|e| e.fields);
+        }
+        Err(e) => st.redis = format!("unreachable: {e:#}"),
+    }
+    st
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map(|x| x.to_string()).unwrap_or_else(|| "-".into())
+}
+
+/// The status as text: a table of nodes, then the last backup and run.
+pub fn render(st: &ClusterStatus) -> String {
+    let cols: Vec<String> = ["node", "container", "state", "role", "tl", "lsn (current/replay)", "lag", "streams from", "slots"]
+        .map(String::from)
+        .to_vec();
+    let rows: Vec<Vec<String>> = st
+        .nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.container.clone(),
+                n.state.clone(),
+                n.role.clone(),
+                opt(&n.timeline),
+                n.lsn.clone().or(n.replay_lsn.clone()).unwrap_or_else(|| "-".into()),
+                n.lag_bytes.map(|b| format!("{b} B")).unwrap_or_else(|| "-".into()),
+                opt(&n.streaming_from),
+                if n.slots.is_empty() { "-".into() } else { n.slots.join(", ") },
+            ]
+        })
+        .collect();
+    let mut out = crate::table::render_cells(&cols, &rows);
+    for w in &st.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    match &st.last_backup {
+        Some(b) => out.push_str(&format!(
+            "last backup: {} {} of {} at {} ({} bytes)\n",
+            b.get("type").map(String::as_str).unwrap_or("?"),
+            b.get("label").map(String::as_str).unwrap_or("?"),
+            b.get("node").map(String::as_str).unwrap_or("?"),
+            b.get("ts").map(String::as_str).unwrap_or("?"),
+            b.get("size").map(String::as_str).unwrap_or("?"),
+        )),
+        None => out.push_str(&format!("last backup: none recorded (Redis {})\n", st.redis)),
+    }
+    match &st.last_run {
+        Some(r) => out.push_str(&format!(
+            "last run: {} {} at {} ({} ms){}\n",
+            r.get("runbook").map(String::as_str).unwrap_or("?"),
+            r.get("outcome").map(String::as_str).unwrap_or("?"),
+            r.get("ts").map(String::as_str).unwrap_or("?"),
+            r.get("duration_ms").map(String::as_str).unwrap_or("?"),
+            if r.get("dry_run").is_some_and(|v| v == "true") { " [dry run]" } else { "" },
+        )),
+        None => out.push_str("last run: none recorded\n"),
+    }
+    out
+}
