@@ -86,6 +86,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prints the primitive and stdlib reference (Markdown) generated from the code.
+    #[command(after_help = "Example:\n  pgrunbook reference > docs/primitives.md")]
+    Reference,
+    /// Writes Rhai definition files (.d.rhai) for editor completion into DIR.
+    #[command(after_help = "Example:\n  pgrunbook definitions .rhai-defs")]
+    Definitions { dir: PathBuf },
     /// Prints the effective configuration (passwords masked).
     #[command(after_help = "Example:\n  PGRUNBOOK_NODES__PG_REPLICA__PORT=5434 pgrunbook config")]
     Config,
@@ -326,6 +332,25 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             } else {
                 print!("{}", crate::status::render(&st));
             }
+            Ok(())
+        }
+        Command::Reference => {
+            let host = Arc::new(Host::new(Config::defaults()));
+            print!("{}", crate::reference::markdown(&host));
+            Ok(())
+        }
+        Command::Definitions { dir } => {
+            let host = Arc::new(Host::new(Config::defaults()));
+            let sources = Default::default();
+            let engine = engine::build(&host, &sources);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
+            engine
+                .definitions()
+                .with_headers(true)
+                .write_to_dir(&dir)
+                .map_err(|e| Failure::usage(format!("cannot write definitions to {}: {e}", dir.display())))?;
+            println!("wrote Rhai definitions to {}", dir.display());
             Ok(())
         }
         Command::Config => {

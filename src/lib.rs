@@ -22,6 +22,7 @@ pub mod lab;
 pub mod postgres;
 pub mod primitives;
 pub mod progress;
+pub mod reference;
 pub mod runbook;
 pub mod status;
 pub mod suggest;

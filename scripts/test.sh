@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, CLI tests, and end-to-end tests against real containers
+# (PostgreSQL 17, pgBackRest, Redis). Builds the lab image first when it is missing, so a fresh
+# clone needs nothing but Rust, Docker and access to Debian's and crates.io's packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/require-docker.sh
+echo "==> building the lab image if missing"
+cargo run --quiet -- lab build
+echo "==> cargo test"
+cargo test --all-targets -- --test-threads="${PGRUNBOOK_TEST_THREADS:-4}"

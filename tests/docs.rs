@@ -1,0 +1,36 @@
+//! The reference in docs/ is generated from the code and must stay current.
+
+mod common;
+use common::*;
+
+#[test]
+fn primitives_reference_is_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = pgrunbook_in(dir.path(), &["reference"], &[]).succeeds();
+    let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/primitives.md")).unwrap();
+    assert!(
+        r.stdout == checked_in,
+        "docs/primitives.md differs from what the code generates: run `cargo run -- reference > docs/primitives.md`"
+    );
+    // It documents every backend and the stdlib, each entry with a description.
+    for needle in ["`sql(node: &str, query: &str) -> Array`", "`basebackup(", "`pgbackrest(", "`redis_log(", "`cluster::primary()`"] {
+        assert!(r.stdout.contains(needle), "reference lacks {needle}");
+    }
+    for line in r.stdout.lines().filter(|l| l.starts_with("- `")) {
+        let i = r.stdout.find(line).unwrap();
+        let next = r.stdout[i + line.len()..].lines().nth(1).unwrap_or("");
+        assert!(next.trim().len() > 10, "{line} has no description");
+    }
+}
+
+#[test]
+fn definitions_are_written_for_editors() {
+    let dir = tempfile::tempdir().unwrap();
+    pgrunbook_in(dir.path(), &["definitions", "defs"], &[]).succeeds();
+    let text: String = std::fs::read_dir(dir.path().join("defs"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(text.contains("fn basebackup("), "definitions lack the primitives");
+    assert!(text.contains("fn create_slot("));
+}
