@@ -95,6 +95,15 @@ pub enum Command {
     /// Prints the effective configuration (passwords masked).
     #[command(after_help = "Example:\n  PGRUNBOOK_NODES__PG_REPLICA__PORT=5434 pgrunbook config")]
     Config,
+    /// Starts an interactive Rhai session: every primitive, the stdlib modules imported, Tab
+    /// completion, history; Ctrl-C stops the running statement, Ctrl-D leaves.
+    #[command(after_help = "Examples:
+  pgrunbook repl
+  pgrunbook> cluster::primary()
+  pgrunbook> sql(\"pg-bases2\", \"SELECT now()\")
+  pgrunbook> :help sql
+  pgrunbook> :run verify")]
+    Repl,
 }
 
 #[derive(Subcommand)]
@@ -359,6 +368,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             print!("{}", config.to_masked_toml());
             Ok(())
         }
+        Command::Repl => crate::repl::run(load_config(&cli.config)?),
     }
 }
 

@@ -23,6 +23,7 @@ pub mod postgres;
 pub mod primitives;
 pub mod progress;
 pub mod reference;
+pub mod repl;
 pub mod runbook;
 pub mod status;
 pub mod suggest;

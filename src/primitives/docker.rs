@@ -157,6 +157,19 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 return Ok(());
             }
             let stamp = format!("{} {}", crate::host::now_rfc3339(), reason);
+            // Fast path: a node that answers writes its own files (COPY TO, as superuser), in a
+            // millisecond where a docker exec takes tens.
+            if h.pg.ping(node) {
+                let sql = format!(
+                    "DO $$ BEGIN \
+                     EXECUTE format('COPY (SELECT %L) TO %L', {stamp}, current_setting('data_directory') || '/pgrunbook.fenced'); \
+                     EXECUTE format('COPY (SELECT %L) TO %L', 'fenced by pgrunbook', current_setting('data_directory') || '/standby.signal'); \
+                     END $$",
+                    stamp = crate::postgres::quote_literal(&stamp));
+                if h.pg.execute_batch(node, &sql, None).is_ok() {
+                    return Ok(());
+                }
+            }
             let script = format!(
                 "set -e; test -s \"$PGDATA/PG_VERSION\"; printf '%s\\n' {} > \"$PGDATA/pgrunbook.fenced\"; touch \"$PGDATA/standby.signal\"; sync",
                 crate::primitives::postgres::sh_quote(&stamp));
@@ -172,6 +185,14 @@ pub fn create_module(host: Arc<Host>) -> Module {
     def!(&mut m, "fence_info", ["node: &str", "Dynamic"],
         "The node's fence (the time and reason `fence` wrote), or `()` when it is not fenced.",
         move |node: &str| -> R<Dynamic> {
+            h.check_node("fence_info", node)?;
+            if h.pg.ping(node) {
+                if let Ok(rows) = h.pg.query(node, "SELECT pg_read_file('pgrunbook.fenced', 0, 1000, true) AS f",
+                        &[], false, &h.cancel) {
+                    let v = crate::primitives::postgres::first_value(&rows);
+                    return Ok(if v.is_unit() { Dynamic::UNIT } else { Dynamic::from(v.to_string().trim().to_string()) });
+                }
+            }
             let out = run_on_data_dir(&h, "fence_info", node,
                 "cat \"$PGDATA/pgrunbook.fenced\" 2>/dev/null || true")?;
             let t = out.stdout.trim().to_string();
