@@ -44,6 +44,10 @@ pub struct Cluster {
     /// The data directory inside every node's container.
     pub data_dir: String,
     pub connect_timeout_ms: u64,
+    /// Synchronous replication: `setup` and `failback` set `synchronous_standby_names = '*'` on
+    /// the primary once its standby streams, so no commit returns before the standby has it;
+    /// `failover` clears it on the new primary, which has no standby to wait for.
+    pub synchronous: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,6 +116,7 @@ replication_user = "replicator"
 replication_password = "replica_pass"
 data_dir = "/var/lib/postgresql/data"
 connect_timeout_ms = 3000
+synchronous = false
 
 [nodes.pg-bases2]
 container = "pg-bases2"

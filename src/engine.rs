@@ -264,7 +264,10 @@ pub fn run(host: &Arc<Host>, rb: &Runbook, params: BTreeMap<String, Dynamic>) ->
     let journal_params: BTreeMap<String, String> =
         params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
     host.begin_run(&rb.name, &journal_params);
+    let limit = host.config.runbook.timeout_s;
+    *host.deadline.lock().unwrap() = (limit > 0).then(|| Instant::now() + Duration::from_secs(limit));
     let result = engine.run_ast_with_scope(&mut scope, &ast);
+    *host.deadline.lock().unwrap() = None;
     let failure = result
         .err()
         .map(|e| to_failure(&e, &rb.display_path, host, &sources));

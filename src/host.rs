@@ -71,6 +71,9 @@ pub struct Host {
     failures: Mutex<HashMap<String, Class>>,
     /// Whether stdout is a terminal (progress bars) or not (plain lines).
     pub tty: bool,
+    /// When the run under way must stop (`runbook.timeout_s`); waits check it, so a long
+    /// `sleep_ms` or `wait_ready` ends at the limit, not long after it.
+    pub deadline: Mutex<Option<Instant>>,
 }
 
 impl Host {
@@ -84,6 +87,7 @@ impl Host {
             run: Mutex::new(RunState::new("repl")),
             failures: Mutex::new(HashMap::new()),
             tty: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            deadline: Mutex::new(None),
             config,
         }
     }
@@ -175,6 +179,15 @@ impl Host {
                 None => "interrupted".to_string(),
             };
             return Err(self.error(Class::Interrupted, msg));
+        }
+        if self.deadline.lock().unwrap().is_some_and(|d| Instant::now() >= d) {
+            return Err(self.error(
+                Class::Interrupted,
+                format!(
+                    "stopped after the run's time limit of {} s (runbook.timeout_s)",
+                    self.config.runbook.timeout_s
+                ),
+            ));
         }
         Ok(())
     }

@@ -183,7 +183,7 @@ impl<'a> Lab<'a> {
             if n.init != "primary" {
                 continue;
             }
-            while !pg.ping(name) {
+            while !pg.probe(name)? {
                 if Instant::now() > end {
                     bail!("node {name} did not accept connections within {} s", timeout.as_secs());
                 }

@@ -145,8 +145,18 @@ impl Postgres {
 
     /// Whether the node accepts a connection and a trivial query.
     pub fn ping(&self, node: &str) -> bool {
-        self.with_client(node, None, |c| c.simple_query("SELECT 1").map(|_| ()))
-            .is_ok()
+        self.probe(node).unwrap_or(false)
+    }
+
+    /// Like `ping`, but a refused login (wrong password or role: SQLSTATE class 28) is an error,
+    /// not "down": no amount of waiting fixes a wrong password, and calling that node down would
+    /// send a failover the wrong way.
+    pub fn probe(&self, node: &str) -> Result<bool> {
+        match self.with_client(node, None, |c| c.simple_query("SELECT 1").map(|_| ())) {
+            Ok(()) => Ok(true),
+            Err(e) if format!("{e:#}").contains("(SQLSTATE 28") => Err(e),
+            Err(_) => Ok(false),
+        }
     }
 
     /// Runs a query with parameters; rows come back as maps of typed values.

@@ -77,7 +77,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
 
     let h = host.clone();
     def!(&mut m, "settings", ["Map"],
-        "The cluster settings runbooks use: #{database, replication_user, stanza, repo_path, data_dir}.",
+        "The cluster settings runbooks use: #{database, replication_user, stanza, repo_path, data_dir, synchronous}.",
         move || -> Map {
             let mut m = Map::new();
             m.insert("database".into(), h.config.cluster.database.clone().into());
@@ -85,6 +85,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
             m.insert("stanza".into(), h.config.pgbackrest.stanza.clone().into());
             m.insert("repo_path".into(), h.config.pgbackrest.repo_path.clone().into());
             m.insert("data_dir".into(), h.config.cluster.data_dir.clone().into());
+            m.insert("synchronous".into(), Dynamic::from_bool(h.config.cluster.synchronous));
             m
         });
 

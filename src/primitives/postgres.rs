@@ -100,10 +100,12 @@ pub fn create_module(host: Arc<Host>) -> Module {
 
     let h = host.clone();
     def!(&mut m, "pg_ping", ["node: &str", "bool"],
-        "True when the node accepts connections and answers a query; never raises.",
+        "True when the node accepts connections and answers a query, false when it does not.
+        Raises (exit code 5) only when the node refuses the login: a wrong password is not a
+        node that is down.",
         move |node: &str| -> R<bool> {
             h.check_node("pg_ping", node)?;
-            Ok(h.pg.ping(node))
+            h.pg.probe(node).map_err(|e| h.fail("pg_ping", node, e))
         });
 
     let h = host.clone();
@@ -116,13 +118,13 @@ pub fn create_module(host: Arc<Host>) -> Module {
         "Waits until the node accepts connections; fails after `timeout_s` seconds.",
         move |node: &str, timeout_s: i64| -> R<()> {
             h.check_node("wait_ready", node)?;
-            if h.dry_run() && !h.pg.ping(node) {
+            if h.dry_run() && !h.pg.probe(node).map_err(|e| h.fail("wait_ready", node, e))? {
                 h.say(&format!("    [dry run] {node} is not ready now; a real run would wait up to {timeout_s} s"));
                 return Ok(());
             }
             let end = Instant::now() + Duration::from_secs(timeout_s.max(0) as u64);
             loop {
-                if h.pg.ping(node) {
+                if h.pg.probe(node).map_err(|e| h.fail("wait_ready", node, e))? {
                     return Ok(());
                 }
                 if Instant::now() >= end {
@@ -228,6 +230,58 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 crate::postgres::quote_literal(&h.config.cluster.replication_password));
             h.pg.execute_batch(node, &stmt, None).map_err(|e| h.fail("ensure_replication_role", node, e))?;
             Ok(true)
+        });
+
+    let h = host.clone();
+    def!(&mut m, "unshipped_wal", ["node: &str", "replayed: &str", "received: &str", "Map"],
+        "What a crashed primary `node` wrote that its standby never received: reads the node's own
+        WAL (pg_waldump, in a one-off container when the node is down) from the standby's replay
+        position `replayed` and counts the records that end after `received`. Returns
+        #{bytes, commits, end_lsn, timeline}: the bytes of WAL and the committed transactions lost.",
+        move |node: &str, replayed: &str, received: &str| -> R<Map> {
+            let start = crate::status::lsn_bytes(replayed)
+                .ok_or_else(|| h.error(Class::Runbook, format!("unshipped_wal: {replayed:?} is not an LSN")))?;
+            let recv = crate::status::lsn_bytes(received)
+                .ok_or_else(|| h.error(Class::Runbook, format!("unshipped_wal: {received:?} is not an LSN")))?;
+            let script = format!(
+                "tli=$(pg_controldata \"$PGDATA\" | sed -n \"s/^Latest checkpoint's TimeLineID: *//p\"); \
+                 echo \"timeline $tli\"; \
+                 pg_waldump --path=\"$PGDATA/pg_wal\" --timeline=\"$tli\" --start={replayed} 2>/dev/null; true");
+            let out = crate::primitives::docker::run_on_data_dir(&h, "unshipped_wal", node, &script)?;
+            let mut bytes_end = recv;
+            let mut commits = 0i64;
+            let mut timeline = 0i64;
+            for line in out.stdout.lines() {
+                if let Some(t) = line.strip_prefix("timeline ") {
+                    timeline = t.trim().parse().unwrap_or(0);
+                    continue;
+                }
+                // rmgr: Transaction len (rec/tot): 34/34, tx: 750, lsn: 0/03000060, prev ..., desc: COMMIT ...
+                let tot = line.split("len (rec/tot):").nth(1)
+                    .and_then(|r| r.split(',').next())
+                    .and_then(|r| r.split('/').nth(1))
+                    .and_then(|t| t.trim().parse::<i64>().ok());
+                let lsn = line.split(" lsn: ").nth(1)
+                    .and_then(|r| r.split(',').next())
+                    .and_then(|l| crate::status::lsn_bytes(l.trim()));
+                let (Some(tot), Some(lsn)) = (tot, lsn) else { continue };
+                if lsn < start {
+                    continue;
+                }
+                let end = lsn + tot;
+                if end > recv {
+                    bytes_end = bytes_end.max(end);
+                    if line.contains("desc: COMMIT") {
+                        commits += 1;
+                    }
+                }
+            }
+            let mut m = Map::new();
+            m.insert("bytes".into(), Dynamic::from_int(bytes_end - recv));
+            m.insert("commits".into(), Dynamic::from_int(commits));
+            m.insert("end_lsn".into(), Dynamic::from(format!("{:X}/{:X}", bytes_end >> 32, bytes_end & 0xffff_ffff)));
+            m.insert("timeline".into(), Dynamic::from_int(timeline));
+            Ok(m)
         });
 
     let h = host;
