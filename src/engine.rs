@@ -210,6 +210,8 @@ pub fn to_failure(err: &EvalAltResult, top: &str, host: &Host, sources: &Sources
         }
     }
     f.step = host.current_step();
+    // The caret's source line is printed too: a password written into a runbook stays masked.
+    f.source_line = f.source_line.map(|l| host.scrub(&l));
     f
 }
 

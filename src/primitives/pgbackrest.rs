@@ -9,7 +9,8 @@ use std::sync::Arc;
 type R<T> = Result<T, Box<EvalAltResult>>;
 
 /// pgBackRest commands that change nothing (they run in a dry run too).
-const READ_COMMANDS: &[&str] = &["info", "check", "version", "help", "verify"];
+/// (`check` is not one: it forces a WAL switch and archives a segment.)
+const READ_COMMANDS: &[&str] = &["info", "version", "help", "verify"];
 
 fn args_of(args: &Dynamic) -> Vec<String> {
     if let Some(a) = args.read_lock::<rhai::Array>() {

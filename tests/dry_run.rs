@@ -1,0 +1,97 @@
+//! Issue 4: a dry run of every shipped runbook changes nothing that matters; it only adds a
+//! journal entry for itself, marked as a dry run. Compared before and after on a real lab, in
+//! two states: healthy, and after a failover (where failback and setup have real work to plan).
+
+mod common;
+use common::*;
+
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    containers: Vec<String>,
+    roles: Vec<Option<bool>>,
+    slots: Vec<Vec<String>>,
+    rows: i64,
+    backups: Vec<String>,
+    backup_records: usize,
+    sync: Vec<String>,
+}
+
+fn snapshot(lab: &TestLab) -> Snapshot {
+    let nodes = ["pg-bases2", "pg-replica"];
+    let up = |n: &str| lab.container_state(n) == "running" && lab.try_client(n).is_some();
+    let primary = nodes.iter().find(|n| up(n) && !lab.query_bool(n, "SELECT pg_is_in_recovery()")).unwrap();
+    let info = lab.docker(&["exec", "-u", "postgres", &lab.container(primary), "pgbackrest", "--stanza=bases2-db", "--output=json", "info"]);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap_or_default();
+    Snapshot {
+        containers: nodes.iter().map(|n| lab.container_state(n)).collect(),
+        roles: nodes.iter().map(|n| up(n).then(|| lab.query_bool(n, "SELECT pg_is_in_recovery()"))).collect(),
+        slots: nodes
+            .iter()
+            .map(|n| if up(n) { lab.query_strings(n, "SELECT slot_name::text || ':' || active FROM pg_replication_slots ORDER BY 1") } else { vec![] })
+            .collect(),
+        rows: lab.query_i64(primary, "SELECT count(*) FROM public.replica_test"),
+        backups: info[0]["backup"]
+            .as_array()
+            .map(|a| a.iter().map(|b| b["label"].as_str().unwrap_or("").to_string()).collect())
+            .unwrap_or_default(),
+        backup_records: lab.stream("backups").len(),
+        sync: nodes
+            .iter()
+            .map(|n| if up(n) { lab.query_strings(n, "SELECT setting FROM pg_settings WHERE name = 'synchronous_standby_names'")[0].clone() } else { "-".into() })
+            .collect(),
+    }
+}
+
+fn dry_runs_change_nothing(lab: &TestLab, runs: &[&[&str]]) {
+    let before = snapshot(lab);
+    let journal_before = lab.stream("journal").len();
+    for args in runs {
+        let mut a: Vec<&str> = vec!["run"];
+        a.extend_from_slice(args);
+        a.push("--dry-run");
+        lab.pgrunbook(&a).succeeds().stdout_has("plan:");
+        assert_eq!(snapshot(lab), before, "dry run of {args:?} changed the cluster");
+    }
+    let added: Vec<_> = lab.stream("journal").into_iter().skip(journal_before).collect();
+    assert!(!added.is_empty());
+    for e in &added {
+        assert_eq!(e["dry_run"], "true", "a dry run journals only dry-run entries: {e:?}");
+    }
+    let ends = added.iter().filter(|e| e["event"] == "end").count();
+    assert_eq!(ends, runs.len(), "one journal run per dry run");
+}
+
+#[test]
+fn dry_run_of_every_shipped_runbook_changes_nothing() {
+    let lab = TestLab::replicating("dry");
+    lab.pgrunbook(&["run", "backup"]).succeeds();
+    let all: &[&[&str]] = &[
+        &["setup"],
+        &["verify"],
+        &["failover"],
+        &["failback"],
+        &["backup"],
+        &["backup", "--set", "type=incr"],
+    ];
+    // Healthy: failover has a real plan (fence, shut down, promote).
+    let r = lab.pgrunbook(&["run", "failover", "--dry-run"]).succeeds();
+    assert!(r.stdout.contains("would fence") && r.stdout.contains("would promote"), "{}", r.stdout);
+    dry_runs_change_nothing(&lab, all);
+
+    // After a failover: failback's plan is the whole rejoin.
+    lab.pgrunbook(&["run", "failover"]).succeeds();
+    let r = lab.pgrunbook(&["run", "failback", "--dry-run"]).succeeds();
+    for planned in ["would stop container", "would create replication slot primary1", "would stop container", "pg_basebackup"] {
+        assert!(r.stdout.contains(planned), "failback plan lacks {planned:?}:\n{}", r.stdout);
+    }
+    dry_runs_change_nothing(&lab, all);
+
+    // Every shipped runbook was covered.
+    let list = lab.pgrunbook(&["list"]).succeeds().stdout;
+    for name in list.lines().filter(|l| l.contains("(shipped)")).map(|l| l.split_whitespace().next().unwrap()) {
+        if name.starts_with("examples/") {
+            continue;
+        }
+        assert!(all.iter().any(|a| a[0] == name), "no dry-run test for shipped runbook {name}");
+    }
+}
