@@ -41,18 +41,19 @@ pub enum Command {
   pgrunbook run setup
   pgrunbook run backup --set type=diff
   pgrunbook run ./my_check.rhai --dry-run
-  pgrunbook run backup --help-params   # the runbook's parameters")]
+  pgrunbook run backup --help          # the runbook's description and parameters", disable_help_flag = true)]
     Run {
-        runbook: String,
+        /// The runbook: a shipped name, a name in ./runbooks, or a path to a .rhai file.
+        runbook: Option<String>,
         /// Sets a runbook parameter: --set key=value (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
         /// Performs reads, prints every change instead of making it.
         #[arg(long)]
         dry_run: bool,
-        /// Shows the runbook's parameters and exits.
-        #[arg(long)]
-        help_params: bool,
+        /// With a runbook: its description and parameters. Without: this help.
+        #[arg(long, short = 'h')]
+        help: bool,
     },
     /// Lists shipped and local runbooks with their descriptions and parameters.
     #[command(after_help = "Example:\n  pgrunbook list")]
@@ -194,6 +195,7 @@ fn install_ctrlc(host: &Arc<Host>) {
 
 fn print_params(rb: &Runbook) {
     println!("{}: {}", rb.name, rb.meta.description);
+    println!("usage: pgrunbook run {} [--set KEY=VALUE ...] [--dry-run]", rb.name);
     if rb.meta.params.is_empty() {
         println!("  (no parameters)");
     }
@@ -220,10 +222,23 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             runbook,
             set,
             dry_run,
-            help_params,
+            help,
         } => {
+            let Some(runbook) = runbook else {
+                use clap::CommandFactory;
+                let mut cmd = Cli::command();
+                let run = cmd.find_subcommand_mut("run").expect("run subcommand");
+                if help {
+                    let _ = run.print_long_help();
+                    return Ok(());
+                }
+                return Err(Failure::usage(format!(
+                    "run needs a runbook name or path\n\n{}",
+                    run.render_usage()
+                )));
+            };
             let rb = Runbook::find(&runbook)?;
-            if help_params {
+            if help {
                 print_params(&rb);
                 return Ok(());
             }
