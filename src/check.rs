@@ -19,7 +19,10 @@ use crate::engine;
 use crate::error::{Class, Failure, Location};
 use crate::host::Host;
 use crate::runbook::{self, Runbook};
-use rhai::{ASTFlags, ASTNode, Engine, Expr, FnAccess, FnCallExpr, OptimizationLevel, Position, Stmt, StmtBlock, AST};
+use rhai::{
+    ASTFlags, ASTNode, Engine, Expr, FnAccess, FnCallExpr, OptimizationLevel, Position, Stmt,
+    StmtBlock, AST,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -79,7 +82,12 @@ pub fn check(host: &Arc<Host>, rb: &Runbook) -> Vec<Failure> {
     checker.run(&ast, top_level);
     let mut problems = checker.problems;
     problems.sort_by(|a, b| {
-        let key = |f: &Failure| f.location.as_ref().map(|l| (l.line, l.col)).unwrap_or_default();
+        let key = |f: &Failure| {
+            f.location
+                .as_ref()
+                .map(|l| (l.line, l.col))
+                .unwrap_or_default()
+        };
         key(a).cmp(&key(b)).then_with(|| a.message.cmp(&b.message))
     });
     problems.dedup_by(|a, b| a.location == b.location && a.message == b.message);
@@ -124,11 +132,20 @@ struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
-    fn new(engine: &'a Engine, natives: &'a BTreeSet<String>, file: &'a str, source: &'a str, ast: &AST) -> Self {
+    fn new(
+        engine: &'a Engine,
+        natives: &'a BTreeSet<String>,
+        file: &'a str,
+        source: &'a str,
+        ast: &AST,
+    ) -> Self {
         let mut script_fns: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
         for f in ast.iter_fn_def() {
             if !f.name.starts_with(ANONYMOUS_PREFIX) {
-                script_fns.entry(f.name.to_string()).or_default().insert(f.params.len());
+                script_fns
+                    .entry(f.name.to_string())
+                    .or_default()
+                    .insert(f.params.len());
             }
         }
         Checker {
@@ -163,7 +180,12 @@ impl<'a> Checker<'a> {
         // first parameters are the variables they capture, so they see those too).
         let defs: Vec<(String, Vec<String>)> = ast
             .iter_fn_def()
-            .map(|f| (f.name.to_string(), f.params.iter().map(|p| p.to_string()).collect()))
+            .map(|f| {
+                (
+                    f.name.to_string(),
+                    f.params.iter().map(|p| p.to_string()).collect(),
+                )
+            })
             .collect();
         for (name, params) in defs {
             let body = function_body(ast, &name, params.len());
@@ -198,7 +220,8 @@ impl<'a> Checker<'a> {
                 Some(ASTNode::Expr(Expr::Property(x, _))) => {
                     properties.insert(x.2.to_string());
                 }
-                Some(ASTNode::Expr(Expr::FnCall(x, _))) | Some(ASTNode::Stmt(Stmt::FnCall(x, _))) => {
+                Some(ASTNode::Expr(Expr::FnCall(x, _)))
+                | Some(ASTNode::Stmt(Stmt::FnCall(x, _))) => {
                     if x.capture_parent_scope {
                         capture_called.insert(x.name.to_string());
                     }
@@ -239,7 +262,9 @@ impl<'a> Checker<'a> {
     /// Finds and compiles a module the way `import` does; returns its exported functions.
     fn load_module(&self, path: &str) -> Result<BTreeMap<String, BTreeSet<usize>>, String> {
         let found = if path.ends_with(".rhai") {
-            std::fs::read_to_string(path).ok().map(|s| (path.to_string(), s))
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|s| (path.to_string(), s))
         } else {
             runbook::find_module(path)
         };
@@ -259,7 +284,9 @@ impl<'a> Checker<'a> {
         let mut fns: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
         for f in ast.iter_fn_def() {
             if f.access != FnAccess::Private && !f.name.starts_with(ANONYMOUS_PREFIX) {
-                fns.entry(f.name.to_string()).or_default().insert(f.params.len());
+                fns.entry(f.name.to_string())
+                    .or_default()
+                    .insert(f.params.len());
             }
         }
         Ok(fns)
@@ -308,8 +335,9 @@ impl<'a> Checker<'a> {
                  parameters; pass it as an argument"
             )
         } else {
-            let in_scope: BTreeSet<&str> = self.frames.iter().flatten().map(String::as_str).collect();
-            let hint = crate::suggest::nearest(name, in_scope)
+            let in_scope: BTreeSet<&str> =
+                self.frames.iter().flatten().map(String::as_str).collect();
+            let hint = nearest(name, in_scope)
                 .map(|s| format!(" (did you mean {s}?)"))
                 .unwrap_or_default();
             format!("undefined variable '{name}'{hint}")
@@ -404,12 +432,8 @@ impl<'a> Checker<'a> {
                     self.expr(v);
                 }
             }
-            Expr::Variable(x, ..) => {
-                // `module::NAME` is the module's business.
-                if x.2.is_empty() {
-                    self.use_var(&x.1, expr.position());
-                }
-            }
+            // `module::NAME` is the module's business.
+            Expr::Variable(x, ..) if x.2.is_empty() => self.use_var(&x.1, expr.position()),
             Expr::Stmt(block) => self.block(block, vec![]),
             Expr::FnCall(x, pos) => self.call(x, *pos),
             Expr::MethodCall(x, pos) => self.method(x, *pos),
@@ -439,7 +463,9 @@ impl<'a> Checker<'a> {
         match rhs {
             Expr::Property(..) if dotting => {}
             Expr::MethodCall(x, pos) if dotting => self.method(x, *pos),
-            Expr::Dot(x, ..) | Expr::Index(x, ..) if !parent.options().intersects(ASTFlags::BREAK) => {
+            Expr::Dot(x, ..) | Expr::Index(x, ..)
+                if !parent.options().intersects(ASTFlags::BREAK) =>
+            {
                 match &x.lhs {
                     Expr::Property(..) if dotting => {}
                     Expr::MethodCall(m, pos) if dotting => self.method(m, *pos),
@@ -467,7 +493,10 @@ impl<'a> Checker<'a> {
         }
         if let Some(arities) = self.script_fns.get(name) {
             if !arities.contains(&argc) && !self.natives.contains(name) {
-                let message = format!("function '{name}' takes {}, not {argc}", describe_arities(arities));
+                let message = format!(
+                    "function '{name}' takes {}, not {argc}",
+                    describe_arities(arities)
+                );
                 self.problem(pos, message);
             }
             return;
@@ -494,6 +523,17 @@ impl<'a> Checker<'a> {
     }
 
     fn unknown_function(&self, name: &str) -> String {
+        // A function of an imported module, called without its namespace?
+        let mut aliases: Vec<&String> = self
+            .modules
+            .iter()
+            .filter(|(_, m)| m.as_ref().is_some_and(|m| m.fns.contains_key(name)))
+            .map(|(a, _)| a)
+            .collect();
+        aliases.sort();
+        if let Some(a) = aliases.first() {
+            return format!("unknown function '{name}' (did you mean {a}::{name}?)");
+        }
         let candidates: BTreeSet<&str> = self
             .natives
             .iter()
@@ -501,23 +541,9 @@ impl<'a> Checker<'a> {
             .chain(self.script_fns.keys().map(String::as_str))
             .filter(|n| is_identifier(n))
             .collect();
-        let hint = match crate::suggest::nearest(name, candidates) {
-            Some(s) => format!(" (did you mean {s}?)"),
-            None => {
-                // Not a typo: perhaps a function of an imported module, called without it.
-                let mut aliases: Vec<&String> = self
-                    .modules
-                    .iter()
-                    .filter(|(_, m)| m.as_ref().is_some_and(|m| m.fns.contains_key(name)))
-                    .map(|(a, _)| a)
-                    .collect();
-                aliases.sort();
-                aliases
-                    .first()
-                    .map(|a| format!(" (did you mean {a}::{name}?)"))
-                    .unwrap_or_default()
-            }
-        };
+        let hint = nearest(name, candidates)
+            .map(|s| format!(" (did you mean {s}?)"))
+            .unwrap_or_default();
         format!("unknown function '{name}'{hint}")
     }
 
@@ -531,7 +557,7 @@ impl<'a> Checker<'a> {
         let Some(module) = self.modules.get(root) else {
             let mut aliases: Vec<&str> = self.modules.keys().map(String::as_str).collect();
             aliases.sort();
-            let hint = if let Some(a) = crate::suggest::nearest(root, aliases) {
+            let hint = if let Some(a) = nearest(root, aliases) {
                 format!(" (did you mean {a}?)")
             } else if runbook::module_names().iter().any(|m| m == root) {
                 format!(" (add `import \"{root}\" as {root};`)")
@@ -548,9 +574,12 @@ impl<'a> Checker<'a> {
         };
         let message = match module.fns.get(name) {
             Some(arities) if arities.contains(&argc) => return,
-            Some(arities) => format!("function '{root}::{name}' takes {}, not {argc}", describe_arities(arities)),
+            Some(arities) => format!(
+                "function '{root}::{name}' takes {}, not {argc}",
+                describe_arities(arities)
+            ),
             None => {
-                let hint = crate::suggest::nearest(name, module.fns.keys().map(String::as_str))
+                let hint = nearest(name, module.fns.keys().map(String::as_str))
                     .map(|s| format!(" (did you mean {root}::{s}?)"))
                     .unwrap_or_default();
                 format!("unknown function '{root}::{name}'{hint}")
@@ -581,7 +610,9 @@ impl<'a> Checker<'a> {
 /// The top-level statements of the script function `name` with `arity` parameters (the body is
 /// reached through a walk, the only public way to it).
 fn function_body(ast: &AST, name: &str, arity: usize) -> Vec<Stmt> {
-    let only = ast.clone_functions_only_filtered(|_, _, _, n, a| n == name && a == arity);
+    // (`clone_functions_only_filtered` would not filter: into an empty module it copies all.)
+    let mut only = ast.clone_functions_only();
+    only.retain_functions(|_, _, n, a| n == name && a == arity);
     let mut body = vec![];
     only.walk(&mut |path: &[ASTNode]| {
         if let [ASTNode::Stmt(s)] = path {
@@ -590,6 +621,13 @@ fn function_body(ast: &AST, name: &str, arity: usize) -> Vec<Stmt> {
         true
     });
     body
+}
+
+/// The nearest name that looks like a typo of `name`, and shares something with it (so `i`
+/// does not suggest `f`).
+fn nearest<'n>(name: &str, candidates: impl IntoIterator<Item = &'n str>) -> Option<&'n str> {
+    crate::suggest::nearest(name, candidates)
+        .filter(|s| crate::suggest::distance(name, s) < name.chars().count())
 }
 
 fn is_identifier(name: &str) -> bool {
@@ -601,7 +639,11 @@ fn is_identifier(name: &str) -> bool {
 /// "1 argument", "2 arguments", "1 or 2 arguments".
 fn describe_arities(arities: &BTreeSet<usize>) -> String {
     let list: Vec<String> = arities.iter().map(usize::to_string).collect();
-    let plural = if arities.len() == 1 && arities.contains(&1) { "" } else { "s" };
+    let plural = if arities.len() == 1 && arities.contains(&1) {
+        ""
+    } else {
+        "s"
+    };
     let joined = match list.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
         _ => list.join(""),
@@ -620,6 +662,118 @@ mod tests {
         assert_eq!(s(&[0]), "0 arguments");
         assert_eq!(s(&[1, 2]), "1 or 2 arguments");
         assert_eq!(s(&[0, 1, 3]), "0, 1 or 3 arguments");
+    }
+
+    fn host() -> Arc<Host> {
+        Arc::new(Host::new(crate::config::Config::defaults()))
+    }
+
+    fn problems(source: &str) -> Vec<String> {
+        let rb = Runbook {
+            name: "t".into(),
+            display_path: "t.rhai".into(),
+            source: source.into(),
+            meta: runbook::parse_meta(source, "t.rhai").unwrap(),
+            shipped: false,
+        };
+        check(&host(), &rb)
+            .into_iter()
+            .map(|f| {
+                format!(
+                    "{}: {}",
+                    f.location.map(|l| l.to_string()).unwrap_or_default(),
+                    f.message
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn known_names_include_builtins_keywords_and_primitives() {
+        let names = known_function_names(&host());
+        for n in [
+            "print",
+            "debug",
+            "len",
+            "push",
+            "filter",
+            "map",
+            "reduce",
+            "parse_int",
+            "to_string",
+            "contains",
+            "type_of",
+            "Fn",
+            "call",
+            "curry",
+            "is_def_var",
+            "is_def_fn",
+            "eval",
+            "sql",
+            "create_slot",
+            "step",
+        ] {
+            assert!(names.iter().any(|k| k == n), "{n} is not known");
+        }
+    }
+
+    #[test]
+    fn blocks_loops_and_catch_scope_their_variables() {
+        let p = problems(
+            "if true { let a = 1; }\nprint(a);\nfor (v, i) in [1] { print(v + i); }\nprint(v);\n\
+             try { throw 1; } catch (e) { print(e); }\nprint(e);\nlet a = 2;\nprint(a);\n",
+        );
+        assert_eq!(
+            p,
+            [
+                "t.rhai:2:7: undefined variable 'a'",
+                "t.rhai:4:7: undefined variable 'v'",
+                "t.rhai:6:7: undefined variable 'e'",
+            ]
+        );
+    }
+
+    #[test]
+    fn chains_are_read_like_rhai_reads_them() {
+        // Properties are not variables; index expressions and method arguments are.
+        let p =
+            problems("let a = #{ b: [1] };\na.b[idx].len();\na.b[0].frob(arg);\nlet x = a[b.c];\n");
+        assert_eq!(
+            p,
+            [
+                "t.rhai:2:5: undefined variable 'idx'",
+                "t.rhai:3:8: unknown function 'frob' (did you mean blob?)",
+                "t.rhai:3:13: undefined variable 'arg' (did you mean a?)",
+                "t.rhai:4:11: undefined variable 'b'",
+            ]
+        );
+    }
+
+    #[test]
+    fn functions_see_their_parameters_and_function_pointers_only() {
+        let p = problems(
+            "//! d\n//! param node = \"x\"  n\nlet g = 1;\nfn f(a) { let b = a; b + g + node + params.node }\n\
+             fn h() { let p = f; p.call(1) }\nprint(f(node) + h());\n",
+        );
+        assert_eq!(p.len(), 3, "{p:#?}");
+        assert!(
+            p[0].starts_with("t.rhai:4:26: undefined variable 'g': a function cannot see"),
+            "{p:#?}"
+        );
+        assert!(
+            p[1].starts_with("t.rhai:4:30: undefined variable 'node'"),
+            "{p:#?}"
+        );
+        assert!(
+            p[2].starts_with("t.rhai:4:37: undefined variable 'params'"),
+            "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn eval_and_capturing_calls_turn_off_the_variable_check_where_needed() {
+        assert!(problems("eval(\"let z = 1;\");\nprint(z);\n").is_empty());
+        assert!(problems("let x = 1;\nfn f() { x }\nprint(f!());\n").is_empty());
     }
 
     #[test]

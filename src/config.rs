@@ -251,16 +251,35 @@ impl Config {
         let mut c = self.clone();
         c.cluster.password = "********".into();
         c.cluster.replication_password = "********".into();
+        c.redis.url = self.redis_url_shown();
         toml::to_string_pretty(&c).unwrap_or_default()
     }
 
     /// The secrets, to scrub them from anything printed or journaled.
     pub fn secrets(&self) -> Vec<String> {
+        let redis = self.redis_password().map(str::to_string);
         [&self.cluster.password, &self.cluster.replication_password]
             .into_iter()
-            .filter(|s| s.len() >= 4)
             .cloned()
+            .chain(redis)
+            .filter(|s| s.len() >= 4)
             .collect()
+    }
+
+    /// The password in the Redis URL (`redis://user:PASSWORD@host`), if any.
+    fn redis_password(&self) -> Option<&str> {
+        let u = &self.redis.url;
+        let start = u.find("://")? + 3;
+        let at = start + u[start..].rfind('@')?;
+        u[start..at].split_once(':').map(|(_, pw)| pw).filter(|pw| !pw.is_empty())
+    }
+
+    /// The Redis URL as messages show it, its password masked.
+    pub fn redis_url_shown(&self) -> String {
+        match self.redis_password() {
+            Some(pw) => self.redis.url.replacen(&format!(":{pw}@"), ":********@", 1),
+            None => self.redis.url.clone(),
+        }
     }
 }
 
@@ -442,5 +461,11 @@ init = "primary"
         let c = Config::defaults();
         let t = c.to_masked_toml();
         assert!(!t.contains("postgres_pass") && !t.contains("replica_pass"));
+
+        let e = env(&[("PGRUNBOOK_REDIS__URL", "redis://user:r3dis-pw@127.0.0.1:6379/0")]);
+        let c = Config::load_from(None, &e).unwrap();
+        assert_eq!(c.redis_url_shown(), "redis://user:********@127.0.0.1:6379/0");
+        assert!(c.secrets().contains(&"r3dis-pw".to_string()));
+        assert!(!c.to_masked_toml().contains("r3dis-pw"));
     }
 }

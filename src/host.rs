@@ -216,8 +216,10 @@ impl Host {
     pub fn step(&self, name: &str) -> Result<(), Box<EvalAltResult>> {
         self.check_cancel()?;
         self.close_step("ok");
+        // Masked here once: the name is printed, journaled, and shown in errors.
+        let name = self.scrub(name);
         let mut st = self.run.lock().unwrap();
-        st.current = Some((name.to_string(), Instant::now()));
+        st.current = Some((name.clone(), Instant::now()));
         let n = st.steps.len() + 1;
         drop(st);
         self.say(&format!("==> [{n}] {name}"));

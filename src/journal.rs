@@ -59,11 +59,11 @@ impl Journal {
 
     fn connect(&self) -> Result<redis::Connection> {
         let client = redis::Client::open(self.config.redis.url.as_str())
-            .with_context(|| format!("invalid Redis URL {}", self.config.redis.url))?;
+            .with_context(|| format!("invalid Redis URL {}", self.config.redis_url_shown()))?;
         let t = Duration::from_millis(self.config.redis.connect_timeout_ms);
         let conn = client
             .get_connection_with_timeout(t)
-            .with_context(|| format!("Redis at {} is unreachable", self.config.redis.url))?;
+            .with_context(|| format!("Redis at {} is unreachable", self.config.redis_url_shown()))?;
         conn.set_read_timeout(Some(Duration::from_secs(5)))?;
         conn.set_write_timeout(Some(Duration::from_secs(5)))?;
         Ok(conn)
@@ -75,7 +75,7 @@ impl Journal {
         if guard.is_none() {
             if let Some(t) = *self.failed_at.lock().unwrap() {
                 if t.elapsed() < Duration::from_secs(2) {
-                    anyhow::bail!("Redis at {} is unreachable", self.config.redis.url);
+                    anyhow::bail!("Redis at {} is unreachable", self.config.redis_url_shown());
                 }
             }
             match self.connect() {
@@ -90,7 +90,7 @@ impl Journal {
         if r.is_err() {
             *guard = None;
         }
-        r.with_context(|| format!("Redis at {}", self.config.redis.url))
+        r.with_context(|| format!("Redis at {}", self.config.redis_url_shown()))
     }
 
     /// Whether Redis answers now.

@@ -15,13 +15,21 @@ use std::time::{Duration, Instant};
 
 const NODES: [&str; 2] = ["pg-bases2", "pg-replica"];
 
+/// A node that answers: its role, whether it is fenced, its slots.
+#[derive(Debug, PartialEq)]
+struct NodeState {
+    in_recovery: bool,
+    fenced: bool,
+    slots: Vec<String>,
+}
+
 /// Everything a runbook could change, read without pgrunbook.
 #[derive(Debug, PartialEq)]
 struct Snapshot {
     /// node -> container state ("running", "exited", "missing").
     containers: Vec<(String, String)>,
-    /// node -> (in recovery, fenced, slots), for nodes that answer.
-    nodes: Vec<(String, Option<(bool, bool, Vec<String>)>)>,
+    /// node -> its state, when it answers.
+    nodes: Vec<(String, Option<NodeState>)>,
     /// Rows of public.replica_test on pg-bases2 (None: the table is gone).
     rows: Option<i64>,
     backups: usize,
@@ -56,7 +64,11 @@ fn snapshot(lab: &TestLab) -> Snapshot {
                     .iter()
                     .map(|r| r.get::<_, String>(0))
                     .collect();
-                (rec, fenced, slots)
+                NodeState {
+                    in_recovery: rec,
+                    fenced,
+                    slots,
+                }
             });
             (n.to_string(), state)
         })
@@ -499,7 +511,7 @@ fn unreachable_backends_change_nothing() {
     lab.pgrunbook(&["run", "setup"]).succeeds();
     let before = snapshot(&lab);
     assert_eq!(
-        before.nodes[1].1.as_ref().map(|n| n.0),
+        before.nodes[1].1.as_ref().map(|n| n.in_recovery),
         Some(true),
         "{before:?}"
     );

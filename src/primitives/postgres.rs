@@ -247,9 +247,11 @@ pub fn create_module(host: Arc<Host>) -> Module {
             let any = query_value(&h, "ensure_replication_role", node,
                 "SELECT count(*) FROM pg_roles WHERE rolname = $1", &[role.clone().into()])?;
             let verb = if any.as_int().unwrap_or(0) > 0 { "ALTER" } else { "CREATE" };
+            // A SCRAM verifier, not the password: the statement may be logged (log_statement).
+            let verifier = postgres_protocol::password::scram_sha_256(h.config.cluster.replication_password.as_bytes());
             let stmt = format!("{verb} ROLE {} WITH REPLICATION LOGIN PASSWORD {}",
                 crate::postgres::quote_ident(&role),
-                crate::postgres::quote_literal(&h.config.cluster.replication_password));
+                crate::postgres::quote_literal(&verifier));
             h.pg.execute_batch(node, &stmt, None).map_err(|e| h.fail("ensure_replication_role", node, e))?;
             Ok(true)
         });
@@ -329,6 +331,23 @@ pub fn create_module(host: Arc<Host>) -> Module {
             let t0 = Instant::now();
             h.docker.stop(&dst, 30).map_err(|e| h.fail("basebackup", target, e))?;
             h.pg.forget(target);
+            // A base backup left running by an interrupted run would hold the slot: remove its
+            // container, then wait for the source to see the slot free.
+            h.docker.remove(&spec.name).map_err(|e| h.fail("basebackup", target, e))?;
+            let end = Instant::now() + Duration::from_secs(30);
+            loop {
+                let active = h.pg.query(source, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                    &[slot.into()], false, &h.cancel).map_err(|e| h.fail("basebackup", source, e))?;
+                if first_value(&active).as_int().unwrap_or(0) == 0 {
+                    break;
+                }
+                if Instant::now() >= end {
+                    return Err(h.error(Class::Refused, format!(
+                        "basebackup on {target}: slot {slot} on {source} is still in use by another standby after 30 s")));
+                }
+                h.check_cancel()?;
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let script = format!(
                 "set -e\nfind {d} -mindepth 1 -delete\n\
                  pg_basebackup -h {host} -p 5432 -U {user} -D {d} -X stream -R -S {slot} --checkpoint=fast -P\n",
