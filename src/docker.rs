@@ -415,7 +415,7 @@ impl Docker {
                 binds: if spec.binds.is_empty() { None } else { Some(spec.binds.clone()) },
                 network_mode: spec.network.clone(),
                 port_bindings: if port_bindings.is_empty() { None } else { Some(port_bindings) },
-                restart_policy: spec.restart_unless_stopped.then(|| RestartPolicy {
+                restart_policy: spec.restart_unless_stopped.then_some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,
                 }),
@@ -451,6 +451,80 @@ impl Docker {
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(anyhow!(e).context(format!("cannot inspect image '{image}'"))),
         }
+    }
+
+    /// Imports a root file system tarball as an image (`docker import`): `POST /images/create`
+    /// with `fromSrc=-`, the file streamed in 4 MiB chunks.
+    pub fn import_rootfs(&self, tar_path: &std::path::Path, image: &str) -> Result<()> {
+        let c = self.client()?;
+        let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
+        let file = std::fs::File::open(tar_path)
+            .with_context(|| format!("cannot open {}", tar_path.display()))?;
+        let chunks = futures_util::stream::unfold(file, |mut f| async move {
+            use std::io::Read;
+            let mut buf = vec![0u8; 4 << 20];
+            match f.read(&mut buf) {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(bytes::Bytes::from(buf)), f))
+                }
+                Err(e) => Some((Err(e), f)),
+            }
+        });
+        let opts = qp::CreateImageOptions {
+            from_src: Some("-".into()),
+            repo: Some(repo.to_string()),
+            tag: Some(tag.to_string()),
+            ..Default::default()
+        };
+        self.rt.block_on(async {
+            let mut s = c.create_image(Some(opts), Some(bollard::body_try_stream(chunks)), None);
+            while let Some(r) = s.next().await {
+                let info = r.with_context(|| format!("importing {} as {image}", tar_path.display()))?;
+                if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                    bail!("importing {image}: {e}");
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Builds an image from a build context given as a tar archive (`docker build`).
+    pub fn build_image(
+        &self,
+        context_tar: Vec<u8>,
+        image: &str,
+        buildargs: HashMap<String, String>,
+        labels: HashMap<String, String>,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<()> {
+        let c = self.client()?;
+        let opts = qp::BuildImageOptions {
+            dockerfile: "Dockerfile".into(),
+            t: Some(image.to_string()),
+            rm: true,
+            forcerm: true,
+            buildargs: Some(buildargs),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        self.rt.block_on(async {
+            let mut s = c.build_image(opts, None, Some(bollard::body_full(context_tar.into())));
+            while let Some(r) = s.next().await {
+                let info = r.with_context(|| format!("building {image}"))?;
+                if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                    bail!("building {image}: {e}");
+                }
+                if let Some(line) = info.stream {
+                    let l = line.trim_end();
+                    if !l.is_empty() {
+                        on_line(l);
+                    }
+                }
+            }
+            Ok(())
+        })
     }
 
     pub fn ensure_network(&self, name: &str, labels: &HashMap<String, String>) -> Result<bool> {

@@ -89,7 +89,7 @@ impl Failure {
 
     /// One line: `error[class]: message at file:line:col (step "x")`.
     pub fn one_line(&self) -> String {
-        let mut s = format!("{}", self.message);
+        let mut s = self.message.clone();
         if let Some(l) = &self.location {
             s.push_str(&format!(" at {l}"));
         }

@@ -11,6 +11,12 @@ use std::time::{Duration, Instant};
 
 const REDIS_DATA: &str = "/var/lib/redis-lab";
 
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("pgrunbook-base-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
 /// A hash of the lab's files (Dockerfile, entrypoint, configuration): the image is rebuilt when
 /// it changes, so an upgraded pgrunbook never runs an old entrypoint.
 pub fn lab_hash() -> String {
@@ -52,8 +58,9 @@ impl<'a> Lab<'a> {
         format!("{}-data", self.config.lab.redis_container)
     }
 
-    /// Builds the lab image when it is missing (see `lab/build-image.sh` for the same steps by
-    /// hand): a Debian root file system from Debian's packages, imported, then the Dockerfile.
+    /// Builds the lab image when it is missing or its files changed, through the Docker API (see
+    /// `lab/build-image.sh` for the same steps by hand): a Debian root file system from Debian's
+    /// packages, imported as the base image, then the Dockerfile on top.
     pub fn ensure_image(&self) -> Result<()> {
         let hash = lab_hash();
         match self.docker.image_label(&self.config.lab.image, "org.pgrunbook.lab-hash")? {
@@ -61,34 +68,85 @@ impl<'a> Lab<'a> {
             Some(_) => eprintln!("lab: the lab's files changed since image {} was built; rebuilding it", self.config.lab.image),
             None => eprintln!("lab: image {} is missing; building it (a few minutes the first time)", self.config.lab.image),
         }
-        let dir = std::env::temp_dir().join(format!("pgrunbook-lab-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("initdb"))?;
+        // The base image: imported from a Debian root file system when it is missing (no
+        // registry needed; lab/build-image.sh does the same by hand).
+        if !self.docker.image_exists(&self.config.lab.base_image)? {
+            self.build_base_image()?;
+        }
+        // The lab image: lab/Dockerfile and its files, from the copy compiled into the binary.
+        let mut context = tar::Builder::new(Vec::new());
         for (rel, text) in embedded::LAB_FILES {
-            let p = dir.join(rel);
-            if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(&p, text)?;
-            #[cfg(unix)]
-            if rel.ends_with(".sh") {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
-            }
+            let mut header = tar::Header::new_gnu();
+            header.set_size(text.len() as u64);
+            header.set_mode(if rel.ends_with(".sh") { 0o755 } else { 0o644 });
+            header.set_mtime(0);
+            header.set_cksum();
+            context.append_data(&mut header, rel, text.as_bytes())?;
         }
-        // The build script drives mmdebstrap and the image build; it is the one place that
-        // knows how to make a base image without a registry.
-        let status = std::process::Command::new("bash")
-            .arg(dir.join("build-image.sh"))
-            .env("PGRUNBOOK_BASE_IMAGE", &self.config.lab.base_image)
-            .env("PGRUNBOOK_IMAGE", &self.config.lab.image)
-            .env("PGRUNBOOK_LAB_HASH", &hash)
-            .status()
-            .context("cannot run the lab's build script")?;
-        let _ = std::fs::remove_dir_all(&dir);
-        if !status.success() {
-            bail!("building the lab image {} failed ({status})", self.config.lab.image);
-        }
+        let context = context.into_inner()?;
+        let mut args = HashMap::new();
+        args.insert("BASE_IMAGE".to_string(), self.config.lab.base_image.clone());
+        let mut labels = HashMap::new();
+        labels.insert("org.pgrunbook.lab-hash".to_string(), hash);
+        eprintln!("lab: building {} from {}", self.config.lab.image, self.config.lab.base_image);
+        self.docker
+            .build_image(context, &self.config.lab.image, args, labels, &mut |l| {
+                if l.starts_with("Step ") {
+                    eprintln!("lab:   {l}");
+                }
+            })?;
         Ok(())
+    }
+
+    /// Makes the base image from Debian's packages with mmdebstrap (installed on demand), then
+    /// imports it through the Docker API.
+    fn build_base_image(&self) -> Result<()> {
+        let base = &self.config.lab.base_image;
+        if !base.starts_with("pgrunbook-base:") {
+            bail!("base image {base} is missing and cannot be pulled here; build it or set lab.base_image");
+        }
+        eprintln!("lab: base image {base} is missing; making it from Debian's packages (mmdebstrap)");
+        let have = |cmd: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {cmd}")])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        if !have("mmdebstrap") {
+            for args in [vec!["update", "-qq"], vec!["install", "-y", "-qq", "mmdebstrap"]] {
+                let st = std::process::Command::new("apt-get")
+                    .args(&args)
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .context("cannot run apt-get to install mmdebstrap")?;
+                if !st.success() {
+                    bail!("apt-get {} failed ({st}); install mmdebstrap by hand", args.join(" "));
+                }
+            }
+        }
+        let dir = tempfile_dir()?;
+        let tar_path = dir.join("rootfs.tar");
+        let st = std::process::Command::new("mmdebstrap")
+            .args([
+                "--quiet",
+                "--variant=minbase",
+                "--include=postgresql-17,postgresql-contrib-17,pgbackrest,redis-server,ca-certificates,procps",
+                "--format=tar",
+                "trixie",
+            ])
+            .arg(&tar_path)
+            .status()
+            .context("cannot run mmdebstrap")?;
+        if !st.success() {
+            let _ = std::fs::remove_dir_all(&dir);
+            bail!("mmdebstrap failed ({st})");
+        }
+        let r = self.docker.import_rootfs(&tar_path, base);
+        let _ = std::fs::remove_dir_all(&dir);
+        r
     }
 
     fn node_spec(&self, name: &str) -> ContainerSpec {

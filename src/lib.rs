@@ -9,6 +9,10 @@
 //! - `docker`, `postgres`, `journal` (Redis): the backends the primitives use;
 //! - `lab`: the containers of the lab.
 
+// `Failure` carries the source line and trace it is rendered with; it is built once per failed
+// command, so its size on the error path does not matter.
+#![allow(clippy::result_large_err)]
+
 pub mod cancel;
 pub mod check;
 pub mod cli;

@@ -155,8 +155,8 @@ pub fn parse_meta(source: &str, path: &str) -> Result<Meta, Failure> {
             }
             let rest = rest.trim();
             // The default runs to the end of the quoted string, or to the first space.
-            let (lit, after) = if rest.starts_with('"') {
-                let end = rest[1..].find('"').ok_or_else(|| bad("unterminated string"))? + 2;
+            let (lit, after) = if let Some(inner) = rest.strip_prefix('"') {
+                let end = inner.find('"').ok_or_else(|| bad("unterminated string"))? + 2;
                 (&rest[..end], &rest[end..])
             } else {
                 rest.split_at(rest.find(char::is_whitespace).unwrap_or(rest.len()))
