@@ -15,8 +15,15 @@ fn collect(dir: &Path, base: &Path, ext: Option<&str>, out: &mut Vec<(String, St
         if p.is_dir() {
             collect(&p, base, ext, out);
         } else if ext.is_none_or(|x| p.extension().is_some_and(|e| e == x)) {
-            let rel = p.strip_prefix(base).unwrap().to_string_lossy().replace('\\', "/");
-            out.push((rel, p.canonicalize().unwrap().to_string_lossy().into_owned()));
+            let rel = p
+                .strip_prefix(base)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.push((
+                rel,
+                p.canonicalize().unwrap().to_string_lossy().into_owned(),
+            ));
         }
     }
 }

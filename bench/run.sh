@@ -115,9 +115,12 @@ if [ "$FAILBACK_ROUNDS" -gt 0 ]; then
     docker run --rm -u postgres --entrypoint bash -v "$vol:/var/lib/postgresql/data" pgrunbook-lab:17 -lc "rm -rf /var/lib/postgresql/data/*" >/dev/null
     docker exec "$actc" psql -U postgres -c "SELECT pg_create_physical_replication_slot('$slot');" >/dev/null
     docker run --rm -u postgres --entrypoint bash --network "$net" -e PGPASSWORD=replica_pass -v "$vol:/var/lib/postgresql/data" pgrunbook-lab:17 \
-      -lc "pg_basebackup -h $actc -U replicator -D /var/lib/postgresql/data -X stream -R -S $slot -v" >/dev/null 2>&1
+      -lc "pg_basebackup -h $actc -U replicator -D /var/lib/postgresql/data -X stream -R -S $slot -v" > "$out/seed-basebackup.log" 2>&1 \
+      || { echo "seed pg_basebackup failed:" >&2; cat "$out/seed-basebackup.log" >&2; exit 1; }
     docker start "$oldc" >/dev/null
     t1=$(ms); echo $((t1 - t0)) >> "$out/failback-manual.txt"
+    # The seed stops at `docker start`; give the clone time to come up before checking it.
+    for _ in $(seq 1 120); do $pgr run verify >/dev/null 2>&1 && break; sleep 1; done
     $pgr run verify >/dev/null
     # pgrunbook's failback, after a failover in the same state.
     $pgr run failover >/dev/null

@@ -37,11 +37,14 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Runs a runbook (a shipped name, a name in ./runbooks, or a path to a .rhai file).
-    #[command(after_help = "Examples:
+    #[command(
+        after_help = "Examples:
   pgrunbook run setup
   pgrunbook run backup --set type=diff
   pgrunbook run ./my_check.rhai --dry-run
-  pgrunbook run backup --help          # the runbook's description and parameters", disable_help_flag = true)]
+  pgrunbook run backup --help          # the runbook's description and parameters",
+        disable_help_flag = true
+    )]
     Run {
         /// The runbook: a shipped name, a name in ./runbooks, or a path to a .rhai file.
         runbook: Option<String>,
@@ -59,7 +62,9 @@ pub enum Command {
     #[command(after_help = "Example:\n  pgrunbook list")]
     List,
     /// Checks runbooks without running them (all shipped and local ones by default).
-    #[command(after_help = "Examples:\n  pgrunbook check\n  pgrunbook check setup runbooks/mine.rhai")]
+    #[command(
+        after_help = "Examples:\n  pgrunbook check\n  pgrunbook check setup runbooks/mine.rhai"
+    )]
     Check { runbooks: Vec<String> },
     /// Manages the lab: the seed's containers, network and volumes.
     #[command(subcommand)]
@@ -195,7 +200,10 @@ fn install_ctrlc(host: &Arc<Host>) {
 
 fn print_params(rb: &Runbook) {
     println!("{}: {}", rb.name, rb.meta.description);
-    println!("usage: pgrunbook run {} [--set KEY=VALUE ...] [--dry-run]", rb.name);
+    println!(
+        "usage: pgrunbook run {} [--set KEY=VALUE ...] [--dry-run]",
+        rb.name
+    );
     if rb.meta.params.is_empty() {
         println!("  (no parameters)");
     }
@@ -250,7 +258,10 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             install_ctrlc(&host);
             host.journal.flush_spool();
             if dry_run {
-                println!("dry run of {}: reads are real, changes are printed", rb.name);
+                println!(
+                    "dry run of {}: reads are real, changes are printed",
+                    rb.name
+                );
             }
             let r = engine::run(&host, &rb, params);
             if dry_run {
@@ -373,7 +384,12 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
                 .definitions()
                 .with_headers(true)
                 .write_to_dir(&dir)
-                .map_err(|e| Failure::usage(format!("cannot write definitions to {}: {e}", dir.display())))?;
+                .map_err(|e| {
+                    Failure::usage(format!(
+                        "cannot write definitions to {}: {e}",
+                        dir.display()
+                    ))
+                })?;
             println!("wrote Rhai definitions to {}", dir.display());
             Ok(())
         }
@@ -387,13 +403,21 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-fn show_stream(config: &Option<PathBuf>, stream: &str, last: usize, json: bool) -> Result<(), Failure> {
+fn show_stream(
+    config: &Option<PathBuf>,
+    stream: &str,
+    last: usize,
+    json: bool,
+) -> Result<(), Failure> {
     let config = load_config(config)?;
     let j = crate::journal::Journal::new(config);
     j.flush_spool();
     let entries = j.last(stream, last).map_err(infra)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&entries).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entries).unwrap_or_default()
+        );
         return Ok(());
     }
     if entries.is_empty() {
@@ -403,16 +427,35 @@ fn show_stream(config: &Option<PathBuf>, stream: &str, last: usize, json: bool) 
     let mut cols: Vec<String> = vec![];
     for e in &entries {
         for k in e.fields.keys() {
-            if !cols.contains(k) && k != "run_id" && k != "params" && k != "metrics" && k != "planned" {
+            if !cols.contains(k)
+                && k != "run_id"
+                && k != "params"
+                && k != "metrics"
+                && k != "planned"
+            {
                 cols.push(k.clone());
             }
         }
     }
-    let order = ["ts", "runbook", "event", "step", "outcome", "duration_ms", "type", "label", "node"];
+    let order = [
+        "ts",
+        "runbook",
+        "event",
+        "step",
+        "outcome",
+        "duration_ms",
+        "type",
+        "label",
+        "node",
+    ];
     cols.sort_by_key(|c| order.iter().position(|o| o == c).unwrap_or(order.len()));
     let cells: Vec<Vec<String>> = entries
         .iter()
-        .map(|e| cols.iter().map(|c| e.fields.get(c).cloned().unwrap_or_default()).collect())
+        .map(|e| {
+            cols.iter()
+                .map(|c| e.fields.get(c).cloned().unwrap_or_default())
+                .collect()
+        })
         .collect();
     print!("{}", crate::table::render_cells(&cols, &cells));
     Ok(())

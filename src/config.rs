@@ -209,7 +209,10 @@ impl Config {
         }
         for (name, n) in &self.nodes {
             if n.init != "primary" && n.init != "standby" {
-                bail!("node {name}: init must be \"primary\" or \"standby\", not {:?}", n.init);
+                bail!(
+                    "node {name}: init must be \"primary\" or \"standby\", not {:?}",
+                    n.init
+                );
             }
             if n.container.is_empty() {
                 bail!("node {name}: container is empty");
@@ -271,7 +274,10 @@ impl Config {
         let u = &self.redis.url;
         let start = u.find("://")? + 3;
         let at = start + u[start..].rfind('@')?;
-        u[start..at].split_once(':').map(|(_, pw)| pw).filter(|pw| !pw.is_empty())
+        u[start..at]
+            .split_once(':')
+            .map(|(_, pw)| pw)
+            .filter(|pw| !pw.is_empty())
     }
 
     /// The Redis URL as messages show it, its password masked.
@@ -326,10 +332,9 @@ fn apply_env(value: &mut toml::Value, env: &[(String, String)]) -> Result<()> {
             "PGRUNBOOK_REPLICATION_PASSWORD" => {
                 vec!["cluster".into(), "replication_password".into()]
             }
-            k if k.starts_with("PGRUNBOOK_") && k.contains("__") => k["PGRUNBOOK_".len()..]
-                .split("__")
-                .map(norm)
-                .collect(),
+            k if k.starts_with("PGRUNBOOK_") && k.contains("__") => {
+                k["PGRUNBOOK_".len()..].split("__").map(norm).collect()
+            }
             _ => continue,
         };
         set_path(value, &path, val).with_context(|| format!("in environment variable {key}"))?;
@@ -412,7 +417,10 @@ init = "primary"
         .unwrap();
         let c = Config::load_from(Some(&p), &[]).unwrap();
         assert_eq!(c.cluster.database, "app");
-        assert_eq!(c.cluster.superuser, "postgres", "untouched values keep defaults");
+        assert_eq!(
+            c.cluster.superuser, "postgres",
+            "untouched values keep defaults"
+        );
         assert_eq!(c.nodes.len(), 1);
         assert_eq!(c.nodes["a"].port, 7000);
         assert!(c.source.ends_with("pgrunbook.toml"));
@@ -462,9 +470,15 @@ init = "primary"
         let t = c.to_masked_toml();
         assert!(!t.contains("postgres_pass") && !t.contains("replica_pass"));
 
-        let e = env(&[("PGRUNBOOK_REDIS__URL", "redis://user:r3dis-pw@127.0.0.1:6379/0")]);
+        let e = env(&[(
+            "PGRUNBOOK_REDIS__URL",
+            "redis://user:r3dis-pw@127.0.0.1:6379/0",
+        )]);
         let c = Config::load_from(None, &e).unwrap();
-        assert_eq!(c.redis_url_shown(), "redis://user:********@127.0.0.1:6379/0");
+        assert_eq!(
+            c.redis_url_shown(),
+            "redis://user:********@127.0.0.1:6379/0"
+        );
         assert!(c.secrets().contains(&"r3dis-pw".to_string()));
         assert!(!c.to_masked_toml().contains("r3dis-pw"));
     }

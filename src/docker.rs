@@ -70,6 +70,46 @@ pub struct ContainerSpec {
     pub restart_unless_stopped: bool,
 }
 
+/// Collects a container's output stream: stdout whole, stderr whole and line by line to
+/// `on_line` (progress). Stops with an error when `cancel` is set.
+async fn collect_output(
+    mut stream: impl futures_util::Stream<
+            Item = std::result::Result<bollard::container::LogOutput, bollard::errors::Error>,
+        > + Unpin,
+    cancel: &Cancel,
+    what: &str,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<ExecOutput> {
+    let mut out = ExecOutput::default();
+    let mut partial = String::new();
+    loop {
+        let next = tokio::select! {
+            n = stream.next() => n,
+            _ = cancel.wait_async() => bail!("cancelled while {what}"),
+        };
+        match next {
+            None => return Ok(out),
+            Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
+                out.stdout.push_str(&String::from_utf8_lossy(&message))
+            }
+            Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
+                let s = String::from_utf8_lossy(&message);
+                out.stderr.push_str(&s);
+                partial.push_str(&s);
+                while let Some(i) = partial.find(['\n', '\r']) {
+                    let line: String = partial.drain(..=i).collect();
+                    let line = line.trim_end();
+                    if !line.is_empty() {
+                        on_line(line);
+                    }
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(anyhow!(e).context(format!("output while {what}"))),
+        }
+    }
+}
+
 pub struct Docker {
     rt: tokio::runtime::Runtime,
     client: OnceLock<std::result::Result<bollard::Docker, String>>,
@@ -116,7 +156,8 @@ impl Docker {
     /// The connected client; the first call connects and negotiates the API version.
     fn client(&self) -> Result<&bollard::Docker> {
         let r = self.client.get_or_init(|| {
-            let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+            let host = std::env::var("DOCKER_HOST")
+                .unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
             let c = bollard::Docker::connect_with_defaults()
                 .map_err(|e| format!("Docker engine unreachable at {host}: {e}"))?
                 .with_timeout(Duration::from_secs(600));
@@ -127,7 +168,12 @@ impl Docker {
                 .map_err(|_| format!("Docker engine unreachable at {host}: no answer in 5 s"))?
                 .map_err(|e| format!("Docker engine unreachable at {host}: {e}"))
         });
-        r.as_ref().map_err(|e| anyhow!(crate::error::Failure::new(crate::error::Class::Infrastructure, e.clone())))
+        r.as_ref().map_err(|e| {
+            anyhow!(crate::error::Failure::new(
+                crate::error::Class::Infrastructure,
+                e.clone()
+            ))
+        })
     }
 
     /// Fails with a clear error when the engine cannot be reached.
@@ -137,7 +183,10 @@ impl Docker {
 
     pub fn inspect(&self, container: &str) -> Result<Option<ContainerInspectResponse>> {
         let c = self.client()?;
-        match self.rt.block_on(c.inspect_container(container, None::<qp::InspectContainerOptions>)) {
+        match self
+            .rt
+            .block_on(c.inspect_container(container, None::<qp::InspectContainerOptions>))
+        {
             Ok(r) => Ok(Some(r)),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(anyhow!(e).context(format!("cannot inspect container '{container}'"))),
@@ -190,7 +239,11 @@ impl Docker {
         };
         match self.rt.block_on(c.kill_container(container, Some(opts))) {
             Ok(()) => Ok(()),
-            Err(e @ bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
+            Err(
+                e @ bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                },
+            ) => {
                 // Not running: nothing to kill.
                 let _ = e;
                 Ok(())
@@ -203,7 +256,10 @@ impl Docker {
     pub fn start(&self, container: &str) -> Result<()> {
         let c = self.client()?;
         self.must_exist(container)?;
-        match self.rt.block_on(c.start_container(container, None::<qp::StartContainerOptions>)) {
+        match self
+            .rt
+            .block_on(c.start_container(container, None::<qp::StartContainerOptions>))
+        {
             Ok(()) => Ok(()),
             Err(e) if is_not_modified(&e) => Ok(()),
             Err(e) => Err(anyhow!(e).context(format!("cannot start container '{container}'"))),
@@ -249,7 +305,11 @@ impl Docker {
             attach_stderr: Some(true),
             cmd: Some(cmd.to_vec()),
             user: user.map(str::to_string),
-            env: if env.is_empty() { None } else { Some(env.to_vec()) },
+            env: if env.is_empty() {
+                None
+            } else {
+                Some(env.to_vec())
+            },
             ..Default::default()
         };
         self.rt.block_on(async {
@@ -262,34 +322,9 @@ impl Docker {
                 .await
                 .with_context(|| format!("cannot start an exec in '{container}'"))?;
             let mut out = ExecOutput::default();
-            if let bollard::exec::StartExecResults::Attached { mut output, .. } = started {
-                let mut partial = String::new();
-                loop {
-                    let next = tokio::select! {
-                        n = output.next() => n,
-                        _ = cancel.wait_async() => bail!("cancelled while running {:?} in '{container}'", cmd.join(" ")),
-                    };
-                    match next {
-                        None => break,
-                        Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
-                            out.stdout.push_str(&String::from_utf8_lossy(&message))
-                        }
-                        Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
-                            let s = String::from_utf8_lossy(&message);
-                            out.stderr.push_str(&s);
-                            partial.push_str(&s);
-                            while let Some(i) = partial.find(['\n', '\r']) {
-                                let line: String = partial.drain(..=i).collect();
-                                let line = line.trim_end();
-                                if !line.is_empty() {
-                                    on_line(line);
-                                }
-                            }
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => return Err(anyhow!(e).context("exec output")),
-                    }
-                }
+            if let bollard::exec::StartExecResults::Attached { output, .. } = started {
+                let what = format!("running {:?} in '{container}'", cmd.join(" "));
+                out = collect_output(output, cancel, &what, on_line).await?;
             }
             let inspected = c.inspect_exec(&created.id).await?;
             out.exit_code = inspected.exit_code.unwrap_or(-1);
@@ -313,7 +348,7 @@ impl Docker {
             c.start_container(&name, None::<qp::StartContainerOptions>)
                 .await
                 .with_context(|| format!("cannot start one-off container '{name}'"))?;
-            let mut logs = c.logs(
+            let logs = c.logs(
                 &name,
                 Some(qp::LogsOptions {
                     follow: true,
@@ -323,34 +358,8 @@ impl Docker {
                     ..Default::default()
                 }),
             );
-            let mut out = ExecOutput::default();
-            let mut partial = String::new();
-            loop {
-                let next = tokio::select! {
-                    n = logs.next() => n,
-                    _ = cancel.wait_async() => bail!("cancelled while one-off container '{name}' ran"),
-                };
-                match next {
-                    None => break,
-                    Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
-                        out.stdout.push_str(&String::from_utf8_lossy(&message))
-                    }
-                    Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
-                        let s = String::from_utf8_lossy(&message);
-                        out.stderr.push_str(&s);
-                        partial.push_str(&s);
-                        while let Some(i) = partial.find(['\n', '\r']) {
-                            let line: String = partial.drain(..=i).collect();
-                            let line = line.trim_end();
-                            if !line.is_empty() {
-                                on_line(line);
-                            }
-                        }
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(anyhow!(e).context("one-off container output")),
-                }
-            }
+            let what = format!("one-off container '{name}' ran");
+            let mut out = collect_output(Box::pin(logs), cancel, &what, on_line).await?;
             // The log stream ends when the process does; wait for Docker to record the exit code.
             let mut wait = c.wait_container(&name, None::<qp::WaitContainerOptions>);
             let code = match wait.next().await {
@@ -394,7 +403,11 @@ impl Docker {
             m.insert(
                 n.clone(),
                 EndpointSettings {
-                    aliases: if spec.aliases.is_empty() { None } else { Some(spec.aliases.clone()) },
+                    aliases: if spec.aliases.is_empty() {
+                        None
+                    } else {
+                        Some(spec.aliases.clone())
+                    },
                     ..Default::default()
                 },
             );
@@ -408,13 +421,26 @@ impl Docker {
             cmd: spec.cmd.clone(),
             entrypoint: spec.entrypoint.clone(),
             user: spec.user.clone(),
-            hostname: Some(spec.aliases.first().cloned().unwrap_or_else(|| spec.name.clone())),
+            hostname: Some(
+                spec.aliases
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| spec.name.clone()),
+            ),
             labels: Some(spec.labels.clone()),
             host_config: Some(HostConfig {
                 mounts: Some(mounts),
-                binds: if spec.binds.is_empty() { None } else { Some(spec.binds.clone()) },
+                binds: if spec.binds.is_empty() {
+                    None
+                } else {
+                    Some(spec.binds.clone())
+                },
                 network_mode: spec.network.clone(),
-                port_bindings: if port_bindings.is_empty() { None } else { Some(port_bindings) },
+                port_bindings: if port_bindings.is_empty() {
+                    None
+                } else {
+                    Some(port_bindings)
+                },
                 restart_policy: spec.restart_unless_stopped.then_some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,
@@ -430,7 +456,12 @@ impl Docker {
         };
         self.rt
             .block_on(c.create_container(Some(opts), body))
-            .with_context(|| format!("cannot create container '{}' from image '{}'", spec.name, spec.image))?;
+            .with_context(|| {
+                format!(
+                    "cannot create container '{}' from image '{}'",
+                    spec.name, spec.image
+                )
+            })?;
         Ok(())
     }
 
@@ -447,7 +478,11 @@ impl Docker {
     pub fn image_label(&self, image: &str, label: &str) -> Result<Option<Option<String>>> {
         let c = self.client()?;
         match self.rt.block_on(c.inspect_image(image)) {
-            Ok(i) => Ok(Some(i.config.and_then(|c| c.labels).and_then(|l| l.get(label).cloned()))),
+            Ok(i) => Ok(Some(
+                i.config
+                    .and_then(|c| c.labels)
+                    .and_then(|l| l.get(label).cloned()),
+            )),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(anyhow!(e).context(format!("cannot inspect image '{image}'"))),
         }
@@ -481,7 +516,8 @@ impl Docker {
         self.rt.block_on(async {
             let mut s = c.create_image(Some(opts), Some(bollard::body_try_stream(chunks)), None);
             while let Some(r) = s.next().await {
-                let info = r.with_context(|| format!("importing {} as {image}", tar_path.display()))?;
+                let info =
+                    r.with_context(|| format!("importing {} as {image}", tar_path.display()))?;
                 if let Some(e) = info.error_detail.and_then(|d| d.message) {
                     bail!("importing {image}: {e}");
                 }
@@ -529,7 +565,10 @@ impl Docker {
 
     pub fn ensure_network(&self, name: &str, labels: &HashMap<String, String>) -> Result<bool> {
         let c = self.client()?;
-        match self.rt.block_on(c.inspect_network(name, None::<qp::InspectNetworkOptions>)) {
+        match self
+            .rt
+            .block_on(c.inspect_network(name, None::<qp::InspectNetworkOptions>))
+        {
             Ok(_) => return Ok(false),
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(anyhow!(e).context(format!("cannot inspect network '{name}'"))),
@@ -548,7 +587,10 @@ impl Docker {
 
     pub fn network_exists(&self, name: &str) -> Result<bool> {
         let c = self.client()?;
-        match self.rt.block_on(c.inspect_network(name, None::<qp::InspectNetworkOptions>)) {
+        match self
+            .rt
+            .block_on(c.inspect_network(name, None::<qp::InspectNetworkOptions>))
+        {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(anyhow!(e).context(format!("cannot inspect network '{name}'"))),
@@ -626,7 +668,12 @@ impl Docker {
         let network = info
             .network_settings
             .and_then(|n| n.networks)
-            .and_then(|n| n.keys().find(|k| *k != "bridge").cloned().or_else(|| n.keys().next().cloned()));
+            .and_then(|n| {
+                n.keys()
+                    .find(|k| *k != "bridge")
+                    .cloned()
+                    .or_else(|| n.keys().next().cloned())
+            });
         Ok(ContainerSpec {
             name: name.to_string(),
             image,

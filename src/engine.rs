@@ -31,14 +31,22 @@ impl ModuleResolver for StdlibResolver {
             return Ok(m.clone());
         }
         let found = if path.ends_with(".rhai") {
-            std::fs::read_to_string(path).ok().map(|s| (path.to_string(), s))
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|s| (path.to_string(), s))
         } else {
             runbook::find_module(path)
         };
         let Some((name, text)) = found else {
-            return Err(Box::new(EvalAltResult::ErrorModuleNotFound(path.to_string(), pos)));
+            return Err(Box::new(EvalAltResult::ErrorModuleNotFound(
+                path.to_string(),
+                pos,
+            )));
         };
-        self.sources.lock().unwrap().insert(name.clone(), text.clone());
+        self.sources
+            .lock()
+            .unwrap()
+            .insert(name.clone(), text.clone());
         let mut ast = engine.compile(&text).map_err(|e| {
             Box::new(EvalAltResult::ErrorInModule(
                 name.clone(),
@@ -51,7 +59,10 @@ impl ModuleResolver for StdlibResolver {
             .map_err(|e| Box::new(EvalAltResult::ErrorInModule(name.clone(), e, pos)))?;
         module.build_index();
         let module: Shared<Module> = module.into();
-        self.cache.lock().unwrap().insert(path.to_string(), module.clone());
+        self.cache
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), module.clone());
         Ok(module)
     }
 }
@@ -197,7 +208,10 @@ pub fn to_failure(err: &EvalAltResult, top: &str, host: &Host, sources: &Sources
         locate(&mut f, &file, pos, &text(&file));
         for (ffile, fpos, what) in frames.iter().rev() {
             if let Some(l) = fpos.line() {
-                f.trace.push(format!("{what} at {ffile}:{l}:{}", fpos.position().unwrap_or(1)));
+                f.trace.push(format!(
+                    "{what} at {ffile}:{l}:{}",
+                    fpos.position().unwrap_or(1)
+                ));
             }
         }
     } else if let Some((ffile, fpos, _)) = frames.last() {
@@ -205,7 +219,10 @@ pub fn to_failure(err: &EvalAltResult, top: &str, host: &Host, sources: &Sources
         locate(&mut f, ffile, *fpos, &text(ffile));
         for (ffile, fpos, what) in frames.iter().rev().skip(1) {
             if let Some(l) = fpos.line() {
-                f.trace.push(format!("{what} at {ffile}:{l}:{}", fpos.position().unwrap_or(1)));
+                f.trace.push(format!(
+                    "{what} at {ffile}:{l}:{}",
+                    fpos.position().unwrap_or(1)
+                ));
             }
         }
     }
@@ -216,7 +233,10 @@ pub fn to_failure(err: &EvalAltResult, top: &str, host: &Host, sources: &Sources
 }
 
 /// Checks `--set` values against the runbook's declared parameters.
-pub fn bind_params(rb: &Runbook, sets: &[(String, String)]) -> Result<BTreeMap<String, Dynamic>, Failure> {
+pub fn bind_params(
+    rb: &Runbook,
+    sets: &[(String, String)],
+) -> Result<BTreeMap<String, Dynamic>, Failure> {
     let mut values: BTreeMap<String, Dynamic> = rb
         .meta
         .params
@@ -248,7 +268,11 @@ pub fn bind_params(rb: &Runbook, sets: &[(String, String)]) -> Result<BTreeMap<S
 }
 
 /// Runs a runbook from start to end: parameters into the scope, the run journaled.
-pub fn run(host: &Arc<Host>, rb: &Runbook, params: BTreeMap<String, Dynamic>) -> Result<(), Failure> {
+pub fn run(
+    host: &Arc<Host>,
+    rb: &Runbook,
+    params: BTreeMap<String, Dynamic>,
+) -> Result<(), Failure> {
     let sources: Sources = Arc::new(Mutex::new(HashMap::new()));
     sources
         .lock()
@@ -263,11 +287,14 @@ pub fn run(host: &Arc<Host>, rb: &Runbook, params: BTreeMap<String, Dynamic>) ->
         pmap.insert(k.as_str().into(), v.clone());
     }
     scope.push_constant("params", pmap);
-    let journal_params: BTreeMap<String, String> =
-        params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+    let journal_params: BTreeMap<String, String> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
     host.begin_run(&rb.name, &journal_params);
     let limit = host.config.runbook.timeout_s;
-    *host.deadline.lock().unwrap() = (limit > 0).then(|| Instant::now() + Duration::from_secs(limit));
+    *host.deadline.lock().unwrap() =
+        (limit > 0).then(|| Instant::now() + Duration::from_secs(limit));
     let result = engine.run_ast_with_scope(&mut scope, &ast);
     *host.deadline.lock().unwrap() = None;
     let failure = result

@@ -165,7 +165,10 @@ mod tests {
             trace: vec![],
         };
         let r = f.render();
-        assert!(r.contains("--> runbooks/x.rhai:12:5 in step \"Do it\""), "{r}");
+        assert!(
+            r.contains("--> runbooks/x.rhai:12:5 in step \"Do it\""),
+            "{r}"
+        );
         let lines: Vec<&str> = r.lines().collect();
         let src = lines.iter().position(|l| l.starts_with("12 |")).unwrap();
         let caret = lines[src + 1];

@@ -51,7 +51,9 @@ impl RunState {
 }
 
 fn new_run_id() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     format!("{}-{:05}", now.as_millis(), std::process::id() % 100000)
 }
 
@@ -131,7 +133,10 @@ impl Host {
     pub fn error(&self, class: Class, message: impl Into<String>) -> Box<EvalAltResult> {
         let message = self.scrub(&message.into());
         self.failures.lock().unwrap().insert(message.clone(), class);
-        Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(message), Position::NONE))
+        Box::new(EvalAltResult::ErrorRuntime(
+            Dynamic::from(message),
+            Position::NONE,
+        ))
     }
 
     /// Converts a backend error into a Rhai error that names the primitive and node.
@@ -180,7 +185,12 @@ impl Host {
             };
             return Err(self.error(Class::Interrupted, msg));
         }
-        if self.deadline.lock().unwrap().is_some_and(|d| Instant::now() >= d) {
+        if self
+            .deadline
+            .lock()
+            .unwrap()
+            .is_some_and(|d| Instant::now() >= d)
+        {
             return Err(self.error(
                 Class::Interrupted,
                 format!(
@@ -228,7 +238,12 @@ impl Host {
 
     /// The step under way.
     pub fn current_step(&self) -> Option<String> {
-        self.run.lock().unwrap().current.as_ref().map(|(s, _)| s.clone())
+        self.run
+            .lock()
+            .unwrap()
+            .current
+            .as_ref()
+            .map(|(s, _)| s.clone())
     }
 
     fn close_step(&self, outcome: &str) {
@@ -280,7 +295,10 @@ impl Host {
         f.insert("outcome".into(), outcome);
         f.insert(
             "exit_code".into(),
-            failure.map(|f| f.class.exit_code()).unwrap_or(0).to_string(),
+            failure
+                .map(|f| f.class.exit_code())
+                .unwrap_or(0)
+                .to_string(),
         );
         f.insert("duration_ms".into(), ms.to_string());
         f.insert("steps".into(), st.steps.len().to_string());
@@ -296,7 +314,10 @@ impl Host {
             );
         }
         if !st.planned.is_empty() {
-            f.insert("planned".into(), serde_json::to_string(&st.planned).unwrap_or_default());
+            f.insert(
+                "planned".into(),
+                serde_json::to_string(&st.planned).unwrap_or_default(),
+            );
         }
         drop(st);
         self.journal.append(JOURNAL, f);

@@ -61,16 +61,19 @@ impl Journal {
         let client = redis::Client::open(self.config.redis.url.as_str())
             .with_context(|| format!("invalid Redis URL {}", self.config.redis_url_shown()))?;
         let t = Duration::from_millis(self.config.redis.connect_timeout_ms);
-        let conn = client
-            .get_connection_with_timeout(t)
-            .with_context(|| format!("Redis at {} is unreachable", self.config.redis_url_shown()))?;
+        let conn = client.get_connection_with_timeout(t).with_context(|| {
+            format!("Redis at {} is unreachable", self.config.redis_url_shown())
+        })?;
         conn.set_read_timeout(Some(Duration::from_secs(5)))?;
         conn.set_write_timeout(Some(Duration::from_secs(5)))?;
         Ok(conn)
     }
 
     /// Runs `f` on the connection; `None` when Redis cannot be reached.
-    fn with_conn<T>(&self, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T> {
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
         let mut guard = self.conn.lock().unwrap();
         if guard.is_none() {
             if let Some(t) = *self.failed_at.lock().unwrap() {
@@ -95,7 +98,8 @@ impl Journal {
 
     /// Whether Redis answers now.
     pub fn reachable(&self) -> bool {
-        self.with_conn(|c| redis::cmd("PING").query::<String>(c)).is_ok()
+        self.with_conn(|c| redis::cmd("PING").query::<String>(c))
+            .is_ok()
     }
 
     fn scrub(&self, mut fields: BTreeMap<String, String>) -> BTreeMap<String, String> {
@@ -183,13 +187,20 @@ impl Journal {
             let key = self.key(&s.stream);
             let mut items: Vec<(String, String)> = s.fields.into_iter().collect();
             items.push(("spooled".into(), "true".into()));
-            if rest.is_empty() && self.with_conn(|c| c.xadd::<_, _, _, _, String>(&key, "*", &items)).is_ok() {
+            if rest.is_empty()
+                && self
+                    .with_conn(|c| c.xadd::<_, _, _, _, String>(&key, "*", &items))
+                    .is_ok()
+            {
                 delivered += 1;
             } else {
                 rest.push(line.to_string());
             }
         }
-        let _ = std::fs::write(&path, rest.iter().map(|l| format!("{l}\n")).collect::<String>());
+        let _ = std::fs::write(
+            &path,
+            rest.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        );
         if delivered > 0 {
             eprintln!(
                 "warning: delivered {delivered} journal entr{} spooled while Redis was unreachable",
@@ -211,7 +222,12 @@ impl Journal {
                 fields: id
                     .map
                     .iter()
-                    .map(|(k, v)| (k.clone(), redis::from_redis_value::<String>(v.clone()).unwrap_or_default()))
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            redis::from_redis_value::<String>(v.clone()).unwrap_or_default(),
+                        )
+                    })
                     .collect(),
                 id: id.id,
             })

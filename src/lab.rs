@@ -63,10 +63,19 @@ impl<'a> Lab<'a> {
     /// packages, imported as the base image, then the Dockerfile on top.
     pub fn ensure_image(&self) -> Result<()> {
         let hash = lab_hash();
-        match self.docker.image_label(&self.config.lab.image, "org.pgrunbook.lab-hash")? {
+        match self
+            .docker
+            .image_label(&self.config.lab.image, "org.pgrunbook.lab-hash")?
+        {
             Some(Some(h)) if h == hash => return Ok(()),
-            Some(_) => eprintln!("lab: the lab's files changed since image {} was built; rebuilding it", self.config.lab.image),
-            None => eprintln!("lab: image {} is missing; building it (a few minutes the first time)", self.config.lab.image),
+            Some(_) => eprintln!(
+                "lab: the lab's files changed since image {} was built; rebuilding it",
+                self.config.lab.image
+            ),
+            None => eprintln!(
+                "lab: image {} is missing; building it (a few minutes the first time)",
+                self.config.lab.image
+            ),
         }
         // The base image: imported from a Debian root file system when it is missing (no
         // registry needed; lab/build-image.sh does the same by hand).
@@ -88,7 +97,10 @@ impl<'a> Lab<'a> {
         args.insert("BASE_IMAGE".to_string(), self.config.lab.base_image.clone());
         let mut labels = HashMap::new();
         labels.insert("org.pgrunbook.lab-hash".to_string(), hash);
-        eprintln!("lab: building {} from {}", self.config.lab.image, self.config.lab.base_image);
+        eprintln!(
+            "lab: building {} from {}",
+            self.config.lab.image, self.config.lab.base_image
+        );
         self.docker
             .build_image(context, &self.config.lab.image, args, labels, &mut |l| {
                 if l.starts_with("Step ") {
@@ -105,7 +117,9 @@ impl<'a> Lab<'a> {
         if !base.starts_with("pgrunbook-base:") {
             bail!("base image {base} is missing and cannot be pulled here; build it or set lab.base_image");
         }
-        eprintln!("lab: base image {base} is missing; making it from Debian's packages (mmdebstrap)");
+        eprintln!(
+            "lab: base image {base} is missing; making it from Debian's packages (mmdebstrap)"
+        );
         let have = |cmd: &str| {
             std::process::Command::new("sh")
                 .args(["-c", &format!("command -v {cmd}")])
@@ -115,7 +129,10 @@ impl<'a> Lab<'a> {
                 .unwrap_or(false)
         };
         if !have("mmdebstrap") {
-            for args in [vec!["update", "-qq"], vec!["install", "-y", "-qq", "mmdebstrap"]] {
+            for args in [
+                vec!["update", "-qq"],
+                vec!["install", "-y", "-qq", "mmdebstrap"],
+            ] {
                 let st = std::process::Command::new("apt-get")
                     .args(&args)
                     .env("DEBIAN_FRONTEND", "noninteractive")
@@ -123,7 +140,10 @@ impl<'a> Lab<'a> {
                     .status()
                     .context("cannot run apt-get to install mmdebstrap")?;
                 if !st.success() {
-                    bail!("apt-get {} failed ({st}); install mmdebstrap by hand", args.join(" "));
+                    bail!(
+                        "apt-get {} failed ({st}); install mmdebstrap by hand",
+                        args.join(" ")
+                    );
                 }
             }
         }
@@ -164,7 +184,10 @@ impl<'a> Lab<'a> {
             ],
             volumes: vec![
                 (self.config.data_volume(n), c.data_dir.clone()),
-                (self.config.lab.repo_volume.clone(), self.config.pgbackrest.repo_path.clone()),
+                (
+                    self.config.lab.repo_volume.clone(),
+                    self.config.pgbackrest.repo_path.clone(),
+                ),
             ],
             network: Some(self.config.lab.network.clone()),
             aliases: vec![n.container.clone()],
@@ -182,8 +205,15 @@ impl<'a> Lab<'a> {
             image: self.config.lab.image.clone(),
             cmd: Some(
                 [
-                    "redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--appendonly", "yes",
-                    "--dir", REDIS_DATA,
+                    "redis-server",
+                    "--bind",
+                    "0.0.0.0",
+                    "--protected-mode",
+                    "no",
+                    "--appendonly",
+                    "yes",
+                    "--dir",
+                    REDIS_DATA,
                 ]
                 .map(String::from)
                 .to_vec(),
@@ -204,10 +234,18 @@ impl<'a> Lab<'a> {
         self.ensure_image()?;
         let mut did = vec![];
         let labels = self.labels();
-        if self.docker.ensure_network(&self.config.lab.network, &labels)? {
+        if self
+            .docker
+            .ensure_network(&self.config.lab.network, &labels)?
+        {
             did.push(format!("created network {}", self.config.lab.network));
         }
-        let mut volumes: Vec<String> = self.config.nodes.values().map(|n| self.config.data_volume(n)).collect();
+        let mut volumes: Vec<String> = self
+            .config
+            .nodes
+            .values()
+            .map(|n| self.config.data_volume(n))
+            .collect();
         volumes.push(self.config.lab.repo_volume.clone());
         volumes.push(self.redis_volume());
         for v in volumes {
@@ -215,7 +253,12 @@ impl<'a> Lab<'a> {
                 did.push(format!("created volume {v}"));
             }
         }
-        let mut specs: Vec<ContainerSpec> = self.config.nodes.keys().map(|n| self.node_spec(n)).collect();
+        let mut specs: Vec<ContainerSpec> = self
+            .config
+            .nodes
+            .keys()
+            .map(|n| self.node_spec(n))
+            .collect();
         specs.push(self.redis_spec());
         for spec in specs {
             match self.docker.state(&spec.name)? {
@@ -226,7 +269,11 @@ impl<'a> Lab<'a> {
                 }
                 s if !s.is_running() => {
                     self.docker.start(&spec.name)?;
-                    did.push(format!("started container {} (was {})", spec.name, s.as_str()));
+                    did.push(format!(
+                        "started container {} (was {})",
+                        spec.name,
+                        s.as_str()
+                    ));
                 }
                 _ => {}
             }
@@ -243,7 +290,10 @@ impl<'a> Lab<'a> {
             }
             while !pg.probe(name)? {
                 if Instant::now() > end {
-                    bail!("node {name} did not accept connections within {} s", timeout.as_secs());
+                    bail!(
+                        "node {name} did not accept connections within {} s",
+                        timeout.as_secs()
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -265,14 +315,21 @@ impl<'a> Lab<'a> {
     pub fn down(&self, volumes: bool) -> Result<Vec<String>> {
         self.docker.ping()?;
         let mut did = vec![];
-        let mut names: Vec<String> = self.config.nodes.values().map(|n| n.container.clone()).collect();
+        let mut names: Vec<String> = self
+            .config
+            .nodes
+            .values()
+            .map(|n| n.container.clone())
+            .collect();
         names.push(self.config.lab.redis_container.clone());
         for name in &names {
             if self.docker.state(name)? == State::Missing {
                 continue;
             }
             if !self.owned(name)? {
-                did.push(format!("left container {name} alone: pgrunbook's lab did not create it"));
+                did.push(format!(
+                    "left container {name} alone: pgrunbook's lab did not create it"
+                ));
                 continue;
             }
             self.docker.remove(name)?;
@@ -280,7 +337,12 @@ impl<'a> Lab<'a> {
             did.push(format!("removed container {name}"));
         }
         if volumes {
-            let mut vols: Vec<String> = self.config.nodes.values().map(|n| self.config.data_volume(n)).collect();
+            let mut vols: Vec<String> = self
+                .config
+                .nodes
+                .values()
+                .map(|n| self.config.data_volume(n))
+                .collect();
             vols.push(self.config.lab.repo_volume.clone());
             vols.push(self.redis_volume());
             for v in vols {
@@ -311,7 +373,11 @@ impl<'a> Lab<'a> {
         rows.push(Row {
             name: self.config.lab.redis_container.clone(),
             role: "redis (journal)".into(),
-            state: self.docker.state(&self.config.lab.redis_container)?.as_str().to_string(),
+            state: self
+                .docker
+                .state(&self.config.lab.redis_container)?
+                .as_str()
+                .to_string(),
             port: self.config.lab.redis_port,
         });
         Ok(rows)

@@ -72,7 +72,9 @@ impl Postgres {
             .password(&self.config.cluster.password)
             .dbname(database)
             .application_name("pgrunbook")
-            .connect_timeout(Duration::from_millis(self.config.cluster.connect_timeout_ms));
+            .connect_timeout(Duration::from_millis(
+                self.config.cluster.connect_timeout_ms,
+            ));
         cfg.connect(NoTls).map_err(|e| {
             let why = describe(&e);
             let class = Class::Infrastructure;
@@ -93,7 +95,9 @@ impl Postgres {
         database: Option<&str>,
         f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error>,
     ) -> Result<T> {
-        let db = database.unwrap_or(&self.config.cluster.database).to_string();
+        let db = database
+            .unwrap_or(&self.config.cluster.database)
+            .to_string();
         let key = format!("{node}/{db}");
         let mut client = {
             let mut conns = self.conns.lock().unwrap();
@@ -115,14 +119,20 @@ impl Postgres {
             let closed = e.is_closed() || e.as_db_error().is_none() && e.code().is_none();
             let msg = describe(&e);
             if e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) {
-                anyhow!(Failure::new(Class::Interrupted, format!("query cancelled on {node}: {msg}")))
+                anyhow!(Failure::new(
+                    Class::Interrupted,
+                    format!("query cancelled on {node}: {msg}")
+                ))
             } else if closed && e.as_db_error().is_none() {
                 anyhow!(Failure::new(
                     Class::Infrastructure,
                     format!("connection to node {node} failed: {msg}")
                 ))
             } else {
-                anyhow!(Failure::new(Class::Runbook, format!("SQL error on {node}: {msg}")))
+                anyhow!(Failure::new(
+                    Class::Runbook,
+                    format!("SQL error on {node}: {msg}")
+                ))
             }
         })
     }
@@ -177,12 +187,7 @@ impl Postgres {
             if read_only {
                 let mut tx = c.build_transaction().read_only(true).start()?;
                 let stmt = tx.prepare(sql)?;
-                let owned: Vec<Param> = stmt
-                    .params()
-                    .iter()
-                    .zip(params.iter().chain(std::iter::repeat(&Dynamic::UNIT)))
-                    .map(|(t, v)| Param::from_dynamic(v, t))
-                    .collect();
+                let owned = bind(&stmt, params);
                 let refs: Vec<&(dyn ToSql + Sync)> =
                     owned.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
                 let rows = tx.query(&stmt, &refs)?;
@@ -190,13 +195,9 @@ impl Postgres {
                 return Ok(rows.iter().map(row_to_map).map(Dynamic::from).collect());
             }
             let stmt = c.prepare(sql)?;
-            let owned: Vec<Param> = stmt
-                .params()
-                .iter()
-                .zip(params.iter().chain(std::iter::repeat(&Dynamic::UNIT)))
-                .map(|(t, v)| Param::from_dynamic(v, t))
-                .collect();
-            let refs: Vec<&(dyn ToSql + Sync)> = owned.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            let owned = bind(&stmt, params);
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                owned.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
             let rows = c.query(&stmt, &refs)?;
             Ok(rows.iter().map(row_to_map).map(Dynamic::from).collect())
         })
@@ -217,6 +218,16 @@ impl Postgres {
     pub fn execute_batch(&self, node: &str, sql: &str, database: Option<&str>) -> Result<()> {
         self.with_client(node, database, |c| c.batch_execute(sql))
     }
+}
+
+/// The parameters of a prepared statement, each converted to the type the server expects
+/// (missing ones are NULL).
+fn bind(stmt: &postgres::Statement, params: &[Dynamic]) -> Vec<Param> {
+    stmt.params()
+        .iter()
+        .zip(params.iter().chain(std::iter::repeat(&Dynamic::UNIT)))
+        .map(|(t, v)| Param::from_dynamic(v, t))
+        .collect()
 }
 
 /// A parameter converted to the type the server expects.
@@ -245,10 +256,22 @@ impl Param {
             }
         };
         match *t {
-            Type::BOOL => v.as_bool().map(Param::Bool).unwrap_or_else(|_| Param::Text(as_string())),
-            Type::INT2 => v.as_int().map(|i| Param::I16(i as i16)).unwrap_or_else(|_| Param::Text(as_string())),
-            Type::INT4 => v.as_int().map(|i| Param::I32(i as i32)).unwrap_or_else(|_| Param::Text(as_string())),
-            Type::INT8 => v.as_int().map(Param::I64).unwrap_or_else(|_| Param::Text(as_string())),
+            Type::BOOL => v
+                .as_bool()
+                .map(Param::Bool)
+                .unwrap_or_else(|_| Param::Text(as_string())),
+            Type::INT2 => v
+                .as_int()
+                .map(|i| Param::I16(i as i16))
+                .unwrap_or_else(|_| Param::Text(as_string())),
+            Type::INT4 => v
+                .as_int()
+                .map(|i| Param::I32(i as i32))
+                .unwrap_or_else(|_| Param::Text(as_string())),
+            Type::INT8 => v
+                .as_int()
+                .map(Param::I64)
+                .unwrap_or_else(|_| Param::Text(as_string())),
             Type::FLOAT4 => v
                 .as_float()
                 .map(|f| Param::F32(f as f32))
@@ -308,7 +331,10 @@ impl ToSql for Param {
 struct Numeric(Dynamic);
 
 impl<'a> FromSql<'a> for Numeric {
-    fn from_sql(_ty: &Type, raw: &'a [u8]) -> std::result::Result<Self, Box<dyn StdError + Sync + Send>> {
+    fn from_sql(
+        _ty: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn StdError + Sync + Send>> {
         if raw.len() < 8 {
             return Err("short numeric".into());
         }
@@ -338,14 +364,22 @@ impl<'a> FromSql<'a> for Numeric {
             let v = int_part as i64;
             return Ok(Numeric(Dynamic::from_int(if neg { -v } else { v })));
         }
-        Ok(Numeric(Dynamic::from_float(if neg { -value } else { value })))
+        Ok(Numeric(Dynamic::from_float(if neg {
+            -value
+        } else {
+            value
+        })))
     }
     fn accepts(ty: &Type) -> bool {
         *ty == Type::NUMERIC
     }
 }
 
-fn cell<'a, T: FromSql<'a>>(row: &'a Row, i: usize, f: impl Fn(T) -> Dynamic) -> std::result::Result<Dynamic, String> {
+fn cell<'a, T: FromSql<'a>>(
+    row: &'a Row,
+    i: usize,
+    f: impl Fn(T) -> Dynamic,
+) -> std::result::Result<Dynamic, String> {
     row.try_get::<_, Option<T>>(i)
         .map(|o| o.map(f).unwrap_or(Dynamic::UNIT))
         .map_err(|e| e.to_string())
@@ -368,28 +402,45 @@ pub fn value_to_dynamic(row: &Row, i: usize) -> std::result::Result<Dynamic, Str
             cell(row, i, |v: String| Dynamic::from(v))
         }
         Type::CHAR => cell(row, i, |v: i8| Dynamic::from((v as u8 as char).to_string())),
-        Type::PG_LSN => cell(row, i, |v: postgres::types::PgLsn| Dynamic::from(v.to_string())),
+        Type::PG_LSN => cell(row, i, |v: postgres::types::PgLsn| {
+            Dynamic::from(v.to_string())
+        }),
         Type::TIMESTAMPTZ => cell(row, i, |v: chrono::DateTime<chrono::Utc>| {
             Dynamic::from(v.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
         }),
-        Type::TIMESTAMP => cell(row, i, |v: chrono::NaiveDateTime| Dynamic::from(v.to_string())),
+        Type::TIMESTAMP => cell(row, i, |v: chrono::NaiveDateTime| {
+            Dynamic::from(v.to_string())
+        }),
         Type::DATE => cell(row, i, |v: chrono::NaiveDate| Dynamic::from(v.to_string())),
         Type::JSON | Type::JSONB => cell(row, i, |v: serde_json::Value| {
             rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)
         }),
         Type::BYTEA => cell(row, i, |v: Vec<u8>| Dynamic::from_blob(v)),
-        Type::TEXT_ARRAY | Type::NAME_ARRAY | Type::VARCHAR_ARRAY => cell(row, i, |v: Vec<Option<String>>| {
+        Type::TEXT_ARRAY | Type::NAME_ARRAY | Type::VARCHAR_ARRAY => {
+            cell(row, i, |v: Vec<Option<String>>| {
+                Dynamic::from_array(
+                    v.into_iter()
+                        .map(|s| s.map(Dynamic::from).unwrap_or(Dynamic::UNIT))
+                        .collect(),
+                )
+            })
+        }
+        Type::INT4_ARRAY => cell(row, i, |v: Vec<Option<i32>>| {
             Dynamic::from_array(
                 v.into_iter()
-                    .map(|s| s.map(Dynamic::from).unwrap_or(Dynamic::UNIT))
+                    .map(|s| {
+                        s.map(|x| Dynamic::from_int(x as i64))
+                            .unwrap_or(Dynamic::UNIT)
+                    })
                     .collect(),
             )
         }),
-        Type::INT4_ARRAY => cell(row, i, |v: Vec<Option<i32>>| {
-            Dynamic::from_array(v.into_iter().map(|s| s.map(|x| Dynamic::from_int(x as i64)).unwrap_or(Dynamic::UNIT)).collect())
-        }),
         Type::INT8_ARRAY => cell(row, i, |v: Vec<Option<i64>>| {
-            Dynamic::from_array(v.into_iter().map(|s| s.map(Dynamic::from_int).unwrap_or(Dynamic::UNIT)).collect())
+            Dynamic::from_array(
+                v.into_iter()
+                    .map(|s| s.map(Dynamic::from_int).unwrap_or(Dynamic::UNIT))
+                    .collect(),
+            )
         }),
         Type::VOID => Ok(Dynamic::UNIT),
         ref other => {
@@ -456,9 +507,23 @@ mod tests {
         let n = Numeric::from_sql(&Type::NUMERIC, &raw).unwrap();
         assert_eq!(n.0.as_int().unwrap(), 123456789);
         let raw = numeric_bytes(1, 0, 0x4000, 0, &[42]);
-        assert_eq!(Numeric::from_sql(&Type::NUMERIC, &raw).unwrap().0.as_int().unwrap(), -42);
+        assert_eq!(
+            Numeric::from_sql(&Type::NUMERIC, &raw)
+                .unwrap()
+                .0
+                .as_int()
+                .unwrap(),
+            -42
+        );
         let raw = numeric_bytes(0, 0, 0, 0, &[]);
-        assert_eq!(Numeric::from_sql(&Type::NUMERIC, &raw).unwrap().0.as_int().unwrap(), 0);
+        assert_eq!(
+            Numeric::from_sql(&Type::NUMERIC, &raw)
+                .unwrap()
+                .0
+                .as_int()
+                .unwrap(),
+            0
+        );
     }
 
     #[test]
@@ -471,10 +536,22 @@ mod tests {
 
     #[test]
     fn params_follow_the_servers_types() {
-        assert!(matches!(Param::from_dynamic(&Dynamic::from_int(7), &Type::INT4), Param::I32(7)));
-        assert!(matches!(Param::from_dynamic(&Dynamic::from_int(7), &Type::INT8), Param::I64(7)));
-        assert!(matches!(Param::from_dynamic(&Dynamic::from_int(7), &Type::FLOAT8), Param::F64(_)));
-        assert!(matches!(Param::from_dynamic(&Dynamic::UNIT, &Type::TEXT), Param::Null));
+        assert!(matches!(
+            Param::from_dynamic(&Dynamic::from_int(7), &Type::INT4),
+            Param::I32(7)
+        ));
+        assert!(matches!(
+            Param::from_dynamic(&Dynamic::from_int(7), &Type::INT8),
+            Param::I64(7)
+        ));
+        assert!(matches!(
+            Param::from_dynamic(&Dynamic::from_int(7), &Type::FLOAT8),
+            Param::F64(_)
+        ));
+        assert!(matches!(
+            Param::from_dynamic(&Dynamic::UNIT, &Type::TEXT),
+            Param::Null
+        ));
         match Param::from_dynamic(&Dynamic::from("x'y"), &Type::TEXT) {
             Param::Text(s) => assert_eq!(s, "x'y"),
             p => panic!("{p:?}"),
@@ -490,6 +567,9 @@ mod tests {
         assert_eq!(quote_ident("replica1"), "\"replica1\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
-        assert_eq!(quote_literal("x'); DROP TABLE t; --"), "'x''); DROP TABLE t; --'");
+        assert_eq!(
+            quote_literal("x'); DROP TABLE t; --"),
+            "'x''); DROP TABLE t; --'"
+        );
     }
 }

@@ -71,7 +71,10 @@ mod tests {
     #[test]
     fn percentages() {
         assert_eq!(percent_in("123/456 kB (27%), 0/1 tablespace"), Some(27));
-        assert_eq!(percent_in("backup file /x (8KB, 27.12%) checksum"), Some(27));
+        assert_eq!(
+            percent_in("backup file /x (8KB, 27.12%) checksum"),
+            Some(27)
+        );
         assert_eq!(percent_in("no number here"), None);
     }
 }

@@ -82,7 +82,11 @@ pub fn primitives(host: &Arc<Host>) -> Vec<(&'static str, Vec<FnDoc>)> {
                 }
             })
             .collect();
-        docs.sort_by(|a, b| a.name.cmp(&b.name).then(a.signature.len().cmp(&b.signature.len())));
+        docs.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then(a.signature.len().cmp(&b.signature.len()))
+        });
         out.push((group, docs));
     }
     out
@@ -141,13 +145,21 @@ pub fn markdown(host: &Arc<Host>) -> String {
     )
     .unwrap();
     for (group, fns) in primitives(host) {
-        writeln!(s, "\n## Primitives: {group} (`src/primitives/{group}.rs`)\n").unwrap();
+        writeln!(
+            s,
+            "\n## Primitives: {group} (`src/primitives/{group}.rs`)\n"
+        )
+        .unwrap();
         for f in fns {
             writeln!(s, "- `{}`  \n  {}", f.signature, f.doc).unwrap();
         }
     }
     for (name, about, fns) in stdlib() {
-        writeln!(s, "\n## Stdlib: `import \"{name}\" as {name};` (`stdlib/{name}.rhai`)\n").unwrap();
+        writeln!(
+            s,
+            "\n## Stdlib: `import \"{name}\" as {name};` (`stdlib/{name}.rhai`)\n"
+        )
+        .unwrap();
         if !about.is_empty() {
             writeln!(s, "{about}\n").unwrap();
         }

@@ -63,9 +63,8 @@ impl Param {
     /// Parses a `--set` value into this parameter's kind.
     pub fn parse(&self, raw: &str) -> Result<Dynamic, String> {
         let v = if self.default.is_int() {
-            let n = parse_size(raw).ok_or_else(|| {
-                format!("parameter {} takes an integer, not {raw:?}", self.name)
-            })?;
+            let n = parse_size(raw)
+                .ok_or_else(|| format!("parameter {} takes an integer, not {raw:?}", self.name))?;
             Dynamic::from_int(n)
         } else if self.default.is_float() {
             Dynamic::from_float(
@@ -76,7 +75,12 @@ impl Param {
             Dynamic::from_bool(match raw {
                 "true" | "yes" | "on" | "1" => true,
                 "false" | "no" | "off" | "0" => false,
-                _ => return Err(format!("parameter {} takes true or false, not {raw:?}", self.name)),
+                _ => {
+                    return Err(format!(
+                        "parameter {} takes true or false, not {raw:?}",
+                        self.name
+                    ))
+                }
             })
         } else {
             Dynamic::from(raw.to_string())
@@ -139,7 +143,10 @@ pub fn parse_meta(source: &str, path: &str) -> Result<Meta, Failure> {
         let text = text.trim();
         if let Some(decl) = text.strip_prefix("param ") {
             let bad = |why: &str| {
-                let mut f = Failure::new(Class::Runbook, format!("invalid parameter declaration: {why}"));
+                let mut f = Failure::new(
+                    Class::Runbook,
+                    format!("invalid parameter declaration: {why}"),
+                );
                 f.location = Some(crate::error::Location {
                     file: path.to_string(),
                     line: i + 1,
@@ -148,7 +155,9 @@ pub fn parse_meta(source: &str, path: &str) -> Result<Meta, Failure> {
                 f.source_line = Some(line.to_string());
                 f
             };
-            let (name, rest) = decl.split_once('=').ok_or_else(|| bad("expected `param NAME = DEFAULT help`"))?;
+            let (name, rest) = decl
+                .split_once('=')
+                .ok_or_else(|| bad("expected `param NAME = DEFAULT help`"))?;
             let name = name.trim().to_string();
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(bad(&format!("{name:?} is not a valid parameter name")));
@@ -161,12 +170,16 @@ pub fn parse_meta(source: &str, path: &str) -> Result<Meta, Failure> {
             } else {
                 rest.split_at(rest.find(char::is_whitespace).unwrap_or(rest.len()))
             };
-            let default = parse_literal(lit).ok_or_else(|| bad(&format!("{lit:?} is not a string, number or bool")))?;
+            let default = parse_literal(lit)
+                .ok_or_else(|| bad(&format!("{lit:?} is not a string, number or bool")))?;
             let mut after = after.trim();
             let mut choices = vec![];
             if after.starts_with('(') {
                 let end = after.find(')').ok_or_else(|| bad("unclosed choice list"))?;
-                choices = after[1..end].split('|').map(|c| c.trim().to_string()).collect();
+                choices = after[1..end]
+                    .split('|')
+                    .map(|c| c.trim().to_string())
+                    .collect();
                 after = after[end + 1..].trim();
             }
             meta.params.push(Param {
@@ -183,7 +196,12 @@ pub fn parse_meta(source: &str, path: &str) -> Result<Meta, Failure> {
 }
 
 impl Runbook {
-    fn new(name: String, display_path: String, source: String, shipped: bool) -> Result<Runbook, Failure> {
+    fn new(
+        name: String,
+        display_path: String,
+        source: String,
+        shipped: bool,
+    ) -> Result<Runbook, Failure> {
         let meta = parse_meta(&source, &display_path)?;
         Ok(Runbook {
             name,
@@ -200,7 +218,10 @@ impl Runbook {
             let p = PathBuf::from(name);
             let source = std::fs::read_to_string(&p)
                 .map_err(|e| Failure::usage(format!("cannot read runbook {name}: {e}")))?;
-            let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             return Runbook::new(stem, name.to_string(), source, false);
         }
         let local = PathBuf::from("runbooks").join(format!("{name}.rhai"));
@@ -211,7 +232,12 @@ impl Runbook {
         }
         let key = format!("{name}.rhai");
         if let Some((_, src)) = embedded::RUNBOOKS.iter().find(|(p, _)| *p == key) {
-            return Runbook::new(name.to_string(), format!("<shipped>/runbooks/{key}"), src.to_string(), true);
+            return Runbook::new(
+                name.to_string(),
+                format!("<shipped>/runbooks/{key}"),
+                src.to_string(),
+                true,
+            );
         }
         let known: Vec<String> = Runbook::all().into_iter().map(|r| r.name).collect();
         let hint = crate::suggest::nearest(name, known.iter().map(String::as_str))
@@ -227,7 +253,12 @@ impl Runbook {
         let mut by_name: BTreeMap<String, Runbook> = BTreeMap::new();
         for (rel, src) in embedded::RUNBOOKS {
             let name = rel.trim_end_matches(".rhai").to_string();
-            if let Ok(r) = Runbook::new(name.clone(), format!("<shipped>/runbooks/{rel}"), src.to_string(), true) {
+            if let Ok(r) = Runbook::new(
+                name.clone(),
+                format!("<shipped>/runbooks/{rel}"),
+                src.to_string(),
+                true,
+            ) {
                 by_name.insert(name, r);
             }
         }
@@ -310,7 +341,12 @@ let x = 1;
 "#;
         let m = parse_meta(src, "x.rhai").unwrap();
         assert_eq!(m.description, "Takes a backup.");
-        assert_eq!(m.params.len(), 4, "the header ends at the first code line: {:?}", m.params);
+        assert_eq!(
+            m.params.len(),
+            4,
+            "the header ends at the first code line: {:?}",
+            m.params
+        );
         assert_eq!(m.params[3].default.as_int().unwrap(), 16 << 20);
     }
 
@@ -323,7 +359,10 @@ let x = 1;
         assert_eq!(t.help, "Backup type");
         assert!(t.parse("incr").is_ok());
         let e = t.parse("weekly").unwrap_err();
-        assert!(e.contains("full, diff, incr") && e.contains("weekly"), "{e}");
+        assert!(
+            e.contains("full, diff, incr") && e.contains("weekly"),
+            "{e}"
+        );
         let n = &m.params[1];
         assert_eq!(n.parse("7").unwrap().as_int().unwrap(), 7);
         assert_eq!(n.parse("16MB").unwrap().as_int().unwrap(), 16 << 20);
@@ -342,7 +381,11 @@ let x = 1;
     #[test]
     fn shipped_runbooks_have_descriptions() {
         for r in Runbook::all().into_iter().filter(|r| r.shipped) {
-            assert!(!r.meta.description.is_empty(), "{} has no description", r.name);
+            assert!(
+                !r.meta.description.is_empty(),
+                "{} has no description",
+                r.name
+            );
         }
     }
 }

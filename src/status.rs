@@ -38,7 +38,10 @@ pub struct ClusterStatus {
 
 fn q(host: &Host, node: &str, sql: &str) -> anyhow::Result<Vec<Map>> {
     let rows = host.pg.query(node, sql, &[], false, &host.cancel)?;
-    Ok(rows.into_iter().filter_map(|r| r.try_cast::<Map>()).collect())
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.try_cast::<Map>())
+        .collect())
 }
 
 fn s(m: &Map, k: &str) -> Option<String> {
@@ -120,8 +123,15 @@ pub fn collect(host: &Host) -> ClusterStatus {
                 ns.slots = rows
                     .iter()
                     .map(|r| {
-                        let active = r.get("active").and_then(|v| v.as_bool().ok()).unwrap_or(false);
-                        format!("{}{}", s(r, "name").unwrap_or_default(), if active { "" } else { " (unused)" })
+                        let active = r
+                            .get("active")
+                            .and_then(|v| v.as_bool().ok())
+                            .unwrap_or(false);
+                        format!(
+                            "{}{}",
+                            s(r, "name").unwrap_or_default(),
+                            if active { "" } else { " (unused)" }
+                        )
                     })
                     .collect();
             }
@@ -129,12 +139,21 @@ pub fn collect(host: &Host) -> ClusterStatus {
         st.nodes.push(ns);
     }
     // Lag: each standby against the primary's current LSN.
-    let primaries: Vec<NodeStatus> = st.nodes.iter().filter(|n| n.role == "primary").cloned().collect();
+    let primaries: Vec<NodeStatus> = st
+        .nodes
+        .iter()
+        .filter(|n| n.role == "primary")
+        .cloned()
+        .collect();
     if primaries.len() > 1 {
         st.warnings.push(format!(
             "{} nodes accept writes (split brain): {}",
             primaries.len(),
-            primaries.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+            primaries
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     if let Some(p) = primaries.first() {
@@ -144,7 +163,10 @@ pub fn collect(host: &Host) -> ClusterStatus {
                 n.lag_bytes = Some((pl - rl).max(0));
             }
             if n.streaming_from.is_none() {
-                st.warnings.push(format!("{} is a standby but does not stream from any primary", n.name));
+                st.warnings.push(format!(
+                    "{} is a standby but does not stream from any primary",
+                    n.name
+                ));
             }
         }
     }
@@ -156,7 +178,10 @@ pub fn collect(host: &Host) -> ClusterStatus {
                 .journal
                 .last(JOURNAL, 50)
                 .ok()
-                .and_then(|es| es.into_iter().find(|e| e.fields.get("event").is_some_and(|v| v == "end")))
+                .and_then(|es| {
+                    es.into_iter()
+                        .find(|e| e.fields.get("event").is_some_and(|v| v == "end"))
+                })
                 .map(|e| e.fields);
         }
         Err(e) => st.redis = format!("unreachable: {e:#}"),
@@ -165,14 +190,26 @@ pub fn collect(host: &Host) -> ClusterStatus {
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map(|x| x.to_string()).unwrap_or_else(|| "-".into())
+    v.as_ref()
+        .map(|x| x.to_string())
+        .unwrap_or_else(|| "-".into())
 }
 
 /// The status as text: a table of nodes, then the last backup and run.
 pub fn render(st: &ClusterStatus) -> String {
-    let cols: Vec<String> = ["node", "container", "state", "role", "tl", "lsn (current/replay)", "lag", "streams from", "slots"]
-        .map(String::from)
-        .to_vec();
+    let cols: Vec<String> = [
+        "node",
+        "container",
+        "state",
+        "role",
+        "tl",
+        "lsn (current/replay)",
+        "lag",
+        "streams from",
+        "slots",
+    ]
+    .map(String::from)
+    .to_vec();
     let rows: Vec<Vec<String>> = st
         .nodes
         .iter()
@@ -183,10 +220,19 @@ pub fn render(st: &ClusterStatus) -> String {
                 n.state.clone(),
                 n.role.clone(),
                 opt(&n.timeline),
-                n.lsn.clone().or(n.replay_lsn.clone()).unwrap_or_else(|| "-".into()),
-                n.lag_bytes.map(|b| format!("{b} B")).unwrap_or_else(|| "-".into()),
+                n.lsn
+                    .clone()
+                    .or(n.replay_lsn.clone())
+                    .unwrap_or_else(|| "-".into()),
+                n.lag_bytes
+                    .map(|b| format!("{b} B"))
+                    .unwrap_or_else(|| "-".into()),
                 opt(&n.streaming_from),
-                if n.slots.is_empty() { "-".into() } else { n.slots.join(", ") },
+                if n.slots.is_empty() {
+                    "-".into()
+                } else {
+                    n.slots.join(", ")
+                },
             ]
         })
         .collect();
@@ -203,7 +249,10 @@ pub fn render(st: &ClusterStatus) -> String {
             b.get("ts").map(String::as_str).unwrap_or("?"),
             b.get("size").map(String::as_str).unwrap_or("?"),
         )),
-        None => out.push_str(&format!("last backup: none recorded (Redis {})\n", st.redis)),
+        None => out.push_str(&format!(
+            "last backup: none recorded (Redis {})\n",
+            st.redis
+        )),
     }
     match &st.last_run {
         Some(r) => out.push_str(&format!(
@@ -212,7 +261,11 @@ pub fn render(st: &ClusterStatus) -> String {
             r.get("outcome").map(String::as_str).unwrap_or("?"),
             r.get("ts").map(String::as_str).unwrap_or("?"),
             r.get("duration_ms").map(String::as_str).unwrap_or("?"),
-            if r.get("dry_run").is_some_and(|v| v == "true") { " [dry run]" } else { "" },
+            if r.get("dry_run").is_some_and(|v| v == "true") {
+                " [dry run]"
+            } else {
+                ""
+            },
         )),
         None => out.push_str("last run: none recorded\n"),
     }

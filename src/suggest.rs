@@ -33,8 +33,14 @@ mod tests {
     #[test]
     fn nearest_names() {
         assert_eq!(distance("kitten", "sitting"), 3);
-        assert_eq!(nearest("creat_slot", ["create_slot", "drop_slot"]), Some("create_slot"));
-        assert_eq!(nearest("failovr", ["failover", "failback"]), Some("failover"));
+        assert_eq!(
+            nearest("creat_slot", ["create_slot", "drop_slot"]),
+            Some("create_slot")
+        );
+        assert_eq!(
+            nearest("failovr", ["failover", "failback"]),
+            Some("failover")
+        );
         assert_eq!(nearest("zzzzzz", ["setup"]), None);
     }
 }

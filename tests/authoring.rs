@@ -15,26 +15,40 @@ fn worked_example_status_and_runbook_help() {
         .stdout_has("replica1")
         .stdout_has("replication report: ok");
     // Its parameters work: with replay paused and 2 MB written, max_lag=1MB trips it.
-    lab.client("pg-replica").execute("SELECT pg_wal_replay_pause()", &[]).unwrap();
+    lab.client("pg-replica")
+        .execute("SELECT pg_wal_replay_pause()", &[])
+        .unwrap();
     lab.client("pg-bases2")
         .execute("INSERT INTO public.replica_test(val) SELECT repeat('x', 1000) FROM generate_series(1, 2000)", &[])
         .unwrap();
     lab.pgrunbook(&["run", "examples/replication_report", "--set", "max_lag=1MB"])
         .fails_with(4)
         .stderr_has("more than max_lag (1.0 MB)");
-    lab.client("pg-replica").execute("SELECT pg_wal_replay_resume()", &[]).unwrap();
+    lab.client("pg-replica")
+        .execute("SELECT pg_wal_replay_resume()", &[])
+        .unwrap();
 
     // A runbook's --help shows its description and parameters.
     lab.pgrunbook(&["run", "examples/replication_report", "--help"])
         .succeeds()
         .stdout_has("reports replication lag")
         .stdout_has("--set max_lag=<integer>");
-    lab.pgrunbook(&["run", "backup", "--help"]).succeeds().stdout_has("one of full|diff|incr");
+    lab.pgrunbook(&["run", "backup", "--help"])
+        .succeeds()
+        .stdout_has("one of full|diff|incr");
 
     // status on a healthy lab.
     let r = lab.pgrunbook(&["status", "--json"]).succeeds();
     let st: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let node = |name: &str| st["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap().clone();
+    let node = |name: &str| {
+        st["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap()
+            .clone()
+    };
     assert_eq!(node("pg-bases2")["role"], "primary");
     assert_eq!(node("pg-replica")["role"], "standby");
     assert_eq!(node("pg-replica")["streaming_from"], "pg-bases2");
@@ -43,16 +57,33 @@ fn worked_example_status_and_runbook_help() {
     assert_eq!(node("pg-bases2")["slots"][0], "replica1");
     assert_eq!(st["last_run"]["runbook"], "examples/replication_report");
     assert!(st["warnings"].as_array().unwrap().is_empty(), "{st}");
-    lab.pgrunbook(&["status"]).succeeds().stdout_has("primary").stdout_has("last run:");
+    lab.pgrunbook(&["status"])
+        .succeeds()
+        .stdout_has("primary")
+        .stdout_has("last run:");
 
     // status with the standby down.
-    assert!(lab.docker(&["stop", &lab.container("pg-replica")]).status.success());
+    assert!(lab
+        .docker(&["stop", &lab.container("pg-replica")])
+        .status
+        .success());
     let r = lab.pgrunbook(&["status", "--json"]).succeeds();
     let st: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let node = |name: &str| st["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap().clone();
+    let node = |name: &str| {
+        st["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap()
+            .clone()
+    };
     assert_eq!(node("pg-replica")["state"], "exited");
     assert_eq!(node("pg-replica")["role"], "stopped");
     assert_eq!(node("pg-bases2")["role"], "primary");
     assert_eq!(node("pg-bases2")["slots"][0], "replica1 (unused)");
-    lab.pgrunbook(&["status"]).succeeds().stdout_has("stopped").stdout_has("replica1 (unused)");
+    lab.pgrunbook(&["status"])
+        .succeeds()
+        .stdout_has("stopped")
+        .stdout_has("replica1 (unused)");
 }

@@ -18,10 +18,23 @@ fn check_reports_the_position_of_a_syntax_error() {
     let r = pgrunbook_in(d.path(), &["check", "broken.rhai"], &[]).fails_with(3);
     let r = r.stderr_has("syntax error").stderr_has("broken.rhai:3:");
     // The caret sits under the column the error names.
-    let loc = r.stderr.lines().find(|l| l.contains("--> broken.rhai:3:")).unwrap();
+    let loc = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("--> broken.rhai:3:"))
+        .unwrap();
     let col: usize = loc.rsplit(':').next().unwrap().trim().parse().unwrap();
-    let caret = r.stderr.lines().find(|l| l.trim_end().ends_with('^')).unwrap();
-    assert_eq!(caret.find('^').unwrap() - "  | ".len(), col - 1, "{}", r.stderr);
+    let caret = r
+        .stderr
+        .lines()
+        .find(|l| l.trim_end().ends_with('^'))
+        .unwrap();
+    assert_eq!(
+        caret.find('^').unwrap() - "  | ".len(),
+        col - 1,
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -73,17 +86,27 @@ fn every_command_has_help_with_examples() {
         vec!["backups", "--help"],
         vec!["journal", "--help"],
     ] {
-        pgrunbook_in(d.path(), &args, &[]).succeeds().stdout_has("Example");
+        pgrunbook_in(d.path(), &args, &[])
+            .succeeds()
+            .stdout_has("Example");
     }
 }
 
 #[test]
 fn config_comes_from_file_then_environment_and_masks_passwords() {
     let d = dir();
-    std::fs::write(d.path().join("pgrunbook.toml"), "[cluster]\ndatabase = \"fromfile\"\npassword = \"hunter22\"\n").unwrap();
-    pgrunbook_in(d.path(), &["config"], &[("PGRUNBOOK_REDIS__URL", "redis://127.0.0.1:7001")])
-        .succeeds()
-        .stdout_has("database = \"fromfile\"")
-        .stdout_has("redis://127.0.0.1:7001")
-        .stdout_lacks("hunter22");
+    std::fs::write(
+        d.path().join("pgrunbook.toml"),
+        "[cluster]\ndatabase = \"fromfile\"\npassword = \"hunter22\"\n",
+    )
+    .unwrap();
+    pgrunbook_in(
+        d.path(),
+        &["config"],
+        &[("PGRUNBOOK_REDIS__URL", "redis://127.0.0.1:7001")],
+    )
+    .succeeds()
+    .stdout_has("database = \"fromfile\"")
+    .stdout_has("redis://127.0.0.1:7001")
+    .stdout_lacks("hunter22");
 }

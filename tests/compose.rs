@@ -42,18 +42,27 @@ fn compose_lab_works_with_pgrunbook() {
             ("PG_STANDBY_PORT".into(), lab.port("pg-replica").to_string()),
             ("REDIS_PORT".into(), lab.redis_port.to_string()),
             ("PGRUNBOOK_PASSWORD".into(), PASSWORD.into()),
-            ("PGRUNBOOK_REPLICATION_PASSWORD".into(), REPL_PASSWORD.into()),
+            (
+                "PGRUNBOOK_REPLICATION_PASSWORD".into(),
+                REPL_PASSWORD.into(),
+            ),
         ],
     };
     let up = compose.run(&["up", "-d", "--no-build"]);
-    assert!(up.status.success(), "docker-compose up failed: {}", String::from_utf8_lossy(&up.stderr));
+    assert!(
+        up.status.success(),
+        "docker-compose up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
 
     // The primary initialises; then pgrunbook sets up replication on containers it did not create.
     let _ = lab.client("pg-bases2");
     lab.pgrunbook(&["run", "setup"])
         .succeeds()
         .stdout_has("streams from pg-bases2");
-    lab.pgrunbook(&["run", "verify"]).succeeds().stdout_has("verify: all checks passed");
+    lab.pgrunbook(&["run", "verify"])
+        .succeeds()
+        .stdout_has("verify: all checks passed");
     assert!(lab.query_bool("pg-replica", "SELECT pg_is_in_recovery()"));
 
     // lab down leaves containers it did not create alone.

@@ -65,13 +65,18 @@ fn points(long_steps: &[usize]) -> Vec<(usize, u64)> {
 #[test]
 fn setup_recovers_from_a_kill_at_every_step() {
     let lab = TestLab::up("crsetup");
-    let mut tally = Tally { runbook: "setup", points: vec![] };
+    let mut tally = Tally {
+        runbook: "setup",
+        points: vec![],
+    };
     // Step 7 is the base backup.
     for (k, delay) in points(&[7]) {
         // A fresh lab for each kill point: the standby has never been cloned.
         lab.pgrunbook(&["lab", "down", "--volumes"]).succeeds();
         lab.pgrunbook(&["lab", "up"]).succeeds();
-        let Some(step) = kill_at_step(&lab, "setup", k, delay) else { continue };
+        let Some(step) = kill_at_step(&lab, "setup", k, delay) else {
+            continue;
+        };
         lab.pgrunbook(&["run", "setup"]).succeeds();
         lab.pgrunbook(&["run", "verify"]).succeeds();
         tally.points.push(format!("step {k} +{delay} ms: {step}"));
@@ -82,14 +87,23 @@ fn setup_recovers_from_a_kill_at_every_step() {
 #[test]
 fn failover_recovers_from_a_kill_at_every_step() {
     let lab = TestLab::replicating("crfail");
-    let mut tally = Tally { runbook: "failover", points: vec![] };
+    let mut tally = Tally {
+        runbook: "failover",
+        points: vec![],
+    };
     for (k, delay) in points(&[]) {
-        let Some(step) = kill_at_step(&lab, "failover", k, delay) else { continue };
+        let Some(step) = kill_at_step(&lab, "failover", k, delay) else {
+            continue;
+        };
         let r = lab.pgrunbook(&["run", "failover"]).succeeds();
         // Finished: one primary, the other fenced and down.
         let primaries: Vec<&str> = ["pg-bases2", "pg-replica"]
             .into_iter()
-            .filter(|n| lab.container_state(n) == "running" && lab.try_client(n).is_some() && !lab.query_bool(n, "SELECT pg_is_in_recovery()"))
+            .filter(|n| {
+                lab.container_state(n) == "running"
+                    && lab.try_client(n).is_some()
+                    && !lab.query_bool(n, "SELECT pg_is_in_recovery()")
+            })
             .collect();
         assert_eq!(primaries.len(), 1, "after killing at {step}: {}", r.stdout);
         // Healthy again for the next point, and verify passes.
@@ -97,14 +111,20 @@ fn failover_recovers_from_a_kill_at_every_step() {
         lab.pgrunbook(&["run", "verify"]).succeeds();
         tally.points.push(format!("step {k}: {step}"));
     }
-    assert!(tally.points.iter().any(|p| p.contains("Promote")), "the moment between fencing and promotion is covered");
+    assert!(
+        tally.points.iter().any(|p| p.contains("Promote")),
+        "the moment between fencing and promotion is covered"
+    );
     assert!(tally.points.len() >= 7, "{:?}", tally.points);
 }
 
 #[test]
 fn failback_recovers_from_a_kill_at_every_step() {
     let lab = TestLab::replicating("crback");
-    let mut tally = Tally { runbook: "failback", points: vec![] };
+    let mut tally = Tally {
+        runbook: "failback",
+        points: vec![],
+    };
     // Step 4 is the base backup.
     for (k, delay) in points(&[4]) {
         lab.pgrunbook(&["run", "failover"]).succeeds();
@@ -112,13 +132,23 @@ fn failback_recovers_from_a_kill_at_every_step() {
             lab.pgrunbook(&["run", "failback"]).succeeds();
             continue;
         };
-        lab.pgrunbook(&["run", "failback"]).succeeds().stdout_has("verify: all checks passed");
+        lab.pgrunbook(&["run", "failback"])
+            .succeeds()
+            .stdout_has("verify: all checks passed");
         lab.pgrunbook(&["run", "verify"]).succeeds();
         let idle = ["pg-bases2", "pg-replica"]
             .iter()
-            .flat_map(|n| lab.query_strings(n, "SELECT slot_name::text FROM pg_replication_slots WHERE NOT active"))
+            .flat_map(|n| {
+                lab.query_strings(
+                    n,
+                    "SELECT slot_name::text FROM pg_replication_slots WHERE NOT active",
+                )
+            })
             .collect::<Vec<_>>();
-        assert!(idle.is_empty(), "unused slots after killing at {step}: {idle:?}");
+        assert!(
+            idle.is_empty(),
+            "unused slots after killing at {step}: {idle:?}"
+        );
         tally.points.push(format!("step {k} +{delay} ms: {step}"));
     }
     assert!(tally.points.len() >= 8, "{:?}", tally.points);
@@ -127,21 +157,49 @@ fn failback_recovers_from_a_kill_at_every_step() {
 #[test]
 fn backup_recovers_from_a_kill_at_every_step() {
     let lab = TestLab::replicating("crbackup");
-    let mut tally = Tally { runbook: "backup", points: vec![] };
+    let mut tally = Tally {
+        runbook: "backup",
+        points: vec![],
+    };
     // Step 6 is the backup itself.
     for (k, delay) in points(&[6]) {
-        let Some(step) = kill_at_step(&lab, "backup", k, delay) else { continue };
-        lab.pgrunbook(&["run", "backup"]).succeeds().stdout_has("Backup ");
+        let Some(step) = kill_at_step(&lab, "backup", k, delay) else {
+            continue;
+        };
+        lab.pgrunbook(&["run", "backup"])
+            .succeeds()
+            .stdout_has("Backup ");
         lab.pgrunbook(&["run", "verify"]).succeeds();
         tally.points.push(format!("step {k} +{delay} ms: {step}"));
     }
     // Every backup in the repository is recorded in Redis, interrupted runs' too.
-    let out = lab.docker(&["exec", "-u", "postgres", &lab.container("pg-bases2"), "pgbackrest", "--stanza=bases2-db", "--output=json", "info"]);
+    let out = lab.docker(&[
+        "exec",
+        "-u",
+        "postgres",
+        &lab.container("pg-bases2"),
+        "pgbackrest",
+        "--stanza=bases2-db",
+        "--output=json",
+        "info",
+    ]);
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let labels: Vec<String> = info[0]["backup"].as_array().unwrap().iter().map(|b| b["label"].as_str().unwrap().to_string()).collect();
-    let recorded: Vec<String> = lab.stream("backups").iter().map(|r| r["label"].clone()).collect();
+    let labels: Vec<String> = info[0]["backup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["label"].as_str().unwrap().to_string())
+        .collect();
+    let recorded: Vec<String> = lab
+        .stream("backups")
+        .iter()
+        .map(|r| r["label"].clone())
+        .collect();
     for l in &labels {
-        assert!(recorded.contains(l), "backup {l} is not recorded in Redis: {recorded:?}");
+        assert!(
+            recorded.contains(l),
+            "backup {l} is not recorded in Redis: {recorded:?}"
+        );
     }
     assert!(tally.points.len() >= 7, "{:?}", tally.points);
 }

@@ -7,13 +7,21 @@ use common::*;
 fn primitives_reference_is_current() {
     let dir = tempfile::tempdir().unwrap();
     let r = pgrunbook_in(dir.path(), &["reference"], &[]).succeeds();
-    let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/primitives.md")).unwrap();
+    let checked_in =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/primitives.md"))
+            .unwrap();
     assert!(
         r.stdout == checked_in,
         "docs/primitives.md differs from what the code generates: run `cargo run -- reference > docs/primitives.md`"
     );
     // It documents every backend and the stdlib, each entry with a description.
-    for needle in ["`sql(node: &str, query: &str) -> Array`", "`basebackup(", "`pgbackrest(", "`redis_log(", "`cluster::primary()`"] {
+    for needle in [
+        "`sql(node: &str, query: &str) -> Array`",
+        "`basebackup(",
+        "`pgbackrest(",
+        "`redis_log(",
+        "`cluster::primary()`",
+    ] {
         assert!(r.stdout.contains(needle), "reference lacks {needle}");
     }
     for line in r.stdout.lines().filter(|l| l.starts_with("- `")) {
@@ -31,6 +39,9 @@ fn definitions_are_written_for_editors() {
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
         .collect();
-    assert!(text.contains("fn basebackup("), "definitions lack the primitives");
+    assert!(
+        text.contains("fn basebackup("),
+        "definitions lack the primitives"
+    );
     assert!(text.contains("fn create_slot("));
 }

@@ -19,8 +19,20 @@ struct Snapshot {
 fn snapshot(lab: &TestLab) -> Snapshot {
     let nodes = ["pg-bases2", "pg-replica"];
     let up = |n: &str| lab.container_state(n) == "running" && lab.try_client(n).is_some();
-    let primary = nodes.iter().find(|n| up(n) && !lab.query_bool(n, "SELECT pg_is_in_recovery()")).unwrap();
-    let info = lab.docker(&["exec", "-u", "postgres", &lab.container(primary), "pgbackrest", "--stanza=bases2-db", "--output=json", "info"]);
+    let primary = nodes
+        .iter()
+        .find(|n| up(n) && !lab.query_bool(n, "SELECT pg_is_in_recovery()"))
+        .unwrap();
+    let info = lab.docker(&[
+        "exec",
+        "-u",
+        "postgres",
+        &lab.container(primary),
+        "pgbackrest",
+        "--stanza=bases2-db",
+        "--output=json",
+        "info",
+    ]);
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap_or_default();
     Snapshot {
         containers: nodes.iter().map(|n| lab.container_state(n)).collect(),
@@ -50,12 +62,23 @@ fn dry_runs_change_nothing(lab: &TestLab, runs: &[&[&str]]) {
         a.extend_from_slice(args);
         a.push("--dry-run");
         lab.pgrunbook(&a).succeeds().stdout_has("plan:");
-        assert_eq!(snapshot(lab), before, "dry run of {args:?} changed the cluster");
+        assert_eq!(
+            snapshot(lab),
+            before,
+            "dry run of {args:?} changed the cluster"
+        );
     }
-    let added: Vec<_> = lab.stream("journal").into_iter().skip(journal_before).collect();
+    let added: Vec<_> = lab
+        .stream("journal")
+        .into_iter()
+        .skip(journal_before)
+        .collect();
     assert!(!added.is_empty());
     for e in &added {
-        assert_eq!(e["dry_run"], "true", "a dry run journals only dry-run entries: {e:?}");
+        assert_eq!(
+            e["dry_run"], "true",
+            "a dry run journals only dry-run entries: {e:?}"
+        );
     }
     let ends = added.iter().filter(|e| e["event"] == "end").count();
     assert_eq!(ends, runs.len(), "one journal run per dry run");
@@ -75,23 +98,43 @@ fn dry_run_of_every_shipped_runbook_changes_nothing() {
     ];
     // Healthy: failover has a real plan (fence, shut down, promote).
     let r = lab.pgrunbook(&["run", "failover", "--dry-run"]).succeeds();
-    assert!(r.stdout.contains("would fence") && r.stdout.contains("would promote"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("would fence") && r.stdout.contains("would promote"),
+        "{}",
+        r.stdout
+    );
     dry_runs_change_nothing(&lab, all);
 
     // After a failover: failback's plan is the whole rejoin.
     lab.pgrunbook(&["run", "failover"]).succeeds();
     let r = lab.pgrunbook(&["run", "failback", "--dry-run"]).succeeds();
-    for planned in ["would stop container", "would create replication slot primary1", "would stop container", "pg_basebackup"] {
-        assert!(r.stdout.contains(planned), "failback plan lacks {planned:?}:\n{}", r.stdout);
+    for planned in [
+        "would stop container",
+        "would create replication slot primary1",
+        "would stop container",
+        "pg_basebackup",
+    ] {
+        assert!(
+            r.stdout.contains(planned),
+            "failback plan lacks {planned:?}:\n{}",
+            r.stdout
+        );
     }
     dry_runs_change_nothing(&lab, all);
 
     // Every shipped runbook was covered.
     let list = lab.pgrunbook(&["list"]).succeeds().stdout;
-    for name in list.lines().filter(|l| l.contains("(shipped)")).map(|l| l.split_whitespace().next().unwrap()) {
+    for name in list
+        .lines()
+        .filter(|l| l.contains("(shipped)"))
+        .map(|l| l.split_whitespace().next().unwrap())
+    {
         if name.starts_with("examples/") {
             continue;
         }
-        assert!(all.iter().any(|a| a[0] == name), "no dry-run test for shipped runbook {name}");
+        assert!(
+            all.iter().any(|a| a[0] == name),
+            "no dry-run test for shipped runbook {name}"
+        );
     }
 }

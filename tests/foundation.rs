@@ -9,18 +9,27 @@ fn lab_setup_verify_and_idempotent_setup() {
     let lab = TestLab::new("found");
     lab.ensure_image();
     for node in ["pg-bases2", "pg-replica"] {
-        assert_eq!(lab.container_state(node), "missing", "a fresh lab starts from nothing");
+        assert_eq!(
+            lab.container_state(node),
+            "missing",
+            "a fresh lab starts from nothing"
+        );
     }
 
     // The lab comes up from nothing, and a second `lab up` changes nothing.
     lab.pgrunbook(&["lab", "up"])
         .succeeds()
         .stdout_has("created network")
-        .stdout_has(&format!("created and started container {}", lab.container("pg-bases2")));
+        .stdout_has(&format!(
+            "created and started container {}",
+            lab.container("pg-bases2")
+        ));
     assert_eq!(lab.container_state("pg-bases2"), "running");
     assert_eq!(lab.container_state("pg-replica"), "running");
     assert!(!lab.query_bool("pg-bases2", "SELECT pg_is_in_recovery()"));
-    lab.pgrunbook(&["lab", "up"]).succeeds().stdout_has("already up, nothing changed");
+    lab.pgrunbook(&["lab", "up"])
+        .succeeds()
+        .stdout_has("already up, nothing changed");
 
     // setup clones the standby and waits until it streams.
     lab.pgrunbook(&["run", "setup"])
@@ -42,7 +51,12 @@ fn lab_setup_verify_and_idempotent_setup() {
         .stdout_has("row replicated")
         .stdout_has("verify: all checks passed")
         .stdout_lacks("FAILED");
-    assert!(lab.query_i64("pg-replica", "SELECT count(*) FROM public.replica_test WHERE val LIKE 'verify-%'") >= 1);
+    assert!(
+        lab.query_i64(
+            "pg-replica",
+            "SELECT count(*) FROM public.replica_test WHERE val LIKE 'verify-%'"
+        ) >= 1
+    );
 
     // A second setup is a no-op: no new clone (the standby's postmaster keeps its start time).
     let started = |lab: &TestLab| -> String {
@@ -53,7 +67,11 @@ fn lab_setup_verify_and_idempotent_setup() {
         .succeeds()
         .stdout_has("already streams from pg-bases2")
         .stdout_lacks("Clone pg-replica");
-    assert_eq!(started(&lab), before, "a second setup must not re-clone the standby");
+    assert_eq!(
+        started(&lab),
+        before,
+        "a second setup must not re-clone the standby"
+    );
     assert_eq!(
         lab.query_i64("pg-bases2", "SELECT count(*) FROM pg_replication_slots"),
         1,
@@ -64,7 +82,9 @@ fn lab_setup_verify_and_idempotent_setup() {
     let journal = lab.stream("journal");
     let ends: Vec<_> = journal.iter().filter(|e| e["event"] == "end").collect();
     assert_eq!(ends.len(), 3, "setup, verify, setup: {journal:?}");
-    assert!(ends.iter().all(|e| e["outcome"] == "ok" && e["exit_code"] == "0"));
+    assert!(ends
+        .iter()
+        .all(|e| e["outcome"] == "ok" && e["exit_code"] == "0"));
 
     // verify fails, naming the failed checks, when the standby is stopped.
     let out = lab.docker(&["stop", &lab.container("pg-replica")]);
@@ -97,7 +117,10 @@ fn unknown_node_and_missing_container_are_clear_errors() {
         .unwrap()
         .replace(&lab.container("pg-replica"), &format!("{}-nothere", lab.id));
     std::fs::write(lab.dir.path().join("missing.toml"), extra).unwrap();
-    let script = lab.script("stop_it.rhai", "//! Stops the standby.\nstop_container(\"pg-replica\");\n");
+    let script = lab.script(
+        "stop_it.rhai",
+        "//! Stops the standby.\nstop_container(\"pg-replica\");\n",
+    );
     let cfg = lab.dir.path().join("missing.toml");
     pgrunbook_in(
         lab.dir.path(),
@@ -107,5 +130,9 @@ fn unknown_node_and_missing_container_are_clear_errors() {
     .fails_with(5)
     .stderr_has(&format!("container '{}-nothere' does not exist", lab.id))
     .stderr_has("stop_it.rhai:2:1");
-    assert_eq!(lab.container_state("pg-bases2"), "running", "nothing else was touched");
+    assert_eq!(
+        lab.container_state("pg-bases2"),
+        "running",
+        "nothing else was touched"
+    );
 }

@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 fn write_rows(lab: &TestLab, node: &str, tag: &str, n: i64) {
     let mut c = lab.client(node);
     for i in 0..n {
-        c.execute("INSERT INTO public.replica_test(val) VALUES ($1)", &[&format!("{tag}-{i}")])
-            .unwrap();
+        c.execute(
+            "INSERT INTO public.replica_test(val) VALUES ($1)",
+            &[&format!("{tag}-{i}")],
+        )
+        .unwrap();
     }
 }
 
@@ -36,10 +39,20 @@ fn wait_rows(lab: &TestLab, node: &str, tag: &str, n: i64) -> i64 {
 
 fn pgbackrest_info(lab: &TestLab, node: &str) -> serde_json::Value {
     let out = lab.docker(&[
-        "exec", "-u", "postgres", &lab.container(node),
-        "pgbackrest", "--stanza=bases2-db", "--output=json", "info",
+        "exec",
+        "-u",
+        "postgres",
+        &lab.container(node),
+        "pgbackrest",
+        "--stanza=bases2-db",
+        "--output=json",
+        "info",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -48,7 +61,9 @@ fn full_cycle_failover_failback_and_backups() {
     let lab = TestLab::replicating("cycle");
 
     // 3. full backup
-    lab.pgrunbook(&["run", "backup"]).succeeds().stdout_has("(full)");
+    lab.pgrunbook(&["run", "backup"])
+        .succeeds()
+        .stdout_has("(full)");
 
     // 4. rows written on the primary
     write_rows(&lab, "pg-bases2", "before", 50);
@@ -59,11 +74,26 @@ fn full_cycle_failover_failback_and_backups() {
         .stdout_has("pg-replica is the primary and accepts writes")
         .stdout_has("Data lost: 0 bytes");
     assert!(!lab.query_bool("pg-replica", "SELECT pg_is_in_recovery()"));
-    assert_eq!(lab.container_state("pg-bases2"), "exited", "the old primary is fenced");
-    let end = lab.stream("journal").into_iter().rfind(|e| e["event"] == "end").unwrap();
+    assert_eq!(
+        lab.container_state("pg-bases2"),
+        "exited",
+        "the old primary is fenced"
+    );
+    let end = lab
+        .stream("journal")
+        .into_iter()
+        .rfind(|e| e["event"] == "end")
+        .unwrap();
     assert_eq!(end["runbook"], "failover");
     let metrics: serde_json::Value = serde_json::from_str(&end["metrics"]).unwrap();
-    assert!(metrics["time_to_writes_ms"].as_str().unwrap().parse::<i64>().unwrap() > 0);
+    assert!(
+        metrics["time_to_writes_ms"]
+            .as_str()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            > 0
+    );
     assert_eq!(metrics["data_lost_bytes"], "0");
 
     // Running failover again is a no-op.
@@ -105,17 +135,31 @@ fn full_cycle_failover_failback_and_backups() {
 
     // Every row written is on both nodes.
     for node in ["pg-bases2", "pg-replica"] {
-        assert_eq!(wait_rows(&lab, node, "before", 50), 50, "rows before failover on {node}");
-        assert_eq!(wait_rows(&lab, node, "after", 30), 30, "rows after failover on {node}");
+        assert_eq!(
+            wait_rows(&lab, node, "before", 50),
+            50,
+            "rows before failover on {node}"
+        );
+        assert_eq!(
+            wait_rows(&lab, node, "after", 30),
+            30,
+            "rows after failover on {node}"
+        );
     }
 
     // No slot is left without a consumer, on either node.
     for node in ["pg-bases2", "pg-replica"] {
-        let idle = lab.query_strings(node, "SELECT slot_name::text FROM pg_replication_slots WHERE NOT active");
+        let idle = lab.query_strings(
+            node,
+            "SELECT slot_name::text FROM pg_replication_slots WHERE NOT active",
+        );
         assert!(idle.is_empty(), "unused slots on {node}: {idle:?}");
     }
     assert_eq!(
-        lab.query_strings("pg-replica", "SELECT slot_name::text FROM pg_replication_slots"),
+        lab.query_strings(
+            "pg-replica",
+            "SELECT slot_name::text FROM pg_replication_slots"
+        ),
         vec!["primary1".to_string()]
     );
 
@@ -123,23 +167,43 @@ fn full_cycle_failover_failback_and_backups() {
     let info = pgbackrest_info(&lab, "pg-replica");
     let backups = info[0]["backup"].as_array().unwrap();
     assert_eq!(backups.len(), 3, "{backups:#?}");
-    let kinds: Vec<&str> = backups.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = backups
+        .iter()
+        .map(|b| b["type"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, vec!["full", "incr", "diff"]);
     let full = backups[0]["label"].as_str().unwrap();
-    assert_eq!(backups[1]["prior"].as_str().unwrap(), full, "incr builds on the full backup");
-    assert_eq!(backups[2]["prior"].as_str().unwrap(), full, "diff builds on the full backup");
+    assert_eq!(
+        backups[1]["prior"].as_str().unwrap(),
+        full,
+        "incr builds on the full backup"
+    );
+    assert_eq!(
+        backups[2]["prior"].as_str().unwrap(),
+        full,
+        "diff builds on the full backup"
+    );
     for b in &backups[1..] {
         assert!(b["reference"].as_array().unwrap().iter().any(|r| r == full));
     }
     // The full backup was taken on timeline 1 (pg-bases2), the incr after failover on 2.
-    assert!(backups[0]["archive"]["start"].as_str().unwrap().starts_with("00000001"));
-    assert!(backups[1]["archive"]["start"].as_str().unwrap().starts_with("00000002"));
+    assert!(backups[0]["archive"]["start"]
+        .as_str()
+        .unwrap()
+        .starts_with("00000001"));
+    assert!(backups[1]["archive"]["start"]
+        .as_str()
+        .unwrap()
+        .starts_with("00000002"));
 
     // Redis holds one record per backup and one journal entry per run.
     let records = lab.stream("backups");
     assert_eq!(records.len(), 3, "{records:?}");
     assert_eq!(
-        records.iter().map(|r| r["type"].as_str()).collect::<Vec<_>>(),
+        records
+            .iter()
+            .map(|r| r["type"].as_str())
+            .collect::<Vec<_>>(),
         vec!["full", "incr", "diff"]
     );
     for (r, b) in records.iter().zip(backups) {
@@ -159,9 +223,16 @@ fn full_cycle_failover_failback_and_backups() {
         .collect();
     assert_eq!(
         runs,
-        ["setup", "backup", "failover", "failover", "backup", "failback", "failback", "verify", "backup"]
+        [
+            "setup", "backup", "failover", "failover", "backup", "failback", "failback", "verify",
+            "backup"
+        ]
     );
-    let starts = lab.stream("journal").into_iter().filter(|e| e["event"] == "start").count();
+    let starts = lab
+        .stream("journal")
+        .into_iter()
+        .filter(|e| e["event"] == "start")
+        .count();
     assert_eq!(starts, runs.len());
 
     // `pgrunbook backups` lists them from Redis alone.
@@ -169,8 +240,13 @@ fn full_cycle_failover_failback_and_backups() {
     let listed: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 3);
     assert_eq!(listed[0]["fields"]["type"], "diff", "newest first");
-    lab.pgrunbook(&["backups", "--last", "1"]).succeeds().stdout_has("diff").stdout_lacks("incr");
-    lab.pgrunbook(&["journal", "--last", "3"]).succeeds().stdout_has("backup");
+    lab.pgrunbook(&["backups", "--last", "1"])
+        .succeeds()
+        .stdout_has("diff")
+        .stdout_lacks("incr");
+    lab.pgrunbook(&["journal", "--last", "3"])
+        .succeeds()
+        .stdout_has("backup");
 
     // ---- errors that change nothing ---------------------------------------------------------
     // A bad backup type is refused before anything runs.
@@ -178,11 +254,24 @@ fn full_cycle_failover_failback_and_backups() {
     lab.pgrunbook(&["run", "backup", "--set", "type=weekly"])
         .fails_with(2)
         .stderr_has("must be one of full, diff, incr");
-    assert_eq!(lab.stream("journal").len(), journal_before, "not even a journal entry");
-    assert_eq!(pgbackrest_info(&lab, "pg-replica")[0]["backup"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        lab.stream("journal").len(),
+        journal_before,
+        "not even a journal entry"
+    );
+    assert_eq!(
+        pgbackrest_info(&lab, "pg-replica")[0]["backup"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 
     // failover with no reachable standby: refused, the primary stays primary.
-    assert!(lab.docker(&["stop", &lab.container("pg-bases2")]).status.success());
+    assert!(lab
+        .docker(&["stop", &lab.container("pg-bases2")])
+        .status
+        .success());
     lab.pgrunbook(&["run", "failover"])
         .fails_with(4)
         .stderr_has("no reachable standby to promote");

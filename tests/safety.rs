@@ -10,9 +10,14 @@ use std::time::{Duration, Instant};
 fn write_refused(lab: &TestLab, node: &str) -> String {
     let mut c = lab.client(node);
     let err = c
-        .execute("INSERT INTO public.replica_test(val) VALUES ('split-brain?')", &[])
+        .execute(
+            "INSERT INTO public.replica_test(val) VALUES ('split-brain?')",
+            &[],
+        )
         .expect_err("a fenced old primary must refuse writes");
-    err.as_db_error().map(|e| e.code().code().to_string()).unwrap_or_default()
+    err.as_db_error()
+        .map(|e| e.code().code().to_string())
+        .unwrap_or_default()
 }
 
 fn wait_accepting(lab: &TestLab, node: &str) {
@@ -30,21 +35,41 @@ fn no_split_brain_after_failover() {
     assert!(!lab.query_bool("pg-replica", "SELECT pg_is_in_recovery()"));
 
     // Someone starts the old primary again by hand: it comes back read-only.
-    assert!(lab.docker(&["start", &lab.container("pg-bases2")]).status.success());
+    assert!(lab
+        .docker(&["start", &lab.container("pg-bases2")])
+        .status
+        .success());
     wait_accepting(&lab, "pg-bases2");
     assert!(lab.query_bool("pg-bases2", "SELECT pg_is_in_recovery()"));
-    assert_eq!(write_refused(&lab, "pg-bases2"), "25006", "read-only transaction");
+    assert_eq!(
+        write_refused(&lab, "pg-bases2"),
+        "25006",
+        "read-only transaction"
+    );
 
     // Its process dies and Docker's restart policy brings it back: still read-only.
     let restarts = |lab: &TestLab| -> i64 {
-        let out = lab.docker(&["inspect", "-f", "{{.RestartCount}}", &lab.container("pg-bases2")]);
+        let out = lab.docker(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}}",
+            &lab.container("pg-bases2"),
+        ]);
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     };
     let before = restarts(&lab);
     // (The exec dies with the container, so its own status says nothing.)
     let _ = lab.docker(&[
-        "exec", "-u", "postgres", &lab.container("pg-bases2"),
-        "pg_ctl", "-D", "/var/lib/postgresql/data", "stop", "-m", "immediate",
+        "exec",
+        "-u",
+        "postgres",
+        &lab.container("pg-bases2"),
+        "pg_ctl",
+        "-D",
+        "/var/lib/postgresql/data",
+        "stop",
+        "-m",
+        "immediate",
     ]);
     let end = Instant::now() + Duration::from_secs(30);
     while restarts(&lab) == before {
@@ -61,8 +86,16 @@ fn no_split_brain_after_failover() {
         .stderr_has("fenced former primary");
     assert!(!lab.query_bool("pg-replica", "SELECT pg_is_in_recovery()"));
     // failback lifts the fence by re-cloning, and then everything is healthy.
-    lab.pgrunbook(&["run", "failback"]).succeeds().stdout_has("verify: all checks passed");
-    let fenced = lab.docker(&["exec", &lab.container("pg-bases2"), "test", "-f", "/var/lib/postgresql/data/pgrunbook.fenced"]);
+    lab.pgrunbook(&["run", "failback"])
+        .succeeds()
+        .stdout_has("verify: all checks passed");
+    let fenced = lab.docker(&[
+        "exec",
+        &lab.container("pg-bases2"),
+        "test",
+        "-f",
+        "/var/lib/postgresql/data/pgrunbook.fenced",
+    ]);
     assert!(!fenced.status.success(), "the fence is gone after failback");
 }
 
@@ -79,19 +112,34 @@ fn write_mb(lab: &TestLab, node: &str, mb: i64) {
 fn lag_guard_refuses_waits_and_can_be_forced() {
     let lab = TestLab::replicating("lag");
     // Replay paused on the standby while the primary writes: the standby falls behind.
-    lab.client("pg-replica").execute("SELECT pg_wal_replay_pause()", &[]).unwrap();
+    lab.client("pg-replica")
+        .execute("SELECT pg_wal_replay_pause()", &[])
+        .unwrap();
     write_mb(&lab, "pg-bases2", 4);
     let lab_rows = lab.query_i64("pg-bases2", "SELECT count(*) FROM public.replica_test");
 
     // 1. Behind more than max_lag and not catching up: refused, nothing changed.
-    lab.pgrunbook(&["run", "failover", "--set", "max_lag=1MB", "--set", "catchup_s=1"])
-        .fails_with(4)
-        .stderr_has("behind, more than max_lag")
-        .stderr_has("Nothing was changed");
+    lab.pgrunbook(&[
+        "run",
+        "failover",
+        "--set",
+        "max_lag=1MB",
+        "--set",
+        "catchup_s=1",
+    ])
+    .fails_with(4)
+    .stderr_has("behind, more than max_lag")
+    .stderr_has("Nothing was changed");
     assert_eq!(lab.container_state("pg-bases2"), "running");
     assert!(!lab.query_bool("pg-bases2", "SELECT pg_is_in_recovery()"));
     assert!(lab.query_bool("pg-replica", "SELECT pg_is_in_recovery()"));
-    let fenced = lab.docker(&["exec", &lab.container("pg-bases2"), "test", "-f", "/var/lib/postgresql/data/pgrunbook.fenced"]);
+    let fenced = lab.docker(&[
+        "exec",
+        &lab.container("pg-bases2"),
+        "test",
+        "-f",
+        "/var/lib/postgresql/data/pgrunbook.fenced",
+    ]);
     assert!(!fenced.status.success(), "no fence was written");
 
     // 2. The primary still answers: the standby is given time to catch up, then promoted.
@@ -100,26 +148,64 @@ fn lag_guard_refuses_waits_and_can_be_forced() {
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(1500));
             let mut c = postgres::Config::new()
-                .host("127.0.0.1").port(port).user("postgres").password(PASSWORD)
-                .dbname("bases2_proyectos").connect(postgres::NoTls).unwrap();
+                .host("127.0.0.1")
+                .port(port)
+                .user("postgres")
+                .password(PASSWORD)
+                .dbname("bases2_proyectos")
+                .connect(postgres::NoTls)
+                .unwrap();
             c.execute("SELECT pg_wal_replay_resume()", &[]).unwrap();
         })
     };
-    lab.pgrunbook(&["run", "failover", "--set", "max_lag=1MB", "--set", "catchup_s=20"])
-        .succeeds()
-        .stdout_has("Data lost: 0 bytes");
+    lab.pgrunbook(&[
+        "run",
+        "failover",
+        "--set",
+        "max_lag=1MB",
+        "--set",
+        "catchup_s=20",
+    ])
+    .succeeds()
+    .stdout_has("Data lost: 0 bytes");
     resumer.join().unwrap();
-    assert_eq!(lab.query_i64("pg-replica", "SELECT count(*) FROM public.replica_test"), lab_rows);
+    assert_eq!(
+        lab.query_i64("pg-replica", "SELECT count(*) FROM public.replica_test"),
+        lab_rows
+    );
 
     // 3. force=true promotes a standby that is behind (after failback, the other way round).
     lab.pgrunbook(&["run", "failback"]).succeeds();
-    lab.client("pg-bases2").execute("SELECT pg_wal_replay_pause()", &[]).unwrap();
+    lab.client("pg-bases2")
+        .execute("SELECT pg_wal_replay_pause()", &[])
+        .unwrap();
     write_mb(&lab, "pg-replica", 4);
-    lab.pgrunbook(&["run", "failover", "--set", "max_lag=1MB", "--set", "catchup_s=1"]).fails_with(4);
+    lab.pgrunbook(&[
+        "run",
+        "failover",
+        "--set",
+        "max_lag=1MB",
+        "--set",
+        "catchup_s=1",
+    ])
+    .fails_with(4);
     let r = lab
-        .pgrunbook(&["run", "failover", "--set", "max_lag=1MB", "--set", "catchup_s=1", "--set", "force=true"])
+        .pgrunbook(&[
+            "run",
+            "failover",
+            "--set",
+            "max_lag=1MB",
+            "--set",
+            "catchup_s=1",
+            "--set",
+            "force=true",
+        ])
         .succeeds();
-    assert!(r.stderr.contains("promoting anyway because force=true"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("promoting anyway because force=true"),
+        "{}",
+        r.stderr
+    );
     assert!(!lab.query_bool("pg-bases2", "SELECT pg_is_in_recovery()"));
 }
 
@@ -135,8 +221,13 @@ fn run_load(lab: &TestLab, writers: usize, tag: &str, for_ms: u64) -> Vec<String
         let tag = tag.to_string();
         handles.push(std::thread::spawn(move || {
             let mut c = postgres::Config::new()
-                .host("127.0.0.1").port(port).user("postgres").password(PASSWORD)
-                .dbname("bases2_proyectos").connect(postgres::NoTls).unwrap();
+                .host("127.0.0.1")
+                .port(port)
+                .user("postgres")
+                .password(PASSWORD)
+                .dbname("bases2_proyectos")
+                .connect(postgres::NoTls)
+                .unwrap();
             let mut i = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 let val = format!("{tag}-{w}-{i}");
@@ -162,13 +253,24 @@ fn run_load(lab: &TestLab, writers: usize, tag: &str, for_ms: u64) -> Vec<String
 fn lost_after_failover(lab: &TestLab, acked: &[String], tag: &str) -> (usize, i64, i64) {
     let r = lab.pgrunbook(&["run", "failover"]).succeeds();
     let present: std::collections::HashSet<String> = lab
-        .query_strings("pg-replica", &format!("SELECT val FROM public.replica_test WHERE val LIKE '{tag}-%'"))
+        .query_strings(
+            "pg-replica",
+            &format!("SELECT val FROM public.replica_test WHERE val LIKE '{tag}-%'"),
+        )
         .into_iter()
         .collect();
     let missing = acked.iter().filter(|v| !present.contains(*v)).count();
-    let end = lab.stream("journal").into_iter().rfind(|e| e["event"] == "end").unwrap();
+    let end = lab
+        .stream("journal")
+        .into_iter()
+        .rfind(|e| e["event"] == "end")
+        .unwrap();
     let m: serde_json::Value = serde_json::from_str(&end["metrics"]).unwrap();
-    let commits: i64 = m["lost_transactions"].as_str().unwrap().parse().unwrap_or_else(|_| panic!("{m}\n{}", r.stdout));
+    let commits: i64 = m["lost_transactions"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("{m}\n{}", r.stdout));
     let bytes: i64 = m["data_lost_bytes"].as_str().unwrap().parse().unwrap();
     eprintln!(
         "{tag}: {} commits acknowledged, {missing} missing on the new primary; failover estimated {commits} lost transaction(s), {bytes} bytes",
@@ -192,7 +294,11 @@ fn loss_under_load_is_measured_asynchronous() {
         estimated as usize >= missing && estimated as usize <= missing + WRITERS,
         "estimate {estimated} vs {missing} acknowledged commits missing"
     );
-    assert_eq!(bytes == 0, estimated == 0, "bytes {bytes} and transactions {estimated} agree");
+    assert_eq!(
+        bytes == 0,
+        estimated == 0,
+        "bytes {bytes} and transactions {estimated} agree"
+    );
 }
 
 #[test]
@@ -205,20 +311,28 @@ fn loss_under_load_is_zero_with_synchronous_replication() {
     std::fs::write(&lab.config_path, cfg).unwrap();
     lab.ensure_image();
     lab.pgrunbook(&["lab", "up"]).succeeds();
-    lab.pgrunbook(&["run", "setup"]).succeeds().stdout_has("synchronous_standby_names");
-    let rows = lab.query_strings(
-        "pg-bases2",
-        "SELECT sync_state FROM pg_stat_replication",
-    );
+    lab.pgrunbook(&["run", "setup"])
+        .succeeds()
+        .stdout_has("synchronous_standby_names");
+    let rows = lab.query_strings("pg-bases2", "SELECT sync_state FROM pg_stat_replication");
     assert_eq!(rows, vec!["sync".to_string()]);
     let acked = run_load(&lab, WRITERS, "sync", 2000);
     assert!(acked.len() > 50, "the load ran: {}", acked.len());
     let (missing, estimated, _) = lost_after_failover(&lab, &acked, "sync");
-    assert_eq!(missing, 0, "synchronous replication loses no acknowledged commit");
-    assert!(estimated as usize <= WRITERS, "only unacknowledged commits can be in the estimate: {estimated}");
+    assert_eq!(
+        missing, 0,
+        "synchronous replication loses no acknowledged commit"
+    );
+    assert!(
+        estimated as usize <= WRITERS,
+        "only unacknowledged commits can be in the estimate: {estimated}"
+    );
     // The new primary has no standby: it must not wait for one.
     assert_eq!(
-        lab.query_strings("pg-replica", "SELECT setting FROM pg_settings WHERE name = 'synchronous_standby_names'"),
+        lab.query_strings(
+            "pg-replica",
+            "SELECT setting FROM pg_settings WHERE name = 'synchronous_standby_names'"
+        ),
         vec![String::new()]
     );
     lab.client("pg-replica")

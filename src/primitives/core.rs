@@ -10,61 +10,102 @@ pub fn create_module(host: Arc<Host>) -> Module {
     let mut m = Module::new();
 
     let h = host.clone();
-    def!(&mut m, "step", ["name: &str"],
+    def!(
+        &mut m,
+        "step",
+        ["name: &str"],
         "Starts a named step of the runbook (the previous one ends here). Each step is printed,
         timed and journaled; Ctrl-C stops the run between steps.",
-        move |name: &str| h.step(name));
+        move |name: &str| h.step(name)
+    );
 
     let h = host.clone();
-    def!(&mut m, "record", ["key: &str", "value: Dynamic"],
+    def!(
+        &mut m,
+        "record",
+        ["key: &str", "value: Dynamic"],
         "Records a measured value (a time, an LSN, bytes lost) in the run's journal entry.",
-        move |key: &str, value: Dynamic| h.record(key, value.to_string()));
+        move |key: &str, value: Dynamic| h.record(key, value.to_string())
+    );
 
     let h = host.clone();
-    def!(&mut m, "refuse", ["reason: &str"],
+    def!(
+        &mut m,
+        "refuse",
+        ["reason: &str"],
         "Stops the runbook because the cluster is not in a state it accepts (exit code 4).
         Nothing after it runs.",
         move |reason: &str| -> Result<(), Box<rhai::EvalAltResult>> {
             Err(h.error(Class::Refused, reason))
-        });
+        }
+    );
 
     let h = host.clone();
-    def!(&mut m, "sleep_ms", ["ms: i64"],
+    def!(
+        &mut m,
+        "sleep_ms",
+        ["ms: i64"],
         "Waits `ms` milliseconds (wakes early, with an error, on Ctrl-C).",
         move |ms: i64| -> Result<(), Box<rhai::EvalAltResult>> {
-            let end = std::time::Instant::now() + std::time::Duration::from_millis(ms.max(0) as u64);
+            let end =
+                std::time::Instant::now() + std::time::Duration::from_millis(ms.max(0) as u64);
             while std::time::Instant::now() < end {
                 h.check_cancel()?;
                 let left = end.saturating_duration_since(std::time::Instant::now());
                 std::thread::sleep(left.min(std::time::Duration::from_millis(20)));
             }
             Ok(())
-        });
+        }
+    );
 
-    def!(&mut m, "now_ms", ["i64"],
+    def!(
+        &mut m,
+        "now_ms",
+        ["i64"],
         "Milliseconds since the Unix epoch (for timing steps).",
         || -> i64 {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0)
-        });
+        }
+    );
 
     let h = host.clone();
-    def!(&mut m, "elapsed_ms", ["i64"],
+    def!(
+        &mut m,
+        "elapsed_ms",
+        ["i64"],
         "Milliseconds since the runbook started.",
-        move || -> i64 { h.run.lock().unwrap().started.elapsed().as_millis() as i64 });
+        move || -> i64 { h.run.lock().unwrap().started.elapsed().as_millis() as i64 }
+    );
 
     let h = host.clone();
-    def!(&mut m, "nodes", ["Array"],
+    def!(
+        &mut m,
+        "nodes",
+        ["Array"],
         "The names of the configured nodes.",
-        move || -> Array { h.config.nodes.keys().map(|k| Dynamic::from(k.clone())).collect() });
+        move || -> Array {
+            h.config
+                .nodes
+                .keys()
+                .map(|k| Dynamic::from(k.clone()))
+                .collect()
+        }
+    );
 
     let h = host.clone();
-    def!(&mut m, "node_info", ["node: &str", "Map"],
+    def!(
+        &mut m,
+        "node_info",
+        ["node: &str", "Map"],
         "A node's configuration: #{name, container, host, port, slot, init}.",
         move |node: &str| -> Result<Map, Box<rhai::EvalAltResult>> {
-            let n = h.config.node(node).map_err(|e| h.error(Class::Runbook, format!("node_info: {e}")))?;
+            let n = h
+                .config
+                .node(node)
+                .map_err(|e| h.error(Class::Runbook, format!("node_info: {e}")))?;
             let mut m = Map::new();
             m.insert("name".into(), node.into());
             m.insert("container".into(), n.container.clone().into());
@@ -73,7 +114,8 @@ pub fn create_module(host: Arc<Host>) -> Module {
             m.insert("slot".into(), n.slot.clone().into());
             m.insert("init".into(), n.init.clone().into());
             Ok(m)
-        });
+        }
+    );
 
     let h = host.clone();
     def!(&mut m, "settings", ["Map"],
@@ -90,32 +132,56 @@ pub fn create_module(host: Arc<Host>) -> Module {
         });
 
     let h = host.clone();
-    def!(&mut m, "is_dry_run", ["bool"],
+    def!(
+        &mut m,
+        "is_dry_run",
+        ["bool"],
         "True during a dry run (`--dry-run`, `:dry on`): changes are printed, not made.",
-        move || -> bool { h.dry_run() });
+        move || -> bool { h.dry_run() }
+    );
 
     let h = host.clone();
-    def!(&mut m, "print_table", ["rows: Array"],
+    def!(
+        &mut m,
+        "print_table",
+        ["rows: Array"],
         "Prints an array of maps (rows from `sql`) as a table.",
-        move |rows: Array| h.say(crate::table::render(&rows).trim_end()));
+        move |rows: Array| h.say(crate::table::render(&rows).trim_end())
+    );
 
     let h = host.clone();
-    def!(&mut m, "print_table", ["rows: Array", "columns: Array"],
+    def!(
+        &mut m,
+        "print_table",
+        ["rows: Array", "columns: Array"],
         "Prints rows as a table with the given columns, in that order.",
         move |rows: Array, cols: Array| {
             let cols: Vec<String> = cols.iter().map(|c| c.to_string()).collect();
             let cells: Vec<Vec<String>> = rows
                 .iter()
                 .filter_map(|r| r.read_lock::<Map>().map(|m| m.clone()))
-                .map(|m| cols.iter().map(|c| m.get(c.as_str()).map(crate::table::cell).unwrap_or_default()).collect())
+                .map(|m| {
+                    cols.iter()
+                        .map(|c| {
+                            m.get(c.as_str())
+                                .map(crate::table::cell)
+                                .unwrap_or_default()
+                        })
+                        .collect()
+                })
                 .collect();
             h.say(crate::table::render_cells(&cols, &cells).trim_end());
-        });
+        }
+    );
 
     let h = host;
-    def!(&mut m, "warn", ["message: &str"],
+    def!(
+        &mut m,
+        "warn",
+        ["message: &str"],
         "Prints a warning on stderr.",
-        move |msg: ImmutableString| eprintln!("warning: {}", h.scrub(&msg)));
+        move |msg: ImmutableString| eprintln!("warning: {}", h.scrub(&msg))
+    );
 
     m
 }

@@ -28,13 +28,28 @@ fn exec_map(out: crate::docker::ExecOutput) -> Map {
 /// Runs a shell script that works on the node's data directory: with `docker exec` when its
 /// container runs, else in a one-off container with the node's image and volumes. `$PGDATA` is
 /// set to the data directory.
-pub fn run_on_data_dir(h: &Host, primitive: &str, node: &str, script: &str) -> R<crate::docker::ExecOutput> {
+pub fn run_on_data_dir(
+    h: &Host,
+    primitive: &str,
+    node: &str,
+    script: &str,
+) -> R<crate::docker::ExecOutput> {
     let container = h.container(primitive, node)?;
-    let state = h.docker.state(&container).map_err(|e| h.fail(primitive, node, e))?;
+    let state = h
+        .docker
+        .state(&container)
+        .map_err(|e| h.fail(primitive, node, e))?;
     let env = vec![format!("PGDATA={}", h.config.cluster.data_dir)];
     let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
     let out = if state.is_running() {
-        h.docker.exec(&container, &argv, Some("postgres"), &env, &h.cancel, &mut |_| {})
+        h.docker.exec(
+            &container,
+            &argv,
+            Some("postgres"),
+            &env,
+            &h.cancel,
+            &mut |_| {},
+        )
     } else {
         h.docker
             .oneoff_like(&container, &format!("{container}-pgrunbook"))
@@ -62,25 +77,43 @@ pub fn create_module(host: Arc<Host>) -> Module {
             .map_err(|e| h.fail("docker_exec", node, e))
     };
     let e2 = exec.clone();
-    def!(&mut m, "docker_exec", ["node: &str", "cmd: String | Array", "Map"],
+    def!(
+        &mut m,
+        "docker_exec",
+        ["node: &str", "cmd: String | Array", "Map"],
         "Runs a command in the node's container (a string runs through `sh -c`) and returns
         #{exit_code, stdout, stderr}. A non-zero exit is returned, not raised.
         This is a read: it runs in a dry run too, so use it for commands that change nothing.",
-        move |node: &str, cmd: Dynamic| e2(node, cmd, ""));
-    def!(&mut m, "docker_exec", ["node: &str", "cmd: String | Array", "user: &str", "Map"],
+        move |node: &str, cmd: Dynamic| e2(node, cmd, "")
+    );
+    def!(
+        &mut m,
+        "docker_exec",
+        ["node: &str", "cmd: String | Array", "user: &str", "Map"],
         "Like `docker_exec(node, cmd)`, as the given user (\"root\", \"postgres\").",
-        move |node: &str, cmd: Dynamic, user: &str| exec(node, cmd, user));
+        move |node: &str, cmd: Dynamic, user: &str| exec(node, cmd, user)
+    );
 
     let h = host.clone();
-    def!(&mut m, "container_status", ["node: &str", "String"],
+    def!(
+        &mut m,
+        "container_status",
+        ["node: &str", "String"],
         "The state of the node's container: \"running\", \"exited\", \"created\", \"missing\"...",
         move |node: &str| -> R<String> {
             let c = h.container("container_status", node)?;
-            h.docker.state(&c).map(|s| s.as_str().to_string()).map_err(|e| h.fail("container_status", node, e))
-        });
+            h.docker
+                .state(&c)
+                .map(|s| s.as_str().to_string())
+                .map_err(|e| h.fail("container_status", node, e))
+        }
+    );
 
     let h = host.clone();
-    def!(&mut m, "stop_container", ["node: &str"],
+    def!(
+        &mut m,
+        "stop_container",
+        ["node: &str"],
         "Stops the node's container (PostgreSQL's fast shutdown; SIGKILL after 30 s).
         Stopping a stopped container does nothing.",
         move |node: &str| -> R<()> {
@@ -88,26 +121,38 @@ pub fn create_module(host: Arc<Host>) -> Module {
             if !h.change(node, &format!("stop container {c}")) {
                 return Ok(());
             }
-            h.docker.stop(&c, 30).map_err(|e| h.fail("stop_container", node, e))?;
+            h.docker
+                .stop(&c, 30)
+                .map_err(|e| h.fail("stop_container", node, e))?;
             h.pg.forget(node);
             Ok(())
-        });
+        }
+    );
 
     let h = host.clone();
-    def!(&mut m, "kill_container", ["node: &str"],
+    def!(
+        &mut m,
+        "kill_container",
+        ["node: &str"],
         "Kills the node's container with SIGKILL (no clean shutdown).",
         move |node: &str| -> R<()> {
             let c = h.container("kill_container", node)?;
             if !h.change(node, &format!("kill container {c}")) {
                 return Ok(());
             }
-            h.docker.kill(&c, "SIGKILL").map_err(|e| h.fail("kill_container", node, e))?;
+            h.docker
+                .kill(&c, "SIGKILL")
+                .map_err(|e| h.fail("kill_container", node, e))?;
             h.pg.forget(node);
             Ok(())
-        });
+        }
+    );
 
     let h = host.clone();
-    def!(&mut m, "kill_container", ["node: &str", "signal: &str"],
+    def!(
+        &mut m,
+        "kill_container",
+        ["node: &str", "signal: &str"],
         "Sends `signal` to the node's container and returns at once. \"SIGINT\" is PostgreSQL's
         fast shutdown and the lab image's stop signal, so Docker treats it as a stop: the restart
         policy does not bring the container back.",
@@ -116,21 +161,30 @@ pub fn create_module(host: Arc<Host>) -> Module {
             if !h.change(node, &format!("send {signal} to container {c}")) {
                 return Ok(());
             }
-            h.docker.kill(&c, signal).map_err(|e| h.fail("kill_container", node, e))?;
+            h.docker
+                .kill(&c, signal)
+                .map_err(|e| h.fail("kill_container", node, e))?;
             h.pg.forget(node);
             Ok(())
-        });
+        }
+    );
 
     let h = host.clone();
-    def!(&mut m, "start_container", ["node: &str"],
+    def!(
+        &mut m,
+        "start_container",
+        ["node: &str"],
         "Starts the node's container. Starting a running container does nothing.",
         move |node: &str| -> R<()> {
             let c = h.container("start_container", node)?;
             if !h.change(node, &format!("start container {c}")) {
                 return Ok(());
             }
-            h.docker.start(&c).map_err(|e| h.fail("start_container", node, e))
-        });
+            h.docker
+                .start(&c)
+                .map_err(|e| h.fail("start_container", node, e))
+        }
+    );
 
     let h = host.clone();
     def!(&mut m, "require_container", ["node: &str"],
@@ -146,14 +200,20 @@ pub fn create_module(host: Arc<Host>) -> Module {
         });
 
     let h = host.clone();
-    def!(&mut m, "fence", ["node: &str", "reason: &str"],
+    def!(
+        &mut m,
+        "fence",
+        ["node: &str", "reason: &str"],
         "Fences the node so that it can never come back as a second primary: writes
         `standby.signal` and `pgrunbook.fenced` (with `reason`) into its data directory. Whoever
         starts its container later, by hand or by Docker's restart policy, gets a read-only
         standby. Works on a stopped container too (through a one-off container). `failback`
         lifts the fence when it re-clones the node.",
         move |node: &str, reason: &str| -> R<()> {
-            if !h.change(node, &format!("fence (standby.signal + pgrunbook.fenced: {reason})")) {
+            if !h.change(
+                node,
+                &format!("fence (standby.signal + pgrunbook.fenced: {reason})"),
+            ) {
                 return Ok(());
             }
             let stamp = format!("{} {}", crate::host::now_rfc3339(), reason);
@@ -175,32 +235,62 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 crate::primitives::postgres::sh_quote(&stamp));
             let out = run_on_data_dir(&h, "fence", node, &script)?;
             if out.exit_code != 0 {
-                return Err(h.error(crate::error::Class::Refused, format!(
-                    "fence on {node}: cannot write the fence into its data directory: {}", out.stderr.trim())));
+                return Err(h.error(
+                    crate::error::Class::Refused,
+                    format!(
+                        "fence on {node}: cannot write the fence into its data directory: {}",
+                        out.stderr.trim()
+                    ),
+                ));
             }
             Ok(())
-        });
+        }
+    );
 
     let h = host.clone();
-    def!(&mut m, "fence_info", ["node: &str", "Dynamic"],
+    def!(
+        &mut m,
+        "fence_info",
+        ["node: &str", "Dynamic"],
         "The node's fence (the time and reason `fence` wrote), or `()` when it is not fenced.",
         move |node: &str| -> R<Dynamic> {
             h.check_node("fence_info", node)?;
             if h.pg.ping(node) {
-                if let Ok(rows) = h.pg.query(node, "SELECT pg_read_file('pgrunbook.fenced', 0, 1000, true) AS f",
-                        &[], false, &h.cancel) {
+                if let Ok(rows) = h.pg.query(
+                    node,
+                    "SELECT pg_read_file('pgrunbook.fenced', 0, 1000, true) AS f",
+                    &[],
+                    false,
+                    &h.cancel,
+                ) {
                     let v = crate::primitives::postgres::first_value(&rows);
-                    return Ok(if v.is_unit() { Dynamic::UNIT } else { Dynamic::from(v.to_string().trim().to_string()) });
+                    return Ok(if v.is_unit() {
+                        Dynamic::UNIT
+                    } else {
+                        Dynamic::from(v.to_string().trim().to_string())
+                    });
                 }
             }
-            let out = run_on_data_dir(&h, "fence_info", node,
-                "cat \"$PGDATA/pgrunbook.fenced\" 2>/dev/null || true")?;
+            let out = run_on_data_dir(
+                &h,
+                "fence_info",
+                node,
+                "cat \"$PGDATA/pgrunbook.fenced\" 2>/dev/null || true",
+            )?;
             let t = out.stdout.trim().to_string();
-            Ok(if t.is_empty() { Dynamic::UNIT } else { Dynamic::from(t) })
-        });
+            Ok(if t.is_empty() {
+                Dynamic::UNIT
+            } else {
+                Dynamic::from(t)
+            })
+        }
+    );
 
     let h = host;
-    def!(&mut m, "wait_container", ["node: &str", "state: &str", "timeout_s: i64"],
+    def!(
+        &mut m,
+        "wait_container",
+        ["node: &str", "state: &str", "timeout_s: i64"],
         "Waits until the node's container is in `state` (\"running\", \"exited\"); fails after
         `timeout_s` seconds.",
         move |node: &str, state: &str, timeout_s: i64| -> R<()> {
@@ -210,7 +300,10 @@ pub fn create_module(host: Arc<Host>) -> Module {
             }
             let end = Instant::now() + Duration::from_secs(timeout_s.max(0) as u64);
             loop {
-                let s = h.docker.state(&c).map_err(|e| h.fail("wait_container", node, e))?;
+                let s = h
+                    .docker
+                    .state(&c)
+                    .map_err(|e| h.fail("wait_container", node, e))?;
                 if s.as_str() == state {
                     return Ok(());
                 }
@@ -221,7 +314,8 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 h.check_cancel()?;
                 std::thread::sleep(Duration::from_millis(50));
             }
-        });
+        }
+    );
 
     m
 }

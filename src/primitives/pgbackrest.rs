@@ -16,18 +16,27 @@ fn args_of(args: &Dynamic) -> Vec<String> {
     if let Some(a) = args.read_lock::<rhai::Array>() {
         return a.iter().map(|v| v.to_string()).collect();
     }
-    args.to_string().split_whitespace().map(str::to_string).collect()
+    args.to_string()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
 
 pub fn run(h: &Host, node: &str, args: Vec<String>) -> R<Map> {
     let container = h.container("pgbackrest", node)?;
-    let command = args.iter().find(|a| !a.starts_with("--")).cloned().unwrap_or_default();
+    let command = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .cloned()
+        .unwrap_or_default();
     let mut argv = vec![
         "pgbackrest".to_string(),
         format!("--stanza={}", h.config.pgbackrest.stanza),
     ];
     argv.extend(args);
-    if !READ_COMMANDS.contains(&command.as_str()) && !h.change(node, &format!("run {}", argv.join(" "))) {
+    if !READ_COMMANDS.contains(&command.as_str())
+        && !h.change(node, &format!("run {}", argv.join(" ")))
+    {
         let mut m = Map::new();
         m.insert("exit_code".into(), Dynamic::from_int(0));
         m.insert("stdout".into(), "".into());
@@ -35,9 +44,14 @@ pub fn run(h: &Host, node: &str, args: Vec<String>) -> R<Map> {
         return Ok(m);
     }
     let mut progress = crate::progress::Progress::new(&format!("pgbackrest {command}"), h.tty);
-    let out = h
-        .docker
-        .exec(&container, &argv, Some("postgres"), &[], &h.cancel, &mut |l| progress.line(l));
+    let out = h.docker.exec(
+        &container,
+        &argv,
+        Some("postgres"),
+        &[],
+        &h.cancel,
+        &mut |l| progress.line(l),
+    );
     progress.finish();
     let out = out.map_err(|e| h.fail("pgbackrest", node, e))?;
     let mut m = Map::new();
@@ -77,15 +91,30 @@ pub fn create_module(host: Arc<Host>) -> Module {
     let mut m = Module::new();
 
     let h = host.clone();
-    def!(&mut m, "pgbackrest_configure", ["node: &str", "bool"],
+    def!(
+        &mut m,
+        "pgbackrest_configure",
+        ["node: &str", "bool"],
         "Writes /etc/pgbackrest/pgbackrest.conf in the node's container from the configuration
         (repository path, stanza, data directory). Returns true when the file changed; writing the
         same file again changes nothing.",
         move |node: &str| -> R<bool> {
             let container = h.container("pgbackrest_configure", node)?;
             let text = config_text(&h);
-            let read = vec!["cat".to_string(), "/etc/pgbackrest/pgbackrest.conf".to_string()];
-            let current = h.docker.exec(&container, &read, Some("postgres"), &[], &h.cancel, &mut |_| {})
+            let read = vec![
+                "cat".to_string(),
+                "/etc/pgbackrest/pgbackrest.conf".to_string(),
+            ];
+            let current = h
+                .docker
+                .exec(
+                    &container,
+                    &read,
+                    Some("postgres"),
+                    &[],
+                    &h.cancel,
+                    &mut |_| {},
+                )
                 .map_err(|e| h.fail("pgbackrest_configure", node, e))?;
             if current.exit_code == 0 && current.stdout == text {
                 return Ok(false);
@@ -98,43 +127,84 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 "umask 077; printf '%s' \"$1\" > /etc/pgbackrest/pgbackrest.conf.new && mv /etc/pgbackrest/pgbackrest.conf.new /etc/pgbackrest/pgbackrest.conf".to_string(),
                 "sh".to_string(), text,
             ];
-            let out = h.docker.exec(&container, &write, Some("postgres"), &[], &h.cancel, &mut |_| {})
+            let out = h
+                .docker
+                .exec(
+                    &container,
+                    &write,
+                    Some("postgres"),
+                    &[],
+                    &h.cancel,
+                    &mut |_| {},
+                )
                 .map_err(|e| h.fail("pgbackrest_configure", node, e))?;
             if out.exit_code != 0 {
-                return Err(h.error(crate::error::Class::Refused, format!(
-                    "pgbackrest_configure on {node}: cannot write the configuration: {}", out.stderr.trim())));
+                return Err(h.error(
+                    crate::error::Class::Refused,
+                    format!(
+                        "pgbackrest_configure on {node}: cannot write the configuration: {}",
+                        out.stderr.trim()
+                    ),
+                ));
             }
             Ok(true)
-        });
+        }
+    );
 
     let h = host.clone();
-    def!(&mut m, "pgbackrest_info", ["node: &str", "Map"],
+    def!(
+        &mut m,
+        "pgbackrest_info",
+        ["node: &str", "Map"],
         "`pgbackrest info --output=json` for the stanza, as a map (the stanza's entry: status,
         backup list, archive ranges). Raises when pgBackRest fails.",
         move |node: &str| -> R<Map> {
             let out = run(&h, node, vec!["--output=json".into(), "info".into()])?;
-            let code = out.get("exit_code").and_then(|v| v.as_int().ok()).unwrap_or(-1);
+            let code = out
+                .get("exit_code")
+                .and_then(|v| v.as_int().ok())
+                .unwrap_or(-1);
             let stdout = out.get("stdout").map(|v| v.to_string()).unwrap_or_default();
             if code != 0 {
                 let err = out.get("stderr").map(|v| v.to_string()).unwrap_or_default();
-                return Err(h.error(crate::error::Class::Refused, format!("pgbackrest_info on {node}: exit {code}: {}", err.trim())));
+                return Err(h.error(
+                    crate::error::Class::Refused,
+                    format!("pgbackrest_info on {node}: exit {code}: {}", err.trim()),
+                ));
             }
             let v: serde_json::Value = serde_json::from_str(&stdout).map_err(|e| {
-                h.error(crate::error::Class::Runbook, format!("pgbackrest_info on {node}: unexpected output ({e})"))
+                h.error(
+                    crate::error::Class::Runbook,
+                    format!("pgbackrest_info on {node}: unexpected output ({e})"),
+                )
             })?;
-            let stanza = v.as_array().and_then(|a| a.first()).cloned().unwrap_or(serde_json::Value::Null);
+            let stanza = v
+                .as_array()
+                .and_then(|a| a.first())
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
             rhai::serde::to_dynamic(stanza)
                 .ok()
                 .and_then(|d| d.try_cast::<Map>())
-                .ok_or_else(|| h.error(crate::error::Class::Runbook, format!("pgbackrest_info on {node}: no stanza in the output")))
-        });
+                .ok_or_else(|| {
+                    h.error(
+                        crate::error::Class::Runbook,
+                        format!("pgbackrest_info on {node}: no stanza in the output"),
+                    )
+                })
+        }
+    );
 
     let h = host;
-    def!(&mut m, "pgbackrest", ["node: &str", "args: String | Array", "Map"],
+    def!(
+        &mut m,
+        "pgbackrest",
+        ["node: &str", "args: String | Array", "Map"],
         "Runs `pgbackrest --stanza=<stanza> <args>` as postgres in the node's container and
         returns #{exit_code, stdout, stderr}. Commands other than info/check/verify are changes:
         a dry run prints them.",
-        move |node: &str, args: Dynamic| run(&h, node, args_of(&args)));
+        move |node: &str, args: Dynamic| run(&h, node, args_of(&args))
+    );
 
     m
 }

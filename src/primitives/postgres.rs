@@ -34,19 +34,41 @@ pub fn sh_quote(s: &str) -> String {
 
 /// Server functions that change something even inside a read-only transaction.
 const CHANGING_FUNCTIONS: &[&str] = &[
-    "pg_reload_conf", "pg_promote", "pg_create_", "pg_drop_", "pg_terminate_backend",
-    "pg_cancel_backend", "pg_switch_wal", "pg_wal_replay_", "pg_rotate_logfile", "set_config",
-    "nextval", "setval", "pg_copy_", "pg_replication_origin_", "pg_log_", "pg_stat_reset",
-    "pg_backup_", "lo_", "dblink", "pg_file_", "pg_notify",
+    "pg_reload_conf",
+    "pg_promote",
+    "pg_create_",
+    "pg_drop_",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_switch_wal",
+    "pg_wal_replay_",
+    "pg_rotate_logfile",
+    "set_config",
+    "nextval",
+    "setval",
+    "pg_copy_",
+    "pg_replication_origin_",
+    "pg_log_",
+    "pg_stat_reset",
+    "pg_backup_",
+    "lo_",
+    "dblink",
+    "pg_file_",
+    "pg_notify",
 ];
 
 /// Whether a statement only reads: it starts like a query and calls no function that changes
 /// anything. What is not sure to be a read counts as a change in a dry run.
 pub fn is_read_only(query: &str) -> bool {
     let q = query.trim_start().to_ascii_lowercase();
-    let first = q.split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or("");
-    matches!(first, "select" | "with" | "show" | "table" | "values" | "explain")
-        && !CHANGING_FUNCTIONS.iter().any(|f| q.contains(f))
+    let first = q
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    matches!(
+        first,
+        "select" | "with" | "show" | "table" | "values" | "explain"
+    ) && !CHANGING_FUNCTIONS.iter().any(|f| q.contains(f))
         && !q.contains("into ")
 }
 
@@ -60,29 +82,33 @@ pub fn run_sql(h: &Host, primitive: &str, node: &str, query: &str, params: &[Dyn
         }
         match h.pg.query(node, query, params, true, &h.cancel) {
             Ok(rows) => return Ok(rows),
-            Err(e) if format!("{e:#}").contains("SQLSTATE 25006") || format!("{e:#}").contains("SQLSTATE 25001") => {
+            Err(e)
+                if format!("{e:#}").contains("SQLSTATE 25006")
+                    || format!("{e:#}").contains("SQLSTATE 25001") =>
+            {
                 h.change(node, &format!("run SQL: {}", query.trim()));
                 return Ok(Array::new());
             }
             Err(e) => return Err(h.fail(primitive, node, e)),
         }
     }
-    h.pg
-        .query(node, query, params, false, &h.cancel)
+    h.pg.query(node, query, params, false, &h.cancel)
         .map_err(|e| h.fail(primitive, node, e))
 }
 
 /// The first column of the first row, or `()`.
 pub fn first_value(rows: &Array) -> Dynamic {
     rows.first()
-        .and_then(|r| r.read_lock::<Map>().and_then(|m| m.values().next().cloned()))
+        .and_then(|r| {
+            r.read_lock::<Map>()
+                .and_then(|m| m.values().next().cloned())
+        })
         .unwrap_or(Dynamic::UNIT)
 }
 
 fn query_value(h: &Host, primitive: &str, node: &str, q: &str, params: &[Dynamic]) -> R<Dynamic> {
     h.check_node(primitive, node)?;
-    h.pg
-        .query(node, q, params, false, &h.cancel)
+    h.pg.query(node, q, params, false, &h.cancel)
         .map(|rows| first_value(&rows))
         .map_err(|e| h.fail(primitive, node, e))
 }
@@ -103,50 +129,81 @@ pub fn create_module(host: Arc<Host>) -> Module {
         move |node: &str, q: &str| run_sql(&h, "sql", node, q, &[]));
 
     let h = host.clone();
-    def!(&mut m, "sql", ["node: &str", "query: &str", "params: Array", "Array"],
+    def!(
+        &mut m,
+        "sql",
+        ["node: &str", "query: &str", "params: Array", "Array"],
         "Runs SQL with parameters `$1`, `$2`... taken from `params`; values are sent as
         parameters, never pasted into the SQL text.",
-        move |node: &str, q: &str, params: Array| run_sql(&h, "sql", node, q, &params));
+        move |node: &str, q: &str, params: Array| run_sql(&h, "sql", node, q, &params)
+    );
 
     let h = host.clone();
-    def!(&mut m, "sql_value", ["node: &str", "query: &str", "Dynamic"],
+    def!(
+        &mut m,
+        "sql_value",
+        ["node: &str", "query: &str", "Dynamic"],
         "Runs SQL and returns the first column of the first row, or `()` when there is no row.",
-        move |node: &str, q: &str| run_sql(&h, "sql_value", node, q, &[]).map(|r| first_value(&r)));
+        move |node: &str, q: &str| run_sql(&h, "sql_value", node, q, &[]).map(|r| first_value(&r))
+    );
 
     let h = host.clone();
-    def!(&mut m, "sql_value", ["node: &str", "query: &str", "params: Array", "Dynamic"],
+    def!(
+        &mut m,
+        "sql_value",
+        ["node: &str", "query: &str", "params: Array", "Dynamic"],
         "Like `sql_value(node, query)`, with parameters.",
         move |node: &str, q: &str, params: Array| {
             run_sql(&h, "sql_value", node, q, &params).map(|r| first_value(&r))
-        });
+        }
+    );
 
     let h = host.clone();
-    def!(&mut m, "pg_ping", ["node: &str", "bool"],
+    def!(
+        &mut m,
+        "pg_ping",
+        ["node: &str", "bool"],
         "True when the node accepts connections and answers a query, false when it does not.
         Raises (exit code 5) only when the node refuses the login: a wrong password is not a
         node that is down.",
         move |node: &str| -> R<bool> {
             h.check_node("pg_ping", node)?;
             h.pg.probe(node).map_err(|e| h.fail("pg_ping", node, e))
-        });
+        }
+    );
 
     let h = host.clone();
-    def!(&mut m, "is_in_recovery", ["node: &str", "bool"],
+    def!(
+        &mut m,
+        "is_in_recovery",
+        ["node: &str", "bool"],
         "True when the node is a standby (in recovery), false when it is a primary.",
-        move |node: &str| is_in_recovery(&h, "is_in_recovery", node));
+        move |node: &str| is_in_recovery(&h, "is_in_recovery", node)
+    );
 
     let h = host.clone();
-    def!(&mut m, "wait_ready", ["node: &str", "timeout_s: i64"],
+    def!(
+        &mut m,
+        "wait_ready",
+        ["node: &str", "timeout_s: i64"],
         "Waits until the node accepts connections; fails after `timeout_s` seconds.",
         move |node: &str, timeout_s: i64| -> R<()> {
             h.check_node("wait_ready", node)?;
-            if h.dry_run() && !h.pg.probe(node).map_err(|e| h.fail("wait_ready", node, e))? {
+            if h.dry_run()
+                && !h
+                    .pg
+                    .probe(node)
+                    .map_err(|e| h.fail("wait_ready", node, e))?
+            {
                 h.say(&format!("    [dry run] {node} is not ready now; a real run would wait up to {timeout_s} s"));
                 return Ok(());
             }
             let end = Instant::now() + Duration::from_secs(timeout_s.max(0) as u64);
             loop {
-                if h.pg.probe(node).map_err(|e| h.fail("wait_ready", node, e))? {
+                if h.pg
+                    .probe(node)
+                    .map_err(|e| h.fail("wait_ready", node, e))?
+                {
                     return Ok(());
                 }
                 if Instant::now() >= end {
@@ -156,15 +213,22 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 h.check_cancel()?;
                 std::thread::sleep(Duration::from_millis(50));
             }
-        });
+        }
+    );
 
     let h = host.clone();
-    def!(&mut m, "promote", ["node: &str", "timeout_s: i64"],
+    def!(
+        &mut m,
+        "promote",
+        ["node: &str", "timeout_s: i64"],
         "Promotes the standby `node` to primary and waits until it leaves recovery (polling every
         10 ms, where `pg_promote(wait => true)` polls every 100 ms). Fails if it is not a standby.",
         move |node: &str, timeout_s: i64| -> R<()> {
             if !is_in_recovery(&h, "promote", node)? {
-                return Err(h.error(Class::Refused, format!("promote on {node}: it is not a standby (not in recovery)")));
+                return Err(h.error(
+                    Class::Refused,
+                    format!("promote on {node}: it is not a standby (not in recovery)"),
+                ));
             }
             if !h.change(node, "promote to primary (pg_promote)") {
                 return Ok(());
@@ -176,11 +240,15 @@ pub fn create_module(host: Arc<Host>) -> Module {
                     return Ok(());
                 }
                 if Instant::now() >= end {
-                    return Err(h.error(Class::Refused, format!("promote on {node}: still in recovery after {timeout_s} s")));
+                    return Err(h.error(
+                        Class::Refused,
+                        format!("promote on {node}: still in recovery after {timeout_s} s"),
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-        });
+        }
+    );
 
     let h = host.clone();
     def!(&mut m, "slots", ["node: &str", "Array"],
@@ -190,47 +258,86 @@ pub fn create_module(host: Arc<Host>) -> Module {
              FROM pg_replication_slots ORDER BY slot_name", &[]));
 
     let h = host.clone();
-    def!(&mut m, "create_slot", ["node: &str", "name: &str", "bool"],
+    def!(
+        &mut m,
+        "create_slot",
+        ["node: &str", "name: &str", "bool"],
         "Creates the physical replication slot `name` on the node; returns false (and changes
         nothing) when it exists already.",
         move |node: &str, name: &str| -> R<bool> {
-            check_slot_name(name).map_err(|e| h.error(Class::Runbook, format!("create_slot on {node}: {e}")))?;
-            let exists = query_value(&h, "create_slot", node,
-                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &[name.into()])?;
+            check_slot_name(name)
+                .map_err(|e| h.error(Class::Runbook, format!("create_slot on {node}: {e}")))?;
+            let exists = query_value(
+                &h,
+                "create_slot",
+                node,
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+                &[name.into()],
+            )?;
             if exists.as_int().unwrap_or(0) > 0 {
                 return Ok(false);
             }
             if !h.change(node, &format!("create replication slot {name}")) {
                 return Ok(true);
             }
-            let _ = query_value(&h, "create_slot", node,
-                "SELECT slot_name::text FROM pg_create_physical_replication_slot($1)", &[name.into()])?;
+            let _ = query_value(
+                &h,
+                "create_slot",
+                node,
+                "SELECT slot_name::text FROM pg_create_physical_replication_slot($1)",
+                &[name.into()],
+            )?;
             Ok(true)
-        });
+        }
+    );
 
     let h = host.clone();
-    def!(&mut m, "drop_slot", ["node: &str", "name: &str", "bool"],
+    def!(
+        &mut m,
+        "drop_slot",
+        ["node: &str", "name: &str", "bool"],
         "Drops the replication slot `name` on the node; returns false when there is none.
         Refuses to drop a slot that a standby is reading.",
         move |node: &str, name: &str| -> R<bool> {
-            check_slot_name(name).map_err(|e| h.error(Class::Runbook, format!("drop_slot on {node}: {e}")))?;
-            let rows = h.pg.query(node, "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-                &[name.into()], false, &h.cancel).map_err(|e| h.fail("drop_slot", node, e))?;
+            check_slot_name(name)
+                .map_err(|e| h.error(Class::Runbook, format!("drop_slot on {node}: {e}")))?;
+            let rows =
+                h.pg.query(
+                    node,
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                    &[name.into()],
+                    false,
+                    &h.cancel,
+                )
+                .map_err(|e| h.fail("drop_slot", node, e))?;
             let Some(active) = rows.first().map(|r| first_value(&[r.clone()].to_vec())) else {
                 return Ok(false);
             };
             if active.as_bool().unwrap_or(false) {
-                return Err(h.error(Class::Refused, format!("drop_slot on {node}: slot {name} is in use by a standby")));
+                return Err(h.error(
+                    Class::Refused,
+                    format!("drop_slot on {node}: slot {name} is in use by a standby"),
+                ));
             }
             if !h.change(node, &format!("drop replication slot {name}")) {
                 return Ok(true);
             }
-            let _ = query_value(&h, "drop_slot", node, "SELECT 1 FROM pg_drop_replication_slot($1)", &[name.into()])?;
+            let _ = query_value(
+                &h,
+                "drop_slot",
+                node,
+                "SELECT 1 FROM pg_drop_replication_slot($1)",
+                &[name.into()],
+            )?;
             Ok(true)
-        });
+        }
+    );
 
     let h = host.clone();
-    def!(&mut m, "ensure_replication_role", ["node: &str", "bool"],
+    def!(
+        &mut m,
+        "ensure_replication_role",
+        ["node: &str", "bool"],
         "Makes sure the replication role of the configuration exists on the node with REPLICATION
         LOGIN and the configured password (which never appears in a runbook, a log or the
         journal). Returns true when it created the role.",
@@ -241,20 +348,38 @@ pub fn create_module(host: Arc<Host>) -> Module {
             if exists.as_int().unwrap_or(0) > 0 {
                 return Ok(false);
             }
-            if !h.change(node, &format!("create role {role} with REPLICATION LOGIN and the configured password")) {
+            if !h.change(
+                node,
+                &format!("create role {role} with REPLICATION LOGIN and the configured password"),
+            ) {
                 return Ok(true);
             }
-            let any = query_value(&h, "ensure_replication_role", node,
-                "SELECT count(*) FROM pg_roles WHERE rolname = $1", &[role.clone().into()])?;
-            let verb = if any.as_int().unwrap_or(0) > 0 { "ALTER" } else { "CREATE" };
+            let any = query_value(
+                &h,
+                "ensure_replication_role",
+                node,
+                "SELECT count(*) FROM pg_roles WHERE rolname = $1",
+                &[role.clone().into()],
+            )?;
+            let verb = if any.as_int().unwrap_or(0) > 0 {
+                "ALTER"
+            } else {
+                "CREATE"
+            };
             // A SCRAM verifier, not the password: the statement may be logged (log_statement).
-            let verifier = postgres_protocol::password::scram_sha_256(h.config.cluster.replication_password.as_bytes());
-            let stmt = format!("{verb} ROLE {} WITH REPLICATION LOGIN PASSWORD {}",
+            let verifier = postgres_protocol::password::scram_sha_256(
+                h.config.cluster.replication_password.as_bytes(),
+            );
+            let stmt = format!(
+                "{verb} ROLE {} WITH REPLICATION LOGIN PASSWORD {}",
                 crate::postgres::quote_ident(&role),
-                crate::postgres::quote_literal(&verifier));
-            h.pg.execute_batch(node, &stmt, None).map_err(|e| h.fail("ensure_replication_role", node, e))?;
+                crate::postgres::quote_literal(&verifier)
+            );
+            h.pg.execute_batch(node, &stmt, None)
+                .map_err(|e| h.fail("ensure_replication_role", node, e))?;
             Ok(true)
-        });
+        }
+    );
 
     let h = host.clone();
     def!(&mut m, "unshipped_wal", ["node: &str", "replayed: &str", "received: &str", "Map"],
@@ -309,7 +434,10 @@ pub fn create_module(host: Arc<Host>) -> Module {
         });
 
     let h = host;
-    def!(&mut m, "basebackup", ["source: &str", "target: &str", "slot: &str", "Map"],
+    def!(
+        &mut m,
+        "basebackup",
+        ["source: &str", "target: &str", "slot: &str", "Map"],
         "Clones `target` from `source`: stops the target's container, empties its data directory,
         runs `pg_basebackup -X stream -R -S slot --checkpoint=fast` in a one-off container with
         the target's image, volumes and network, then starts the target, which comes up as a
@@ -317,11 +445,17 @@ pub fn create_module(host: Arc<Host>) -> Module {
         move |source: &str, target: &str, slot: &str| -> R<Map> {
             let src = h.container("basebackup", source)?;
             let dst = h.container("basebackup", target)?;
-            check_slot_name(slot).map_err(|e| h.error(Class::Runbook, format!("basebackup: {e}")))?;
+            check_slot_name(slot)
+                .map_err(|e| h.error(Class::Runbook, format!("basebackup: {e}")))?;
             if source == target {
-                return Err(h.error(Class::Runbook, "basebackup: source and target are the same node"));
+                return Err(h.error(
+                    Class::Runbook,
+                    "basebackup: source and target are the same node",
+                ));
             }
-            let spec = h.docker.oneoff_like(&dst, &format!("{dst}-basebackup"))
+            let spec = h
+                .docker
+                .oneoff_like(&dst, &format!("{dst}-basebackup"))
                 .map_err(|e| h.fail("basebackup", target, e))?;
             let data = h.config.cluster.data_dir.clone();
             if !h.change(target, &format!(
@@ -329,15 +463,26 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 return Ok(Map::new());
             }
             let t0 = Instant::now();
-            h.docker.stop(&dst, 30).map_err(|e| h.fail("basebackup", target, e))?;
+            h.docker
+                .stop(&dst, 30)
+                .map_err(|e| h.fail("basebackup", target, e))?;
             h.pg.forget(target);
             // A base backup left running by an interrupted run would hold the slot: remove its
             // container, then wait for the source to see the slot free.
-            h.docker.remove(&spec.name).map_err(|e| h.fail("basebackup", target, e))?;
+            h.docker
+                .remove(&spec.name)
+                .map_err(|e| h.fail("basebackup", target, e))?;
             let end = Instant::now() + Duration::from_secs(30);
             loop {
-                let active = h.pg.query(source, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active",
-                    &[slot.into()], false, &h.cancel).map_err(|e| h.fail("basebackup", source, e))?;
+                let active =
+                    h.pg.query(
+                        source,
+                        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                        &[slot.into()],
+                        false,
+                        &h.cancel,
+                    )
+                    .map_err(|e| h.fail("basebackup", source, e))?;
                 if first_value(&active).as_int().unwrap_or(0) == 0 {
                     break;
                 }
@@ -359,23 +504,42 @@ pub fn create_module(host: Arc<Host>) -> Module {
             let mut spec = spec;
             spec.entrypoint = Some(vec!["/bin/sh".into(), "-c".into()]);
             spec.cmd = Some(vec![script]);
-            spec.env = vec![format!("PGPASSWORD={}", h.config.cluster.replication_password)];
+            spec.env = vec![format!(
+                "PGPASSWORD={}",
+                h.config.cluster.replication_password
+            )];
             let mut progress = Progress::new(&format!("pg_basebackup {source} -> {target}"), h.tty);
-            let out = h.docker.run_oneoff(&spec, &h.cancel, &mut |l| progress.line(l));
+            let out = h
+                .docker
+                .run_oneoff(&spec, &h.cancel, &mut |l| progress.line(l));
             progress.finish();
             let out = out.map_err(|e| h.fail("basebackup", target, e))?;
             if out.exit_code != 0 {
-                let tail: Vec<&str> = out.stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+                let tail: Vec<&str> = out
+                    .stderr
+                    .lines()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
                 return Err(h.error(Class::Refused, format!(
                     "basebackup on {target}: pg_basebackup from {source} exited {}; {} is left stopped with an \
                      incomplete data directory (run the procedure again): {}",
                     out.exit_code, dst, tail.join(" | "))));
             }
-            h.docker.start(&dst).map_err(|e| h.fail("basebackup", target, e))?;
+            h.docker
+                .start(&dst)
+                .map_err(|e| h.fail("basebackup", target, e))?;
             let mut m = Map::new();
-            m.insert("duration_ms".into(), Dynamic::from_int(t0.elapsed().as_millis() as i64));
+            m.insert(
+                "duration_ms".into(),
+                Dynamic::from_int(t0.elapsed().as_millis() as i64),
+            );
             Ok(m)
-        });
+        }
+    );
 
     m
 }

@@ -23,7 +23,10 @@ pub fn create_module(host: Arc<Host>) -> Module {
     let mut m = Module::new();
 
     let h = host.clone();
-    def!(&mut m, "record_backup", ["data: Map"],
+    def!(
+        &mut m,
+        "record_backup",
+        ["data: Map"],
         "Records a backup in the backups stream in Redis (what `pgrunbook backups` lists):
         pass #{type, label, repo, size, duration_s, node, timeline, ...}. Skipped in a dry run.",
         move |data: Map| {
@@ -33,10 +36,14 @@ pub fn create_module(host: Arc<Host>) -> Module {
             }
             let f = fields_of(&h, "backup", &data);
             h.journal.append(crate::journal::BACKUPS, f);
-        });
+        }
+    );
 
     let h = host.clone();
-    def!(&mut m, "journal_last", ["stream: &str", "n: i64", "Array"],
+    def!(
+        &mut m,
+        "journal_last",
+        ["stream: &str", "n: i64", "Array"],
         "The last `n` entries of a stream (\"journal\" or \"backups\"), newest first, as maps.
         Empty when Redis is unreachable.",
         move |stream: &str, n: i64| -> rhai::Array {
@@ -45,22 +52,31 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 .unwrap_or_default()
                 .into_iter()
                 .map(|e| {
-                    let mut m: Map = e.fields.into_iter().map(|(k, v)| (k.into(), Dynamic::from(v))).collect();
+                    let mut m: Map = e
+                        .fields
+                        .into_iter()
+                        .map(|(k, v)| (k.into(), Dynamic::from(v)))
+                        .collect();
                     m.insert("id".into(), e.id.into());
                     Dynamic::from(m)
                 })
                 .collect()
-        });
+        }
+    );
 
     let h = host;
-    def!(&mut m, "redis_log", ["event: &str", "data: Map"],
+    def!(
+        &mut m,
+        "redis_log",
+        ["event: &str", "data: Map"],
         "Appends an entry `event` with the fields of `data` to the journal stream in Redis
         (spooled when Redis is down). In a dry run the entry is marked dry_run=true.",
         move |event: &str, data: Map| {
             let mut f = fields_of(&h, event, &data);
             f.insert("dry_run".into(), h.dry_run().to_string());
             h.journal.append(JOURNAL, f);
-        });
+        }
+    );
 
     m
 }

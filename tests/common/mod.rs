@@ -85,22 +85,39 @@ impl Run {
     }
 
     pub fn fails_with(self, code: i32) -> Run {
-        assert_eq!(self.code, code, "expected exit code {code}\n{}", self.show());
+        assert_eq!(
+            self.code,
+            code,
+            "expected exit code {code}\n{}",
+            self.show()
+        );
         self
     }
 
     pub fn stdout_has(self, text: &str) -> Run {
-        assert!(self.stdout.contains(text), "stdout lacks {text:?}\n{}", self.show());
+        assert!(
+            self.stdout.contains(text),
+            "stdout lacks {text:?}\n{}",
+            self.show()
+        );
         self
     }
 
     pub fn stdout_lacks(self, text: &str) -> Run {
-        assert!(!self.stdout.contains(text), "stdout has {text:?}\n{}", self.show());
+        assert!(
+            !self.stdout.contains(text),
+            "stdout has {text:?}\n{}",
+            self.show()
+        );
         self
     }
 
     pub fn stderr_has(self, text: &str) -> Run {
-        assert!(self.stderr.contains(text), "stderr lacks {text:?}\n{}", self.show());
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}\n{}",
+            self.show()
+        );
         self
     }
 }
