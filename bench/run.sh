@@ -5,7 +5,8 @@
 #   bench/run.sh                       # failover rounds, then failback on ~1 GB
 #   FAILOVER_ROUNDS=10 bench/run.sh
 #   FAILBACK_ROUNDS=0 bench/run.sh     # skip the 1 GB failback part (it takes ~10 min)
-#   SCALE=70 (pgbench scale, ~1 GB)    KEEP=1 (leave the lab up afterwards)
+#   SCALE=70 (pgbench scale, ~1 GB)    LOAD_S=20 (pgbench seconds before each failback round)
+#   KEEP=1 (leave the lab up afterwards)
 #
 # Failover: the seed's procedure 3 exactly as the manual gives it (docker stop the primary,
 # docker exec ... psql pg_promote(wait => true), docker exec ... psql pg_is_in_recovery()) against
@@ -14,6 +15,9 @@
 #
 # Failback: the seed's procedure 4 exactly as written (stop, wipe, create the slot, pg_basebackup
 # -X stream -R -S with its default spread checkpoint, start) against `pgrunbook run failback`.
+# Each failback round starts the same way: LOAD_S seconds of pgbench writes, then a failover. The
+# seed's spread checkpoint paces itself over checkpoint_completion_target x checkpoint_timeout
+# (0.9 x 5 min) when there are dirty buffers to write, which is what makes it slow after load.
 #
 # Prints a Markdown report with medians and ratios (also written to target/bench/report.md).
 set -euo pipefail
@@ -101,8 +105,13 @@ if [ "$FAILBACK_ROUNDS" -gt 0 ]; then
   size=$(docker exec "$(container "$p")" psql -U postgres -Atc "SELECT pg_size_pretty(pg_database_size('bases2_proyectos'))")
   $pgr run verify >/dev/null   # the standby has it all
   : > "$out/failback-manual.txt"; : > "$out/failback-runbook.txt"
+  load() {  # the same write load before every failover, so that every round starts alike
+    local p; p=$(primary)
+    docker exec "$(container "$p")" pgbench -U postgres -n -T "${LOAD_S:-20}" -c 2 bases2_proyectos >/dev/null 2>&1
+  }
   for r in $(seq 1 "$FAILBACK_ROUNDS"); do
     # The seed's procedure 4, exactly as written, after a failover.
+    load
     $pgr run failover >/dev/null
     act=$(primary); old=$(other "$act")
     oldc=$(container "$old"); actc=$(container "$act"); slot=$($pgr config | awk -v n="[nodes.$old]" '$0==n{f=1} f&&/^slot/{gsub(/"/,"",$3); print $3; exit}')
@@ -123,6 +132,7 @@ if [ "$FAILBACK_ROUNDS" -gt 0 ]; then
     for _ in $(seq 1 120); do $pgr run verify >/dev/null 2>&1 && break; sleep 1; done
     $pgr run verify >/dev/null
     # pgrunbook's failback, after a failover in the same state.
+    load
     $pgr run failover >/dev/null
     t0=$(ms)
     $pgr run failback >/dev/null
