@@ -93,6 +93,7 @@ fn dry_run_of_every_shipped_runbook_changes_nothing() {
         &["verify"],
         &["failover"],
         &["failback"],
+        &["failback", "--set", "method=clone"],
         &["backup"],
         &["backup", "--set", "type=incr"],
     ];
@@ -111,8 +112,7 @@ fn dry_run_of_every_shipped_runbook_changes_nothing() {
     for planned in [
         "would stop container",
         "would create replication slot primary1",
-        "would stop container",
-        "pg_basebackup",
+        "pg_rewind it from pg-replica",
     ] {
         assert!(
             r.stdout.contains(planned),
@@ -120,6 +120,14 @@ fn dry_run_of_every_shipped_runbook_changes_nothing() {
             r.stdout
         );
     }
+    let r = lab
+        .pgrunbook(&["run", "failback", "--set", "method=clone", "--dry-run"])
+        .succeeds();
+    assert!(
+        r.stdout.contains("pg_basebackup -X stream -R -S primary1"),
+        "{}",
+        r.stdout
+    );
     dry_runs_change_nothing(&lab, all);
 
     // Every shipped runbook was covered.

@@ -111,10 +111,14 @@ fn full_cycle_failover_failback_and_backups() {
         .succeeds()
         .stdout_has("(incr, based on");
 
-    // 8. failback, then again as a no-op
+    // 8. failback (pg_rewind: only what diverged), then again as a no-op
     lab.pgrunbook(&["run", "failback"])
         .succeeds()
+        .stdout_has("Rewind pg-bases2 from pg-replica")
+        .stdout_lacks("re-cloning")
         .stdout_has("verify: all checks passed");
+    let end = lab.stream("journal").into_iter().rfind(|e| e["event"] == "end").unwrap();
+    assert!(end["metrics"].contains("\"method\":\"rewind\""), "{end:?}");
     lab.pgrunbook(&["run", "failback"])
         .succeeds()
         .stdout_has("already streams from pg-replica")

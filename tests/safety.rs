@@ -85,9 +85,11 @@ fn no_split_brain_after_failover() {
         .fails_with(4)
         .stderr_has("fenced former primary");
     assert!(!lab.query_bool("pg-replica", "SELECT pg_is_in_recovery()"));
-    // failback lifts the fence by re-cloning, and then everything is healthy.
-    lab.pgrunbook(&["run", "failback"])
+    // failback lifts the fence by re-cloning (the full copy, so both ways of rejoining are
+    // tested end to end), and then everything is healthy.
+    lab.pgrunbook(&["run", "failback", "--set", "method=clone"])
         .succeeds()
+        .stdout_has("re-clone it from pg-replica")
         .stdout_has("verify: all checks passed");
     let fenced = lab.docker(&[
         "exec",
