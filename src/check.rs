@@ -261,13 +261,7 @@ impl<'a> Checker<'a> {
 
     /// Finds and compiles a module the way `import` does; returns its exported functions.
     fn load_module(&self, path: &str) -> Result<BTreeMap<String, BTreeSet<usize>>, String> {
-        let found = if path.ends_with(".rhai") {
-            std::fs::read_to_string(path)
-                .ok()
-                .map(|s| (path.to_string(), s))
-        } else {
-            runbook::find_module(path)
-        };
+        let found = runbook::find_import(path);
         let Some((display, text)) = found else {
             return Err(format!(
                 "module '{path}' not found (stdlib modules: {})",

@@ -30,13 +30,7 @@ impl ModuleResolver for StdlibResolver {
         if let Some(m) = self.cache.lock().unwrap().get(path) {
             return Ok(m.clone());
         }
-        let found = if path.ends_with(".rhai") {
-            std::fs::read_to_string(path)
-                .ok()
-                .map(|s| (path.to_string(), s))
-        } else {
-            runbook::find_module(path)
-        };
+        let found = runbook::find_import(path);
         let Some((name, text)) = found else {
             return Err(Box::new(EvalAltResult::ErrorModuleNotFound(
                 path.to_string(),

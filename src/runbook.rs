@@ -303,6 +303,18 @@ pub fn find_module(name: &str) -> Option<(String, String)> {
         .map(|(_, s)| (format!("<shipped>/stdlib/{key}"), s.to_string()))
 }
 
+/// What `import "PATH"` reads: a path ending in `.rhai` as a file, else a stdlib module.
+/// Returns (name used in errors, text).
+pub fn find_import(path: &str) -> Option<(String, String)> {
+    if path.ends_with(".rhai") {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| (path.to_string(), s))
+    } else {
+        find_module(path)
+    }
+}
+
 /// Names of every stdlib module (local and shipped).
 pub fn module_names() -> Vec<String> {
     let mut names: Vec<String> = embedded::STDLIB

@@ -4,6 +4,23 @@
 mod common;
 use common::*;
 
+/// `pgrunbook status --json`, parsed.
+fn status(lab: &TestLab) -> serde_json::Value {
+    let r = lab.pgrunbook(&["status", "--json"]).succeeds();
+    serde_json::from_str(&r.stdout).unwrap()
+}
+
+/// One node's entry in a status.
+fn node_of(st: &serde_json::Value, name: &str) -> serde_json::Value {
+    st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .unwrap()
+        .clone()
+}
+
 #[test]
 fn worked_example_status_and_runbook_help() {
     let lab = TestLab::replicating("auth");
@@ -38,17 +55,8 @@ fn worked_example_status_and_runbook_help() {
         .stdout_has("one of full|diff|incr");
 
     // status on a healthy lab.
-    let r = lab.pgrunbook(&["status", "--json"]).succeeds();
-    let st: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let node = |name: &str| {
-        st["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let st = status(&lab);
+    let node = |name: &str| node_of(&st, name);
     assert_eq!(node("pg-bases2")["role"], "primary");
     assert_eq!(node("pg-replica")["role"], "standby");
     assert_eq!(node("pg-replica")["streaming_from"], "pg-bases2");
@@ -67,17 +75,8 @@ fn worked_example_status_and_runbook_help() {
         .docker(&["stop", &lab.container("pg-replica")])
         .status
         .success());
-    let r = lab.pgrunbook(&["status", "--json"]).succeeds();
-    let st: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let node = |name: &str| {
-        st["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let st = status(&lab);
+    let node = |name: &str| node_of(&st, name);
     assert_eq!(node("pg-replica")["state"], "exited");
     assert_eq!(node("pg-replica")["role"], "stopped");
     assert_eq!(node("pg-bases2")["role"], "primary");

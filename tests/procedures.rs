@@ -117,7 +117,11 @@ fn full_cycle_failover_failback_and_backups() {
         .stdout_has("Rewind pg-bases2 from pg-replica")
         .stdout_lacks("re-cloning")
         .stdout_has("verify: all checks passed");
-    let end = lab.stream("journal").into_iter().rfind(|e| e["event"] == "end").unwrap();
+    let end = lab
+        .stream("journal")
+        .into_iter()
+        .rfind(|e| e["event"] == "end")
+        .unwrap();
     assert!(end["metrics"].contains("\"method\":\"rewind\""), "{end:?}");
     lab.pgrunbook(&["run", "failback"])
         .succeeds()

@@ -91,14 +91,10 @@ fn no_split_brain_after_failover() {
         .succeeds()
         .stdout_has("re-clone it from pg-replica")
         .stdout_has("verify: all checks passed");
-    let fenced = lab.docker(&[
-        "exec",
-        &lab.container("pg-bases2"),
-        "test",
-        "-f",
-        "/var/lib/postgresql/data/pgrunbook.fenced",
-    ]);
-    assert!(!fenced.status.success(), "the fence is gone after failback");
+    assert!(
+        !lab.is_fenced("pg-bases2"),
+        "the fence is gone after failback"
+    );
 }
 
 fn write_mb(lab: &TestLab, node: &str, mb: i64) {
@@ -135,14 +131,7 @@ fn lag_guard_refuses_waits_and_can_be_forced() {
     assert_eq!(lab.container_state("pg-bases2"), "running");
     assert!(!lab.query_bool("pg-bases2", "SELECT pg_is_in_recovery()"));
     assert!(lab.query_bool("pg-replica", "SELECT pg_is_in_recovery()"));
-    let fenced = lab.docker(&[
-        "exec",
-        &lab.container("pg-bases2"),
-        "test",
-        "-f",
-        "/var/lib/postgresql/data/pgrunbook.fenced",
-    ]);
-    assert!(!fenced.status.success(), "no fence was written");
+    assert!(!lab.is_fenced("pg-bases2"), "no fence was written");
 
     // 2. The primary still answers: the standby is given time to catch up, then promoted.
     let resumer = {

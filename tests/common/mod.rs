@@ -352,6 +352,19 @@ label = "{id}"
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Whether the node's data directory holds failover's fence marker.
+    pub fn is_fenced(&self, node: &str) -> bool {
+        self.docker(&[
+            "exec",
+            &self.container(node),
+            "test",
+            "-f",
+            "/var/lib/postgresql/data/pgrunbook.fenced",
+        ])
+        .status
+        .success()
+    }
+
     pub fn docker(&self, args: &[&str]) -> Output {
         Command::new("docker").args(args).output().unwrap()
     }
