@@ -130,14 +130,6 @@ fn config_with_missing_standby(lab: &TestLab) -> String {
     p.to_str().unwrap().to_string()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 const NO_DOCKER: (&str, &str) = ("DOCKER_HOST", "unix:///tmp/nonexistent.sock");
 const WRONG_PASSWORD: &str = "Wr0ng-pw-for-the-test";
 

@@ -138,14 +138,7 @@ fn lag_guard_refuses_waits_and_can_be_forced() {
         let port = lab.port("pg-replica");
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(1500));
-            let mut c = postgres::Config::new()
-                .host("127.0.0.1")
-                .port(port)
-                .user("postgres")
-                .password(PASSWORD)
-                .dbname("bases2_proyectos")
-                .connect(postgres::NoTls)
-                .unwrap();
+            let mut c = pg_config(port).connect(postgres::NoTls).unwrap();
             c.execute("SELECT pg_wal_replay_resume()", &[]).unwrap();
         })
     };
@@ -211,14 +204,7 @@ fn run_load(lab: &TestLab, writers: usize, tag: &str, for_ms: u64) -> Vec<String
         let stop = stop.clone();
         let tag = tag.to_string();
         handles.push(std::thread::spawn(move || {
-            let mut c = postgres::Config::new()
-                .host("127.0.0.1")
-                .port(port)
-                .user("postgres")
-                .password(PASSWORD)
-                .dbname("bases2_proyectos")
-                .connect(postgres::NoTls)
-                .unwrap();
+            let mut c = pg_config(port).connect(postgres::NoTls).unwrap();
             let mut i = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 let val = format!("{tag}-{w}-{i}");

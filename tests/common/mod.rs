@@ -41,12 +41,24 @@ pub fn require_docker() {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The connection settings of a lab node's published port (superuser, application database).
+pub fn pg_config(port: u16) -> postgres::Config {
+    let mut c = postgres::Config::new();
+    c.host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .password(PASSWORD)
+        .dbname("bases2_proyectos")
+        .connect_timeout(Duration::from_secs(3));
+    c
 }
 
 /// The result of one pgrunbook invocation, with assertions that print everything on failure.
@@ -266,15 +278,7 @@ label = "{id}"
         let port = self.port(node);
         let mut last = None;
         for _ in 0..50 {
-            match postgres::Config::new()
-                .host("127.0.0.1")
-                .port(port)
-                .user("postgres")
-                .password(PASSWORD)
-                .dbname("bases2_proyectos")
-                .connect_timeout(Duration::from_secs(3))
-                .connect(postgres::NoTls)
-            {
+            match pg_config(port).connect(postgres::NoTls) {
                 Ok(c) => return c,
                 Err(e) => last = Some(e),
             }
@@ -284,15 +288,7 @@ label = "{id}"
     }
 
     pub fn try_client(&self, node: &str) -> Option<postgres::Client> {
-        postgres::Config::new()
-            .host("127.0.0.1")
-            .port(self.port(node))
-            .user("postgres")
-            .password(PASSWORD)
-            .dbname("bases2_proyectos")
-            .connect_timeout(Duration::from_secs(2))
-            .connect(postgres::NoTls)
-            .ok()
+        pg_config(self.port(node)).connect(postgres::NoTls).ok()
     }
 
     pub fn query_bool(&self, node: &str, sql: &str) -> bool {
