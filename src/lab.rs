@@ -79,7 +79,9 @@ impl<'a> Lab<'a> {
         }
         // The base image: imported from a Debian root file system when it is missing (no
         // registry needed; lab/build-image.sh does the same by hand).
-        if !self.docker.image_exists(&self.config.lab.base_image)? {
+        // Any other base (postgres:17 where a registry is reachable) is pulled by the build.
+        let ours = self.config.lab.base_image.starts_with("pgrunbook-base:");
+        if ours && !self.docker.image_exists(&self.config.lab.base_image)? {
             self.build_base_image()?;
         }
         // The lab image: lab/Dockerfile and its files, from the copy compiled into the binary.
@@ -114,9 +116,6 @@ impl<'a> Lab<'a> {
     /// imports it through the Docker API.
     fn build_base_image(&self) -> Result<()> {
         let base = &self.config.lab.base_image;
-        if !base.starts_with("pgrunbook-base:") {
-            bail!("base image {base} is missing and cannot be pulled here; build it or set lab.base_image");
-        }
         eprintln!(
             "lab: base image {base} is missing; making it from Debian's packages (mmdebstrap)"
         );
