@@ -173,17 +173,7 @@ fn backup_recovers_from_a_kill_at_every_step() {
         tally.points.push(format!("step {k} +{delay} ms: {step}"));
     }
     // Every backup in the repository is recorded in Redis, interrupted runs' too.
-    let out = lab.docker(&[
-        "exec",
-        "-u",
-        "postgres",
-        &lab.container("pg-bases2"),
-        "pgbackrest",
-        "--stanza=bases2-db",
-        "--output=json",
-        "info",
-    ]);
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let info = lab.pgbackrest_info("pg-bases2");
     let labels: Vec<String> = info[0]["backup"]
         .as_array()
         .unwrap()

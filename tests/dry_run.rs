@@ -23,17 +23,7 @@ fn snapshot(lab: &TestLab) -> Snapshot {
         .iter()
         .find(|n| up(n) && !lab.query_bool(n, "SELECT pg_is_in_recovery()"))
         .unwrap();
-    let info = lab.docker(&[
-        "exec",
-        "-u",
-        "postgres",
-        &lab.container(primary),
-        "pgbackrest",
-        "--stanza=bases2-db",
-        "--output=json",
-        "info",
-    ]);
-    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap_or_default();
+    let info = lab.pgbackrest_info(primary);
     Snapshot {
         containers: nodes.iter().map(|n| lab.container_state(n)).collect(),
         roles: nodes.iter().map(|n| up(n).then(|| lab.query_bool(n, "SELECT pg_is_in_recovery()"))).collect(),

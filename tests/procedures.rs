@@ -37,25 +37,6 @@ fn wait_rows(lab: &TestLab, node: &str, tag: &str, n: i64) -> i64 {
     }
 }
 
-fn pgbackrest_info(lab: &TestLab, node: &str) -> serde_json::Value {
-    let out = lab.docker(&[
-        "exec",
-        "-u",
-        "postgres",
-        &lab.container(node),
-        "pgbackrest",
-        "--stanza=bases2-db",
-        "--output=json",
-        "info",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn full_cycle_failover_failback_and_backups() {
     let lab = TestLab::replicating("cycle");
@@ -172,7 +153,7 @@ fn full_cycle_failover_failback_and_backups() {
     );
 
     // pgBackRest shows the three backups in one chain: full, then incr and diff on it.
-    let info = pgbackrest_info(&lab, "pg-replica");
+    let info = lab.pgbackrest_info("pg-replica");
     let backups = info[0]["backup"].as_array().unwrap();
     assert_eq!(backups.len(), 3, "{backups:#?}");
     let kinds: Vec<&str> = backups
@@ -268,7 +249,7 @@ fn full_cycle_failover_failback_and_backups() {
         "not even a journal entry"
     );
     assert_eq!(
-        pgbackrest_info(&lab, "pg-replica")[0]["backup"]
+        lab.pgbackrest_info("pg-replica")[0]["backup"]
             .as_array()
             .unwrap()
             .len(),

@@ -348,6 +348,26 @@ label = "{id}"
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// `pgbackrest info --output=json` run in the node's container, independently of pgrunbook.
+    pub fn pgbackrest_info(&self, node: &str) -> serde_json::Value {
+        let out = self.docker(&[
+            "exec",
+            "-u",
+            "postgres",
+            &self.container(node),
+            "pgbackrest",
+            "--stanza=bases2-db",
+            "--output=json",
+            "info",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// Whether the node's data directory holds failover's fence marker.
     pub fn is_fenced(&self, node: &str) -> bool {
         self.docker(&[
