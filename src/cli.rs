@@ -115,8 +115,15 @@ pub enum Command {
 #[derive(Subcommand)]
 pub enum LabCommand {
     /// Creates or starts the lab; builds its image when missing. Changes nothing when it runs.
-    #[command(after_help = "Example:\n  pgrunbook lab up")]
-    Up,
+    #[command(
+        after_help = "Examples:\n  pgrunbook lab up\n  pgrunbook lab up --flavour official   # containers like the official postgres image"
+    )]
+    Up {
+        /// lab: pgrunbook's own image, prepared for everything. official: like the official
+        /// postgres image with Debian's pgBackRest (no archiving, no stop signal), as users have it.
+        #[arg(long, value_enum, default_value = "lab")]
+        flavour: crate::lab::Flavour,
+    },
     /// Removes the lab's containers; with --volumes also its data, repository and network.
     #[command(after_help = "Examples:\n  pgrunbook lab down\n  pgrunbook lab down --volumes")]
     Down {
@@ -126,9 +133,12 @@ pub enum LabCommand {
     /// Shows the lab's containers and their state.
     #[command(after_help = "Example:\n  pgrunbook lab status")]
     Status,
-    /// Builds the lab image if it is missing.
-    #[command(after_help = "Example:\n  pgrunbook lab build")]
-    Build,
+    /// Builds the lab image if it is missing (with --flavour official, that image too).
+    #[command(after_help = "Examples:\n  pgrunbook lab build\n  pgrunbook lab build --flavour official")]
+    Build {
+        #[arg(long, value_enum, default_value = "lab")]
+        flavour: crate::lab::Flavour,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -316,9 +326,13 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Lab(cmd) => {
             let config = load_config(&cli.config)?;
             let host = Host::new(config);
-            let lab = Lab::new(&host.config, &host.docker);
+            let flavour = match cmd {
+                LabCommand::Up { flavour } | LabCommand::Build { flavour } => flavour,
+                _ => crate::lab::Flavour::Lab,
+            };
+            let lab = Lab::new(&host.config, &host.docker).with_flavour(flavour);
             match cmd {
-                LabCommand::Up => {
+                LabCommand::Up { .. } => {
                     let did = lab.up().map_err(infra)?;
                     lab.wait_primaries(&host.pg, std::time::Duration::from_secs(120))
                         .map_err(infra)?;
@@ -352,7 +366,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
                     print!("{}", crate::table::render_cells(&cols, &cells));
                     Ok(())
                 }
-                LabCommand::Build => lab.ensure_image().map_err(infra),
+                LabCommand::Build { .. } => lab.ensure_image().map_err(infra),
             }
         }
         Command::Backups { last, json } => show_stream(&cli.config, BACKUPS, last, json),

@@ -48,6 +48,10 @@ pub struct Cluster {
     /// the primary once its standby streams, so no commit returns before the standby has it;
     /// `failover` clears it on the new primary, which has no standby to wait for.
     pub synchronous: bool,
+    /// pgrunbook's own table for `verify`'s row round trip, `schema.table` in the application
+    /// database. Created (schema too) when missing, so verify works on any database; rows older
+    /// than a day are deleted as new ones come.
+    pub verify_table: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +92,9 @@ pub struct Redis {
 #[serde(deny_unknown_fields)]
 pub struct Lab {
     pub image: String,
+    /// The "official" flavour's image (`lab up --flavour official`): containers that behave like
+    /// the official postgres image with Debian's pgBackRest, as users already have them.
+    pub official_image: String,
     pub base_image: String,
     pub network: String,
     /// The pgBackRest repository volume both nodes mount at `pgbackrest.repo_path`.
@@ -117,6 +124,7 @@ replication_password = "replica_pass"
 data_dir = "/var/lib/postgresql/data"
 connect_timeout_ms = 3000
 synchronous = false
+verify_table = "pgrunbook.verify_rows"
 
 [nodes.pg-bases2]
 container = "pg-bases2"
@@ -145,6 +153,7 @@ spool = ""
 
 [lab]
 image = "pgrunbook-lab:17"
+official_image = "pgrunbook-official:17"
 base_image = "pgrunbook-base:trixie"
 network = "pgrunbook-lab"
 repo_volume = "pgrunbook-pgbackrest"
@@ -217,6 +226,13 @@ impl Config {
             if n.container.is_empty() {
                 bail!("node {name}: container is empty");
             }
+        }
+        let parts: Vec<&str> = self.cluster.verify_table.split('.').collect();
+        if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+            bail!(
+                "cluster.verify_table must be schema.table, not {:?}",
+                self.cluster.verify_table
+            );
         }
         Ok(())
     }

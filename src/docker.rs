@@ -280,6 +280,71 @@ impl Docker {
         }
     }
 
+    /// Whether a container has ever been started (a created-only container has not).
+    pub fn ever_started(&self, container: &str) -> Result<bool> {
+        Ok(self
+            .must_exist(container)?
+            .state
+            .and_then(|s| s.started_at)
+            .is_some_and(|t| !t.starts_with("0001-")))
+    }
+
+    /// Copies one file into a container (running or not) through the archive endpoint, like
+    /// `docker cp`: the file is owned by root with `mode`.
+    pub fn upload_file(&self, container: &str, path: &str, data: &[u8], mode: u32) -> Result<()> {
+        let c = self.client()?;
+        let (dir, name) = path.rsplit_once('/').context("upload_file needs an absolute path")?;
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, name, data)?;
+        let body = tar.into_inner()?;
+        let opts = qp::UploadToContainerOptions {
+            path: if dir.is_empty() { "/".into() } else { dir.to_string() },
+            ..Default::default()
+        };
+        self.rt
+            .block_on(c.upload_to_container(container, Some(opts), bollard::body_full(body.into())))
+            .with_context(|| format!("cannot copy {path} into container '{container}'"))
+    }
+
+    /// The running containers other than `except` that mount the volume `volume`.
+    pub fn running_users_of_volume(&self, volume: &str, except: &str) -> Result<Vec<String>> {
+        let c = self.client()?;
+        let mut filters = HashMap::new();
+        filters.insert("volume".to_string(), vec![volume.to_string()]);
+        filters.insert("status".to_string(), vec!["running".to_string()]);
+        let opts = qp::ListContainersOptions {
+            all: false,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let list = self
+            .rt
+            .block_on(c.list_containers(Some(opts)))
+            .with_context(|| format!("cannot list the containers that mount volume '{volume}'"))?;
+        Ok(list
+            .into_iter()
+            .flat_map(|s| s.names.unwrap_or_default())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .filter(|n| n != except)
+            .collect())
+    }
+
+    /// The name of the volume mounted at `path` in a container, if a named volume is there.
+    pub fn volume_at(&self, container: &str, path: &str) -> Result<Option<String>> {
+        let info = self.must_exist(container)?;
+        Ok(info.mounts.unwrap_or_default().into_iter().find_map(|m| {
+            (m.destination.as_deref() == Some(path)
+                && m.typ.map(|t| t.to_string()).as_deref() == Some("volume"))
+            .then_some(m.name)
+            .flatten()
+        }))
+    }
+
     /// Runs a command in a running container and collects its output. `on_line` sees each line
     /// of stderr as it arrives (progress); `cancel` stops waiting.
     pub fn exec(

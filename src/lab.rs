@@ -17,11 +17,53 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
     Ok(d)
 }
 
-/// A hash of the lab's files (Dockerfile, entrypoint, configuration): the image is rebuilt when
-/// it changes, so an upgraded pgrunbook never runs an old entrypoint.
-pub fn lab_hash() -> String {
+/// Which kind of containers the lab makes.
+///
+/// - `Lab`: pgrunbook's own image (`lab/Dockerfile`): archiving through pgBackRest, `wal_log_hints`,
+///   a fence-aware entrypoint, SIGINT as stop signal. The fastest and most prepared pair.
+/// - `Official`: containers as users already have them (`lab/official/`): the official postgres
+///   image's entrypoint (root, then `postgres`), Debian's pgBackRest package, PostgreSQL's
+///   defaults (no archiving), no stop signal. pgrunbook must work on these from a config file
+///   alone, so the tests run on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Flavour {
+    Lab,
+    Official,
+}
+
+impl Flavour {
+    /// The folder under `lab/` that holds the flavour's build context.
+    fn prefix(self) -> &'static str {
+        match self {
+            Flavour::Lab => "",
+            Flavour::Official => "official/",
+        }
+    }
+
+    /// The flavour's files (path inside its build context, text).
+    fn files(self) -> Vec<(&'static str, &'static str)> {
+        embedded::LAB_FILES
+            .iter()
+            .filter_map(|(rel, text)| match self {
+                Flavour::Lab => (!rel.starts_with("official/")).then_some((*rel, *text)),
+                Flavour::Official => rel.strip_prefix(self.prefix()).map(|r| (r, *text)),
+            })
+            .collect()
+    }
+
+    pub fn image(self, config: &Config) -> &str {
+        match self {
+            Flavour::Lab => &config.lab.image,
+            Flavour::Official => &config.lab.official_image,
+        }
+    }
+}
+
+/// A hash of a flavour's files (Dockerfile, entrypoint, configuration): the image is rebuilt
+/// when it changes, so an upgraded pgrunbook never runs an old entrypoint.
+pub fn lab_hash(flavour: Flavour) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
-    for (name, text) in embedded::LAB_FILES {
+    for (name, text) in flavour.files() {
         for b in name.bytes().chain(text.bytes()) {
             h ^= b as u64;
             h = h.wrapping_mul(0x100000001b3);
@@ -30,9 +72,17 @@ pub fn lab_hash() -> String {
     format!("{h:016x}")
 }
 
+/// What the official flavour's primary runs at its first start, like a user's own init script:
+/// replication connections from anywhere, with a password. The official image's own rule
+/// (`host all all all`) does not match replication connections.
+const OFFICIAL_INIT_SCRIPT: &str = "#!/bin/sh\n\
+# Written by `pgrunbook lab up --flavour official`, as a user's own init script would be.\n\
+printf 'host replication all all scram-sha-256\\n' >> \"$PGDATA/pg_hba.conf\"\n";
+
 pub struct Lab<'a> {
     pub config: &'a Config,
     pub docker: &'a Docker,
+    pub flavour: Flavour,
 }
 
 /// One line of `lab status`.
@@ -45,7 +95,16 @@ pub struct Row {
 
 impl<'a> Lab<'a> {
     pub fn new(config: &'a Config, docker: &'a Docker) -> Lab<'a> {
-        Lab { config, docker }
+        Lab {
+            config,
+            docker,
+            flavour: Flavour::Lab,
+        }
+    }
+
+    pub fn with_flavour(mut self, flavour: Flavour) -> Lab<'a> {
+        self.flavour = flavour;
+        self
     }
 
     fn labels(&self) -> HashMap<String, String> {
@@ -62,19 +121,24 @@ impl<'a> Lab<'a> {
     /// `lab/build-image.sh` for the same steps by hand): a Debian root file system from Debian's
     /// packages, imported as the base image, then the Dockerfile on top.
     pub fn ensure_image(&self) -> Result<()> {
-        let hash = lab_hash();
-        match self
-            .docker
-            .image_label(&self.config.lab.image, "org.pgrunbook.lab-hash")?
-        {
+        // Redis runs from the lab image whatever the flavour.
+        self.ensure_flavour_image(Flavour::Lab)?;
+        if self.flavour != Flavour::Lab {
+            self.ensure_flavour_image(self.flavour)?;
+        }
+        Ok(())
+    }
+
+    fn ensure_flavour_image(&self, flavour: Flavour) -> Result<()> {
+        let hash = lab_hash(flavour);
+        let image = flavour.image(self.config);
+        match self.docker.image_label(image, "org.pgrunbook.lab-hash")? {
             Some(Some(h)) if h == hash => return Ok(()),
             Some(_) => eprintln!(
-                "lab: the lab's files changed since image {} was built; rebuilding it",
-                self.config.lab.image
+                "lab: the lab's files changed since image {image} was built; rebuilding it"
             ),
             None => eprintln!(
-                "lab: image {} is missing; building it (a few minutes the first time)",
-                self.config.lab.image
+                "lab: image {image} is missing; building it (a few minutes the first time)"
             ),
         }
         // The base image: imported from a Debian root file system when it is missing (no
@@ -84,9 +148,9 @@ impl<'a> Lab<'a> {
         if ours && !self.docker.image_exists(&self.config.lab.base_image)? {
             self.build_base_image()?;
         }
-        // The lab image: lab/Dockerfile and its files, from the copy compiled into the binary.
+        // The image: the flavour's Dockerfile and files, from the copy compiled into the binary.
         let mut context = tar::Builder::new(Vec::new());
-        for (rel, text) in embedded::LAB_FILES {
+        for (rel, text) in flavour.files() {
             let mut header = tar::Header::new_gnu();
             header.set_size(text.len() as u64);
             header.set_mode(if rel.ends_with(".sh") { 0o755 } else { 0o644 });
@@ -100,11 +164,11 @@ impl<'a> Lab<'a> {
         let mut labels = HashMap::new();
         labels.insert("org.pgrunbook.lab-hash".to_string(), hash);
         eprintln!(
-            "lab: building {} from {}",
-            self.config.lab.image, self.config.lab.base_image
+            "lab: building {image} from {}",
+            self.config.lab.base_image
         );
         self.docker
-            .build_image(context, &self.config.lab.image, args, labels, &mut |l| {
+            .build_image(context, image, args, labels, &mut |l| {
                 if l.starts_with("Step ") {
                     eprintln!("lab:   {l}");
                 }
@@ -171,6 +235,33 @@ impl<'a> Lab<'a> {
     fn node_spec(&self, name: &str) -> ContainerSpec {
         let n = &self.config.nodes[name];
         let c = &self.config.cluster;
+        if self.flavour == Flavour::Official {
+            // As a user runs the official image: its own variables, its default command, the
+            // data directory where the image keeps it, no stop signal, no pgrunbook entrypoint.
+            return ContainerSpec {
+                name: n.container.clone(),
+                image: self.config.lab.official_image.clone(),
+                env: vec![
+                    format!("POSTGRES_USER={}", c.superuser),
+                    format!("POSTGRES_PASSWORD={}", c.password),
+                    format!("POSTGRES_DB={}", c.database),
+                    format!("PGDATA={}", c.data_dir),
+                ],
+                volumes: vec![
+                    (self.config.data_volume(n), c.data_dir.clone()),
+                    (
+                        self.config.lab.repo_volume.clone(),
+                        self.config.pgbackrest.repo_path.clone(),
+                    ),
+                ],
+                network: Some(self.config.lab.network.clone()),
+                aliases: vec![n.container.clone()],
+                ports: vec![("5432/tcp".into(), n.port)],
+                labels: self.labels(),
+                restart_unless_stopped: true,
+                ..Default::default()
+            };
+        }
         ContainerSpec {
             name: n.container.clone(),
             image: self.config.lab.image.clone(),
@@ -260,12 +351,37 @@ impl<'a> Lab<'a> {
             .collect();
         specs.push(self.redis_spec());
         for spec in specs {
+            // The official image initialises an empty data directory as a primary of its own at
+            // its first start; a standby of that flavour is created and left for `setup` to clone
+            // (as the seed does: `docker compose run ... pg_basebackup`, then `up`).
+            let waits_for_clone = self.flavour == Flavour::Official
+                && self
+                    .config
+                    .node_by_container(&spec.name)
+                    .is_some_and(|(_, n)| n.init == "standby");
             match self.docker.state(&spec.name)? {
                 State::Missing => {
                     self.docker.create(&spec)?;
+                    let is_node = self.config.node_by_container(&spec.name).is_some();
+                    if self.flavour == Flavour::Official && is_node && !waits_for_clone {
+                        self.docker.upload_file(
+                            &spec.name,
+                            "/docker-entrypoint-initdb.d/10-replication.sh",
+                            OFFICIAL_INIT_SCRIPT.as_bytes(),
+                            0o755,
+                        )?;
+                    }
+                    if waits_for_clone {
+                        did.push(format!(
+                            "created container {} (not started: `pgrunbook run setup` clones it)",
+                            spec.name
+                        ));
+                        continue;
+                    }
                     self.docker.start(&spec.name)?;
                     did.push(format!("created and started container {}", spec.name));
                 }
+                s if !s.is_running() && waits_for_clone && !self.docker.ever_started(&spec.name)? => {}
                 s if !s.is_running() => {
                     self.docker.start(&spec.name)?;
                     did.push(format!(

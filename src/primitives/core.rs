@@ -119,7 +119,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
 
     let h = host.clone();
     def!(&mut m, "settings", ["Map"],
-        "The cluster settings runbooks use: #{database, replication_user, stanza, repo_path, data_dir, synchronous}.",
+        "The cluster settings runbooks use: #{database, replication_user, stanza, repo_path, data_dir, synchronous, verify_table}.",
         move || -> Map {
             let mut m = Map::new();
             m.insert("database".into(), h.config.cluster.database.clone().into());
@@ -128,6 +128,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
             m.insert("repo_path".into(), h.config.pgbackrest.repo_path.clone().into());
             m.insert("data_dir".into(), h.config.cluster.data_dir.clone().into());
             m.insert("synchronous".into(), Dynamic::from_bool(h.config.cluster.synchronous));
+            m.insert("verify_table".into(), h.config.cluster.verify_table.clone().into());
             m
         });
 

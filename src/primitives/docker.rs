@@ -2,6 +2,7 @@
 //! Nodes are named by their configuration names and resolved to containers here.
 
 use super::def;
+use crate::error::Class;
 use crate::host::Host;
 use rhai::{Array, Dynamic, EvalAltResult, Map, Module};
 use std::sync::Arc;
@@ -63,6 +64,122 @@ pub fn run_on_data_dir(
     out.map_err(|e| h.fail(primitive, node, e))
 }
 
+/// The postmaster's PID inside the node's container, from `postmaster.pid` (the server's own
+/// lock file): through SQL when the server answers (a millisecond), else by reading the file.
+/// `None` when there is no postmaster.pid (the server is not running).
+fn postmaster_pid(h: &Host, primitive: &str, node: &str, container: &str) -> R<Option<i64>> {
+    if h.pg.ping(node) {
+        if let Ok(rows) = h.pg.query(
+            node,
+            "SELECT split_part(pg_read_file('postmaster.pid'), E'\\n', 1)::int AS pid",
+            &[],
+            false,
+            &h.cancel,
+        ) {
+            if let Ok(pid) = crate::primitives::postgres::first_value(&rows).as_int() {
+                return Ok(Some(pid));
+            }
+        }
+    }
+    let argv = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        "head -n 1 \"$PGDATA/postmaster.pid\" 2>/dev/null || true".to_string(),
+    ];
+    let env = vec![format!("PGDATA={}", h.config.cluster.data_dir)];
+    let out = h
+        .docker
+        .exec(container, &argv, None, &env, &h.cancel, &mut |_| {})
+        .map_err(|e| h.fail(primitive, node, e))?;
+    Ok(out.stdout.trim().parse().ok())
+}
+
+/// Asks PostgreSQL in the node's container for a fast shutdown (SIGINT to the postmaster) and
+/// returns at once. Whatever the image's stop signal: `docker stop` sends the image's, and an
+/// image that sets none gets SIGTERM, PostgreSQL's "smart" shutdown, which waits for every
+/// client (pgrunbook's own connections included) until Docker kills it and leaves a stale
+/// postmaster.pid behind. When the postmaster is the container's PID 1 the signal goes through
+/// the engine (`docker kill -s SIGINT`), which then treats the exit as intended and does not
+/// restart it; otherwise it is sent inside the container. Returns false when no server runs.
+pub fn fast_shutdown(h: &Host, primitive: &str, node: &str) -> R<bool> {
+    let container = h.container(primitive, node)?;
+    let state = h
+        .docker
+        .state(&container)
+        .map_err(|e| h.fail(primitive, node, e))?;
+    if !state.is_running() {
+        return Ok(false);
+    }
+    let pid = postmaster_pid(h, primitive, node, &container)?;
+    h.pg.forget(node);
+    match pid {
+        Some(pid) if pid != 1 => {
+            let argv = vec!["kill".to_string(), "-INT".to_string(), pid.to_string()];
+            let out = h
+                .docker
+                .exec(&container, &argv, None, &[], &h.cancel, &mut |_| {})
+                .map_err(|e| h.fail(primitive, node, e))?;
+            if out.exit_code != 0 {
+                return Err(h.error(
+                    Class::Refused,
+                    format!(
+                        "{primitive} on {node}: cannot signal the postmaster (PID {pid}) in {container}: {}",
+                        out.stderr.trim()
+                    ),
+                ));
+            }
+        }
+        _ => h
+            .docker
+            .kill(&container, "SIGINT")
+            .map_err(|e| h.fail(primitive, node, e))?,
+    }
+    Ok(true)
+}
+
+/// Stops the node cleanly whatever its image: PostgreSQL's fast shutdown, a wait for the
+/// container to exit (or, when the postmaster is not PID 1, for the postmaster to end), then
+/// Docker's stop, which marks the container as stopped by hand so that no restart policy brings
+/// it back. A server that does not end within `timeout_s` is left to Docker's stop (SIGKILL
+/// after 30 s), and the caller hears of it through the stale postmaster.pid.
+pub fn clean_stop(h: &Host, primitive: &str, node: &str, timeout_s: u64) -> R<()> {
+    let container = h.container(primitive, node)?;
+    if fast_shutdown(h, primitive, node)? {
+        let end = Instant::now() + Duration::from_secs(timeout_s);
+        loop {
+            let state = h
+                .docker
+                .state(&container)
+                .map_err(|e| h.fail(primitive, node, e))?;
+            if !state.is_running() {
+                break;
+            }
+            // A postmaster that is not PID 1 ends without ending its container.
+            let probe = vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                "test -f \"$PGDATA/postmaster.pid\"".to_string(),
+            ];
+            let env = vec![format!("PGDATA={}", h.config.cluster.data_dir)];
+            if let Ok(out) = h.docker.exec(&container, &probe, None, &env, &h.cancel, &mut |_| {}) {
+                if out.exit_code == 1 {
+                    break;
+                }
+            }
+            if Instant::now() >= end {
+                break;
+            }
+            h.check_cancel()?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    h.docker
+        .stop(&container, 30)
+        .map_err(|e| h.fail(primitive, node, e))?;
+    h.pg.forget(node);
+    Ok(())
+}
+
 pub fn create_module(host: Arc<Host>) -> Module {
     let mut m = Module::new();
 
@@ -114,18 +231,15 @@ pub fn create_module(host: Arc<Host>) -> Module {
         &mut m,
         "stop_container",
         ["node: &str"],
-        "Stops the node's container (PostgreSQL's fast shutdown; SIGKILL after 30 s).
-        Stopping a stopped container does nothing.",
+        "Stops the node's container cleanly, whatever its image's stop signal: PostgreSQL's fast
+        shutdown (SIGINT to the postmaster), a wait for the container to exit, then Docker's stop
+        (SIGKILL after 30 s more). Stopping a stopped container does nothing.",
         move |node: &str| -> R<()> {
             let c = h.container("stop_container", node)?;
-            if !h.change(node, &format!("stop container {c}")) {
+            if !h.change(node, &format!("stop container {c} (fast shutdown)")) {
                 return Ok(());
             }
-            h.docker
-                .stop(&c, 30)
-                .map_err(|e| h.fail("stop_container", node, e))?;
-            h.pg.forget(node);
-            Ok(())
+            clean_stop(&h, "stop_container", node, 60)
         }
     );
 
@@ -172,6 +286,57 @@ pub fn create_module(host: Arc<Host>) -> Module {
     let h = host.clone();
     def!(
         &mut m,
+        "fast_shutdown",
+        ["node: &str", "bool"],
+        "Asks PostgreSQL in the node for a fast shutdown (SIGINT to the postmaster, through the
+        engine when it is the container's PID 1) and returns at once: new connections are refused,
+        open transactions end, and a primary's walsenders send their standbys every last byte of
+        WAL before they hang up. Works whatever the image's stop signal; Docker does not restart
+        the container. Returns false when no server was running.",
+        move |node: &str| -> R<bool> {
+            let c = h.container("fast_shutdown", node)?;
+            if !h.change(node, &format!("fast shutdown of PostgreSQL in container {c}")) {
+                return Ok(true);
+            }
+            fast_shutdown(&h, "fast_shutdown", node)
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
+        "restart_container",
+        ["node: &str", "timeout_s: i64"],
+        "Restarts the node cleanly (as `stop_container`, then start) and waits up to `timeout_s`
+        seconds until PostgreSQL accepts connections again: how settings that need a restart
+        (archive_mode, wal_log_hints) take effect.",
+        move |node: &str, timeout_s: i64| -> R<()> {
+            let c = h.container("restart_container", node)?;
+            if !h.change(node, &format!("restart container {c} (fast shutdown, then start)")) {
+                return Ok(());
+            }
+            clean_stop(&h, "restart_container", node, 60)?;
+            h.docker
+                .start(&c)
+                .map_err(|e| h.fail("restart_container", node, e))?;
+            let end = Instant::now() + Duration::from_secs(timeout_s.max(1) as u64);
+            loop {
+                if h.pg.probe(node).map_err(|e| h.fail("restart_container", node, e))? {
+                    return Ok(());
+                }
+                if Instant::now() >= end {
+                    return Err(h.error(Class::Infrastructure, format!(
+                        "restart_container on {node}: PostgreSQL did not accept connections within {timeout_s} s of the restart (see `docker logs {c}`)")));
+                }
+                h.check_cancel()?;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
         "start_container",
         ["node: &str"],
         "Starts the node's container. Starting a running container does nothing.",
@@ -193,7 +358,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
         move |node: &str| -> R<()> {
             let c = h.container("require_container", node)?;
             match h.docker.state(&c).map_err(|e| h.fail("require_container", node, e))? {
-                crate::docker::State::Missing => Err(h.error(crate::error::Class::Infrastructure, format!(
+                crate::docker::State::Missing => Err(h.error(Class::Infrastructure, format!(
                     "container '{c}' of node {node} does not exist (is the lab up? `pgrunbook lab up`)"))),
                 _ => Ok(()),
             }
@@ -236,7 +401,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
             let out = run_on_data_dir(&h, "fence", node, &script)?;
             if out.exit_code != 0 {
                 return Err(h.error(
-                    crate::error::Class::Refused,
+                    Class::Refused,
                     format!(
                         "fence on {node}: cannot write the fence into its data directory: {}",
                         out.stderr.trim()
@@ -308,7 +473,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
                     return Ok(());
                 }
                 if Instant::now() >= end {
-                    return Err(h.error(crate::error::Class::Refused, format!(
+                    return Err(h.error(Class::Refused, format!(
                         "wait_container on {node}: container {c} is {} after {timeout_s} s, not {state}", s.as_str())));
                 }
                 h.check_cancel()?;

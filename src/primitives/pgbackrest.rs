@@ -2,6 +2,8 @@
 //! nodes share.
 
 use super::def;
+use super::postgres::{server_facts, ServerFacts};
+use crate::error::Class;
 use crate::host::Host;
 use rhai::{Dynamic, EvalAltResult, Map, Module};
 use std::sync::Arc;
@@ -54,6 +56,9 @@ pub fn run(h: &Host, node: &str, args: Vec<String>) -> R<Map> {
     );
     progress.finish();
     let out = out.map_err(|e| h.fail("pgbackrest", node, e))?;
+    if missing_program(&out) {
+        return Err(not_installed(h, node, &container));
+    }
     let mut m = Map::new();
     m.insert("exit_code".into(), Dynamic::from_int(out.exit_code));
     m.insert("stdout".into(), out.stdout.into());
@@ -61,9 +66,15 @@ pub fn run(h: &Host, node: &str, args: Vec<String>) -> R<Map> {
     Ok(m)
 }
 
-/// The configuration file the host writes on every node: nobody edits heredocs by hand (the
-/// seed's was split in two and could not run as printed).
-pub fn config_text(h: &Host) -> String {
+/// The file pgBackRest reads first. Debian's package ships only the older
+/// `/etc/pgbackrest.conf`, which pgBackRest reads only when this one does not exist; writing here
+/// makes ours the one it reads, and leaves the package's file alone.
+pub const CONFIG_FILE: &str = "/etc/pgbackrest/pgbackrest.conf";
+
+/// The configuration file the host writes on a node: nobody edits heredocs by hand (the seed's
+/// was split in two and could not run as printed). The port, socket directory and data directory
+/// are the node's own (`server_facts`), not constants: a user's container may differ.
+pub fn config_text(h: &Host, facts: &ServerFacts) -> String {
     let c = &h.config;
     format!(
         "# Written by pgrunbook (pgbackrest_configure); changes here are overwritten.\n\
@@ -76,16 +87,65 @@ pub fn config_text(h: &Host) -> String {
          \n\
          [{stanza}]\n\
          pg1-path={data}\n\
-         pg1-port=5432\n\
+         pg1-port={port}\n\
          pg1-user={user}\n\
-         pg1-socket-path=/var/run/postgresql\n",
+         pg1-socket-path={socket}\n",
         repo = c.pgbackrest.repo_path,
         ret = c.pgbackrest.retention_full,
         stanza = c.pgbackrest.stanza,
-        data = c.cluster.data_dir,
+        data = facts.data_dir,
+        port = facts.port,
+        socket = facts.socket_dir,
         user = c.cluster.superuser,
     )
 }
+
+/// The error for a node whose container has no pgBackRest: which node, and what to do.
+fn not_installed(h: &Host, node: &str, container: &str) -> Box<EvalAltResult> {
+    h.error(
+        Class::Refused,
+        format!(
+            "pgBackRest is not installed in container {container} of node {node}: install it in \
+             the image (Debian/Ubuntu: `apt-get install -y pgbackrest`; in a Dockerfile \
+             `RUN apt-get update && apt-get install -y pgbackrest`), on every node, since either \
+             may become the primary. Nothing was changed."
+        ),
+    )
+}
+
+/// Whether an exec failed because the program is not in the container.
+fn missing_program(out: &crate::docker::ExecOutput) -> bool {
+    (out.exit_code == 126 || out.exit_code == 127)
+        && (out.stdout.contains("not found") || out.stderr.contains("not found"))
+}
+
+/// The value pgBackRest reads for an option (`pgbackrest help backup OPTION` prints
+/// `current: VALUE` when a configuration file sets it).
+fn current_value(help: &str) -> Option<String> {
+    help.lines()
+        .find_map(|l| l.strip_prefix("current: "))
+        .map(|v| v.trim().to_string())
+}
+
+/// Writes the configuration as root (the directory may not exist, and `postgres` may not write
+/// in /etc), readable by the server's own user and group, by no one else:
+/// `/etc/pgbackrest` root:GROUP 0750, the file root:GROUP 0640. The repository directory is
+/// created for the server's user when it is missing. `$1` is the text, `$2` the repository.
+const WRITE_SCRIPT: &str = r#"set -e
+command -v pgbackrest >/dev/null 2>&1 || { echo "pgbackrest: not found" >&2; exit 127; }
+owner=$(stat -c %U "$3"); group=$(stat -c %G "$3")
+install -d -o root -g "$group" -m 0750 /etc/pgbackrest
+umask 027
+printf '%s' "$1" > /etc/pgbackrest/pgbackrest.conf.new
+chown root:"$group" /etc/pgbackrest/pgbackrest.conf.new
+chmod 0640 /etc/pgbackrest/pgbackrest.conf.new
+mv -f /etc/pgbackrest/pgbackrest.conf.new /etc/pgbackrest/pgbackrest.conf
+[ -d "$2" ] || install -d -o "$owner" -g "$group" -m 0750 "$2"
+for d in /var/log/pgbackrest /var/spool/pgbackrest; do
+  [ -d "$d" ] || install -d -o "$owner" -g "$group" -m 0750 "$d"
+done
+echo "$owner"
+"#;
 
 pub fn create_module(host: Arc<Host>) -> Module {
     let mut m = Module::new();
@@ -95,57 +155,88 @@ pub fn create_module(host: Arc<Host>) -> Module {
         &mut m,
         "pgbackrest_configure",
         ["node: &str", "bool"],
-        "Writes /etc/pgbackrest/pgbackrest.conf in the node's container from the configuration
-        (repository path, stanza, data directory). Returns true when the file changed; writing the
-        same file again changes nothing.",
+        "Writes /etc/pgbackrest/pgbackrest.conf in the node's container (the file pgBackRest reads
+        first; Debian's package ships only /etc/pgbackrest.conf) from the configuration and from
+        what the server says of itself (port, socket directory, data directory). Written as root,
+        readable by the server's user and group only; creates /etc/pgbackrest and the repository
+        directory when missing. Then checks that pgBackRest reads these values. Returns true when
+        the file changed; writing the same file again changes nothing. Fails, naming the node and
+        the fix, when pgBackRest is not installed there.",
         move |node: &str| -> R<bool> {
             let container = h.container("pgbackrest_configure", node)?;
-            let text = config_text(&h);
-            let read = vec![
-                "cat".to_string(),
-                "/etc/pgbackrest/pgbackrest.conf".to_string(),
-            ];
-            let current = h
-                .docker
-                .exec(
-                    &container,
-                    &read,
-                    Some("postgres"),
-                    &[],
-                    &h.cancel,
-                    &mut |_| {},
-                )
-                .map_err(|e| h.fail("pgbackrest_configure", node, e))?;
-            if current.exit_code == 0 && current.stdout == text {
+            let facts = server_facts(&h, "pgbackrest_configure", node)?;
+            let text = config_text(&h, &facts);
+            let exec = |argv: Vec<String>, user: &str| {
+                h.docker
+                    .exec(&container, &argv, Some(user), &[], &h.cancel, &mut |_| {})
+                    .map_err(|e| h.fail("pgbackrest_configure", node, e))
+            };
+            let probe = exec(
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "command -v pgbackrest >/dev/null 2>&1 || exit 127; cat \"$1\" 2>/dev/null".into(),
+                    "sh".into(),
+                    CONFIG_FILE.into(),
+                ],
+                "root",
+            )?;
+            if probe.exit_code == 127 {
+                return Err(not_installed(&h, node, &container));
+            }
+            if probe.stdout == text {
                 return Ok(false);
             }
-            if !h.change(node, "write /etc/pgbackrest/pgbackrest.conf") {
+            if !h.change(node, &format!("write {CONFIG_FILE} (stanza {}, pg1-path {}, pg1-port {})",
+                h.config.pgbackrest.stanza, facts.data_dir, facts.port)) {
                 return Ok(true);
             }
-            let write = vec![
-                "sh".to_string(), "-c".to_string(),
-                "umask 077; printf '%s' \"$1\" > /etc/pgbackrest/pgbackrest.conf.new && mv /etc/pgbackrest/pgbackrest.conf.new /etc/pgbackrest/pgbackrest.conf".to_string(),
-                "sh".to_string(), text,
-            ];
-            let out = h
-                .docker
-                .exec(
-                    &container,
-                    &write,
-                    Some("postgres"),
-                    &[],
-                    &h.cancel,
-                    &mut |_| {},
-                )
-                .map_err(|e| h.fail("pgbackrest_configure", node, e))?;
+            let out = exec(
+                vec![
+                    "sh".into(), "-c".into(), WRITE_SCRIPT.into(), "sh".into(),
+                    text, h.config.pgbackrest.repo_path.clone(), facts.data_dir.clone(),
+                ],
+                "root",
+            )?;
+            if out.exit_code == 127 {
+                return Err(not_installed(&h, node, &container));
+            }
             if out.exit_code != 0 {
                 return Err(h.error(
-                    crate::error::Class::Refused,
+                    Class::Refused,
                     format!(
-                        "pgbackrest_configure on {node}: cannot write the configuration: {}",
+                        "pgbackrest_configure on {node}: cannot write {CONFIG_FILE}: {}",
                         out.stderr.trim()
                     ),
                 ));
+            }
+            // What pgBackRest itself reads, as the server's user: the file we wrote must be the
+            // one in force (another file, or an environment variable PGBACKREST_*, could win).
+            let owner = out.stdout.trim().to_string();
+            let owner = if owner.is_empty() { "postgres".to_string() } else { owner };
+            let stanza = format!("--stanza={}", h.config.pgbackrest.stanza);
+            for (option, want) in [
+                ("pg1-path", facts.data_dir.clone()),
+                ("pg1-port", facts.port.to_string()),
+                ("pg1-socket-path", facts.socket_dir.clone()),
+                ("repo1-path", h.config.pgbackrest.repo_path.clone()),
+            ] {
+                let help = exec(
+                    vec!["pgbackrest".into(), stanza.clone(), "help".into(), "backup".into(), option.into()],
+                    &owner,
+                )?;
+                let got = current_value(&help.stdout);
+                if got.as_deref() != Some(want.as_str()) {
+                    return Err(h.error(
+                        Class::Refused,
+                        format!(
+                            "pgbackrest_configure on {node}: wrote {CONFIG_FILE}, but pgBackRest \
+                             (as {owner}) reads {option} = {} where {want} was written: another \
+                             configuration file or a PGBACKREST_* variable overrides it",
+                            got.unwrap_or_else(|| "(not set)".into())
+                        ),
+                    ));
+                }
             }
             Ok(true)
         }
@@ -168,13 +259,13 @@ pub fn create_module(host: Arc<Host>) -> Module {
             if code != 0 {
                 let err = out.get("stderr").map(|v| v.to_string()).unwrap_or_default();
                 return Err(h.error(
-                    crate::error::Class::Refused,
+                    Class::Refused,
                     format!("pgbackrest_info on {node}: exit {code}: {}", err.trim()),
                 ));
             }
             let v: serde_json::Value = serde_json::from_str(&stdout).map_err(|e| {
                 h.error(
-                    crate::error::Class::Runbook,
+                    Class::Runbook,
                     format!("pgbackrest_info on {node}: unexpected output ({e})"),
                 )
             })?;
@@ -188,7 +279,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 .and_then(|d| d.try_cast::<Map>())
                 .ok_or_else(|| {
                     h.error(
-                        crate::error::Class::Runbook,
+                        Class::Runbook,
                         format!("pgbackrest_info on {node}: no stanza in the output"),
                     )
                 })

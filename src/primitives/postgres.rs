@@ -118,6 +118,42 @@ fn query_value(h: &Host, primitive: &str, node: &str, q: &str, params: &[Dynamic
         .map_err(|e| h.fail(primitive, node, e))
 }
 
+/// Where a node's server listens and keeps its data, as the server itself says (not from the
+/// configuration: a user's container may use another port or socket directory).
+#[derive(Debug, Clone)]
+pub struct ServerFacts {
+    pub port: i64,
+    /// The first of `unix_socket_directories`.
+    pub socket_dir: String,
+    pub data_dir: String,
+}
+
+pub fn server_facts(h: &Host, primitive: &str, node: &str) -> R<ServerFacts> {
+    h.check_node(primitive, node)?;
+    let rows = h
+        .pg
+        .query(
+            node,
+            "SELECT current_setting('port') AS port, \
+                    trim(split_part(current_setting('unix_socket_directories'), ',', 1)) AS socket_dir, \
+                    current_setting('data_directory') AS data_dir",
+            &[],
+            false,
+            &h.cancel,
+        )
+        .map_err(|e| h.fail(primitive, node, e))?;
+    let row = rows
+        .first()
+        .and_then(|r| r.read_lock::<Map>().map(|m| m.clone()))
+        .ok_or_else(|| h.error(Class::Runbook, format!("{primitive} on {node}: no answer")))?;
+    let get = |k: &str| row.get(k).map(|v| v.to_string()).unwrap_or_default();
+    Ok(ServerFacts {
+        port: get("port").parse().unwrap_or(5432),
+        socket_dir: get("socket_dir"),
+        data_dir: get("data_dir"),
+    })
+}
+
 fn is_in_recovery(h: &Host, primitive: &str, node: &str) -> R<bool> {
     query_value(h, primitive, node, "SELECT pg_is_in_recovery()", &[])?
         .as_bool()
@@ -174,6 +210,72 @@ pub fn create_module(host: Arc<Host>) -> Module {
         move |node: &str| -> R<bool> {
             h.check_node("pg_ping", node)?;
             h.pg.probe(node).map_err(|e| h.fail("pg_ping", node, e))
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
+        "server_info",
+        ["node: &str", "Map"],
+        "What the node's server says of itself: #{port, socket_dir, data_dir} (the port inside its
+        container, the first socket directory, the data directory). Primitives that write files
+        for the server (pgBackRest's configuration) or connect between containers use these, not
+        constants.",
+        move |node: &str| -> R<Map> {
+            let f = server_facts(&h, "server_info", node)?;
+            let mut m = Map::new();
+            m.insert("port".into(), Dynamic::from_int(f.port));
+            m.insert("socket_dir".into(), f.socket_dir.into());
+            m.insert("data_dir".into(), f.data_dir.into());
+            Ok(m)
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
+        "verify_table",
+        ["node: &str", "String"],
+        "pgrunbook's own table for verify's row round trip (`cluster.verify_table`, by default
+        pgrunbook.verify_rows: id, val, created_at), created with its schema on the primary `node`
+        when missing. Returns its name quoted for SQL: `sql(p, `INSERT INTO ${t}(val) ...`)`.",
+        move |node: &str| -> R<String> {
+            let (schema, table) = h
+                .config
+                .cluster
+                .verify_table
+                .split_once('.')
+                .unwrap_or(("pgrunbook", "verify_rows"));
+            let quoted = format!(
+                "{}.{}",
+                crate::postgres::quote_ident(schema),
+                crate::postgres::quote_ident(table)
+            );
+            let exists = query_value(
+                &h,
+                "verify_table",
+                node,
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[quoted.clone().into()],
+            )?;
+            if exists.as_bool().unwrap_or(false) {
+                return Ok(quoted);
+            }
+            if !h.change(node, &format!("create table {quoted} (pgrunbook's verify rows)")) {
+                return Ok(quoted);
+            }
+            let ddl = format!(
+                "CREATE SCHEMA IF NOT EXISTS {s}; \
+                 CREATE TABLE IF NOT EXISTS {quoted} (\
+                   id bigserial PRIMARY KEY, val text NOT NULL, \
+                   created_at timestamptz NOT NULL DEFAULT now()); \
+                 COMMENT ON TABLE {quoted} IS 'pgrunbook verify: a row written on the primary and read on the standby'",
+                s = crate::postgres::quote_ident(schema)
+            );
+            h.pg.execute_batch(node, &ddl, None)
+                .map_err(|e| h.fail("verify_table", node, e))?;
+            Ok(quoted)
         }
     );
 
@@ -468,13 +570,27 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 return Ok(Map::new());
             }
             let t0 = Instant::now();
-            h.docker.stop(&dst, 30).map_err(|e| h.fail("rewind", target, e))?;
-            h.pg.forget(target);
+            let src_port = server_facts(&h, "rewind", source)?.port;
+            crate::primitives::docker::clean_stop(&h, "rewind", target, 60)?;
+            // A server killed (SIGKILL, or Docker's stop after a smart shutdown that never ended)
+            // leaves postmaster.pid behind; pg_rewind's crash recovery then takes it for a live
+            // server (in a one-off container its PID, often 1, is always alive). It is stale
+            // when the container is stopped and no other running container mounts the data.
             let c = &h.config.cluster;
+            let volume = h.docker.volume_at(&dst, &c.data_dir).map_err(|e| h.fail("rewind", target, e))?;
+            let others = match &volume {
+                Some(v) => h.docker.running_users_of_volume(v, &dst).map_err(|e| h.fail("rewind", target, e))?,
+                None => vec![],
+            };
+            if !others.is_empty() {
+                return Err(h.error(Class::Refused, format!(
+                    "rewind on {target}: its data volume {} is mounted by running container(s) {}: pg_rewind needs the data directory to itself; nothing was changed",
+                    volume.unwrap_or_default(), others.join(", "))));
+            }
             // The conninfo is built here, quoted for libpq and then for postgresql.conf, and
             // reaches the container through the environment, never a command line.
             let conninfo = format!(
-                "host={} port=5432 user={} password={} application_name={}",
+                "host={} port={src_port} user={} password={} application_name={}",
                 conninfo_quote(&src),
                 conninfo_quote(&c.replication_user),
                 conninfo_quote(&c.replication_password),
@@ -487,7 +603,11 @@ pub fn create_module(host: Arc<Host>) -> Module {
             );
             let script = format!(
                 "set -e\n\
-                 pg_rewind --target-pgdata=\"$PGDATA\" --source-server=\"host={host} port=5432 user={user} dbname=postgres\" --progress\n\
+                 if [ -f \"$PGDATA/postmaster.pid\" ]; then\n\
+                   echo \"pgrunbook: removed stale postmaster.pid (PID $(head -n 1 \"$PGDATA/postmaster.pid\"))\"\n\
+                   rm -f \"$PGDATA/postmaster.pid\"\n\
+                 fi\n\
+                 pg_rewind --target-pgdata=\"$PGDATA\" --source-server=\"host={host} port={src_port} user={user} dbname=postgres\" --progress\n\
                  sed -i -e '/^primary_conninfo/d' -e '/^primary_slot_name/d' \"$PGDATA/postgresql.auto.conf\"\n\
                  printf '%s' \"$PGRUNBOOK_STANDBY_SETTINGS\" >> \"$PGDATA/postgresql.auto.conf\"\n\
                  chmod 600 \"$PGDATA/postgresql.auto.conf\"\n\
@@ -523,6 +643,11 @@ pub fn create_module(host: Arc<Host>) -> Module {
             h.docker.start(&dst).map_err(|e| h.fail("rewind", target, e))?;
             let mut m = Map::new();
             m.insert("duration_ms".into(), Dynamic::from_int(t0.elapsed().as_millis() as i64));
+            let stale = out.stdout.lines().find(|l| l.contains("removed stale postmaster.pid"));
+            if let Some(line) = stale {
+                h.say(&format!("    {}", line.trim_start_matches("pgrunbook: ")));
+                m.insert("stale_pid_removed".into(), line.trim_start_matches("pgrunbook: ").to_string().into());
+            }
             m.insert("output".into(), out.stderr.trim().to_string().into());
             Ok(m)
         }
@@ -558,10 +683,8 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 return Ok(Map::new());
             }
             let t0 = Instant::now();
-            h.docker
-                .stop(&dst, 30)
-                .map_err(|e| h.fail("basebackup", target, e))?;
-            h.pg.forget(target);
+            let src_port = server_facts(&h, "basebackup", source)?.port;
+            crate::primitives::docker::clean_stop(&h, "basebackup", target, 60)?;
             // A base backup left running by an interrupted run would hold the slot: remove its
             // container, then wait for the source to see the slot free.
             h.docker
@@ -590,7 +713,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
             }
             let script = format!(
                 "set -e\nfind {d} -mindepth 1 -delete\n\
-                 pg_basebackup -h {host} -p 5432 -U {user} -D {d} -X stream -R -S {slot} --checkpoint=fast -P\n",
+                 pg_basebackup -h {host} -p {src_port} -U {user} -D {d} -X stream -R -S {slot} --checkpoint=fast -P\n",
                 d = sh_quote(&data),
                 host = sh_quote(&src),
                 user = sh_quote(&h.config.cluster.replication_user),
