@@ -153,7 +153,28 @@ pub struct TestLab {
     pub ports: Vec<(String, u16)>,
     pub redis_port: u16,
     pub keep: bool,
+    /// How the harness logs in to check things: (superuser, password, database).
+    pub login: (String, String, String),
+    pub stanza: String,
+    /// Made by hand with the docker CLI (`TestLab::foreign`), not by `pgrunbook lab up`:
+    /// the containers, volumes and network to remove at the end.
+    pub by_hand: Option<ByHand>,
 }
+
+/// What a pair made by hand consists of, for the cleanup.
+pub struct ByHand {
+    pub containers: Vec<String>,
+    pub volumes: Vec<String>,
+    pub network: String,
+}
+
+static OFFICIAL_IMAGE: Once = Once::new();
+
+/// The official flavour's names: nothing like the seed's.
+pub const FOREIGN_PASSWORD: &str = "f0reign_dba_pw";
+pub const FOREIGN_REPL_PASSWORD: &str = "f0reign_stream_pw";
+/// The port PostgreSQL listens on inside the foreign containers (not 5432).
+pub const FOREIGN_INNER_PORT: u16 = 5544;
 
 impl TestLab {
     /// A lab's configuration, written but not started.
@@ -213,7 +234,161 @@ label = "{id}"
             ports: vec![("pg-bases2".into(), p1), ("pg-replica".into(), p2)],
             redis_port: rp,
             keep: std::env::var("PGRUNBOOK_TEST_KEEP").is_ok(),
+            login: (
+                "postgres".into(),
+                PASSWORD.into(),
+                "bases2_proyectos".into(),
+            ),
+            stanza: "bases2-db".into(),
+            by_hand: None,
         }
+    }
+
+    /// A primary/standby pair as a user builds it by hand with the docker CLI, from the
+    /// official flavour's image (like `postgres:17` with Debian's pgBackRest): it starts as root,
+    /// sets no stop signal, runs with PostgreSQL's defaults (no archiving, no wal_log_hints),
+    /// listens on port 5544 inside its container, and uses its own names: nodes `alpha` and
+    /// `beta`, superuser `dba`, database `appdb`, replication role `streamer`, slots
+    /// `alpha_slot`/`beta_slot`, stanza `app-db`, no `replica_test` table. The primary's own
+    /// init script only allows replication in pg_hba.conf. The standby is created and left for
+    /// `setup` to clone, as the seed does. pgrunbook learns all of this from the config file
+    /// alone (no environment variables).
+    pub fn foreign(tag: &str) -> TestLab {
+        require_docker();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let id = format!("prt-{}-{}{}", tag, std::process::id() % 100000, n);
+        let dir = tempfile::tempdir().unwrap();
+        let (p1, p2, rp) = (free_port(), free_port(), free_port());
+        let alpha = format!("{id}-alpha");
+        let beta = format!("{id}-beta");
+        let redis = format!("{id}-redis");
+        let net = format!("{id}-net");
+        let config = format!(
+            r#"# Written as docs/own-containers.md says, for a pair pgrunbook did not build.
+[cluster]
+database = "appdb"
+superuser = "dba"
+password = "{FOREIGN_PASSWORD}"
+replication_user = "streamer"
+replication_password = "{FOREIGN_REPL_PASSWORD}"
+
+[nodes.alpha]
+container = "{alpha}"
+host = "127.0.0.1"
+port = {p1}
+slot = "alpha_slot"
+init = "primary"
+
+[nodes.beta]
+container = "{beta}"
+host = "127.0.0.1"
+port = {p2}
+slot = "beta_slot"
+init = "standby"
+
+[pgbackrest]
+stanza = "app-db"
+
+[redis]
+url = "redis://127.0.0.1:{rp}"
+prefix = "{id}"
+"#
+        );
+        let config_path = dir.path().join("pgrunbook.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let lab = TestLab {
+            id: id.clone(),
+            dir,
+            config_path,
+            ports: vec![("alpha".into(), p1), ("beta".into(), p2)],
+            redis_port: rp,
+            keep: std::env::var("PGRUNBOOK_TEST_KEEP").is_ok(),
+            login: ("dba".into(), FOREIGN_PASSWORD.into(), "appdb".into()),
+            stanza: "app-db".into(),
+            by_hand: Some(ByHand {
+                containers: vec![alpha.clone(), beta.clone(), redis.clone()],
+                volumes: ["alpha-data", "beta-data", "repo", "redis-data"]
+                    .iter()
+                    .map(|v| format!("{id}-{v}"))
+                    .collect(),
+                network: net.clone(),
+            }),
+        };
+        OFFICIAL_IMAGE.call_once(|| {
+            let r = pgrunbook_in(
+                lab.dir.path(),
+                &["lab", "build", "--flavour", "official"],
+                &[],
+            );
+            assert_eq!(r.code, 0, "building the official flavour failed:\n{}", r.stderr);
+        });
+        // The user's own init script: replication from the other container, with a password.
+        let init = lab.dir.path().join("initdb");
+        std::fs::create_dir_all(&init).unwrap();
+        let script = init.join("10-replication.sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\nprintf 'host replication all all scram-sha-256\\n' >> \"$PGDATA/pg_hba.conf\"\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let must = |args: &[&str]| {
+            let out = lab.docker(args);
+            assert!(
+                out.status.success(),
+                "docker {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        must(&["network", "create", &net]);
+        let node = |verb: &str, name: &str, port: u16, data: &str, init: Option<&Path>| {
+            let mut args: Vec<String> = [
+                verb, "--name", name, "--network", &net, "--restart", "unless-stopped",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend([
+                "-p".into(),
+                format!("127.0.0.1:{port}:{FOREIGN_INNER_PORT}"),
+                "-e".into(),
+                "POSTGRES_USER=dba".into(),
+                "-e".into(),
+                format!("POSTGRES_PASSWORD={FOREIGN_PASSWORD}"),
+                "-e".into(),
+                "POSTGRES_DB=appdb".into(),
+                "-v".into(),
+                format!("{id}-{data}:/var/lib/postgresql/data"),
+                "-v".into(),
+                format!("{id}-repo:/var/lib/pgbackrest"),
+            ]);
+            if let Some(dir) = init {
+                args.push("-v".into());
+                args.push(format!("{}:/docker-entrypoint-initdb.d:ro", dir.display()));
+            }
+            args.extend([
+                "pgrunbook-official:17".into(),
+                "postgres".into(),
+                "-c".into(),
+                format!("port={FOREIGN_INNER_PORT}"),
+            ]);
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            must(&refs);
+        };
+        node("run", &alpha, p1, "alpha-data", Some(&init));
+        // Like the seed's standby: created, never started, until setup clones it.
+        node("create", &beta, p2, "beta-data", None);
+        must(&[
+            "run", "-d", "--name", &redis, "-p", &format!("127.0.0.1:{rp}:6379"),
+            "-v", &format!("{id}-redis-data:/var/lib/redis-lab"),
+            "pgrunbook-lab:17", "redis-server", "--bind", "0.0.0.0", "--protected-mode", "no",
+        ]);
+        // The official entrypoint runs initdb first: wait until the primary takes logins.
+        let _ = lab.client("alpha");
+        lab
     }
 
     /// A lab that is up (containers running, primary accepting connections).
@@ -274,11 +449,23 @@ label = "{id}"
 
     // ---- direct access, independent of pgrunbook -------------------------------------------
 
+    /// How the harness connects to a node's published port, as the lab's superuser.
+    pub fn pg_config(&self, node: &str) -> postgres::Config {
+        let mut c = postgres::Config::new();
+        c.host("127.0.0.1")
+            .port(self.port(node))
+            .user(&self.login.0)
+            .password(&self.login.1)
+            .dbname(&self.login.2)
+            .connect_timeout(Duration::from_secs(3));
+        c
+    }
+
     pub fn client(&self, node: &str) -> postgres::Client {
         let port = self.port(node);
         let mut last = None;
-        for _ in 0..50 {
-            match pg_config(port).connect(postgres::NoTls) {
+        for _ in 0..150 {
+            match self.pg_config(node).connect(postgres::NoTls) {
                 Ok(c) => return c,
                 Err(e) => last = Some(e),
             }
@@ -288,7 +475,7 @@ label = "{id}"
     }
 
     pub fn try_client(&self, node: &str) -> Option<postgres::Client> {
-        pg_config(self.port(node)).connect(postgres::NoTls).ok()
+        self.pg_config(node).connect(postgres::NoTls).ok()
     }
 
     pub fn query_bool(&self, node: &str, sql: &str) -> bool {
@@ -356,7 +543,7 @@ label = "{id}"
             "postgres",
             &self.container(node),
             "pgbackrest",
-            "--stanza=bases2-db",
+            &format!("--stanza={}", self.stanza),
             "--output=json",
             "info",
         ]);
@@ -390,6 +577,16 @@ impl Drop for TestLab {
     fn drop(&mut self) {
         if self.keep {
             eprintln!("PGRUNBOOK_TEST_KEEP: leaving lab {} in place", self.id);
+            return;
+        }
+        if let Some(h) = &self.by_hand {
+            let mut args = vec!["rm", "-f"];
+            args.extend(h.containers.iter().map(String::as_str));
+            let _ = self.docker(&args);
+            let mut args = vec!["volume", "rm", "-f"];
+            args.extend(h.volumes.iter().map(String::as_str));
+            let _ = self.docker(&args);
+            let _ = self.docker(&["network", "rm", &h.network]);
             return;
         }
         let r = self.pgrunbook(&["lab", "down", "--volumes"]);
