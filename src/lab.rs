@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::docker::{ContainerSpec, Docker, State};
 use crate::embedded;
+use crate::errln;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -68,11 +69,11 @@ impl<'a> Lab<'a> {
             .image_label(&self.config.lab.image, "org.pgrunbook.lab-hash")?
         {
             Some(Some(h)) if h == hash => return Ok(()),
-            Some(_) => eprintln!(
+            Some(_) => errln!(
                 "lab: the lab's files changed since image {} was built; rebuilding it",
                 self.config.lab.image
             ),
-            None => eprintln!(
+            None => errln!(
                 "lab: image {} is missing; building it (a few minutes the first time)",
                 self.config.lab.image
             ),
@@ -99,14 +100,15 @@ impl<'a> Lab<'a> {
         args.insert("BASE_IMAGE".to_string(), self.config.lab.base_image.clone());
         let mut labels = HashMap::new();
         labels.insert("org.pgrunbook.lab-hash".to_string(), hash);
-        eprintln!(
+        errln!(
             "lab: building {} from {}",
-            self.config.lab.image, self.config.lab.base_image
+            self.config.lab.image,
+            self.config.lab.base_image
         );
         self.docker
             .build_image(context, &self.config.lab.image, args, labels, &mut |l| {
                 if l.starts_with("Step ") {
-                    eprintln!("lab:   {l}");
+                    errln!("lab:   {l}");
                 }
             })?;
         Ok(())
@@ -116,9 +118,7 @@ impl<'a> Lab<'a> {
     /// imports it through the Docker API.
     fn build_base_image(&self) -> Result<()> {
         let base = &self.config.lab.base_image;
-        eprintln!(
-            "lab: base image {base} is missing; making it from Debian's packages (mmdebstrap)"
-        );
+        errln!("lab: base image {base} is missing; making it from Debian's packages (mmdebstrap)");
         let have = |cmd: &str| {
             std::process::Command::new("sh")
                 .args(["-c", &format!("command -v {cmd}")])
