@@ -8,6 +8,7 @@ use crate::host::Host;
 use crate::journal::{BACKUPS, JOURNAL};
 use crate::lab::Lab;
 use crate::runbook::Runbook;
+use crate::{err, errln, out, outln};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -153,7 +154,7 @@ pub fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprint!("{}", f.render());
+            err!("{}", f.render());
             ExitCode::from(f.class.exit_code())
         }
     }
@@ -199,23 +200,23 @@ fn install_ctrlc(host: &Arc<Host>) {
     let h = host.clone();
     let _ = ctrlc::set_handler(move || {
         if h.cancel.is_cancelled() {
-            eprintln!("\ninterrupted again: exiting now");
+            errln!("\ninterrupted again: exiting now");
             std::process::exit(130);
         }
-        eprintln!("\ninterrupt: stopping at the next safe point (Ctrl-C again to exit now)");
+        errln!("\ninterrupt: stopping at the next safe point (Ctrl-C again to exit now)");
         h.cancel.cancel();
         h.pg.cancel_inflight();
     });
 }
 
 fn print_params(rb: &Runbook) {
-    println!("{}: {}", rb.name, rb.meta.description);
-    println!(
+    outln!("{}: {}", rb.name, rb.meta.description);
+    outln!(
         "usage: pgrunbook run {} [--set KEY=VALUE ...] [--dry-run]",
         rb.name
     );
     if rb.meta.params.is_empty() {
-        println!("  (no parameters)");
+        outln!("  (no parameters)");
     }
     for p in &rb.meta.params {
         let choices = if p.choices.is_empty() {
@@ -223,7 +224,7 @@ fn print_params(rb: &Runbook) {
         } else {
             format!(" one of {}", p.choices.join("|"))
         };
-        println!(
+        outln!(
             "  --set {}=<{}{}>  default {}  {}",
             p.name,
             p.kind(),
@@ -268,7 +269,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             install_ctrlc(&host);
             host.journal.flush_spool();
             if dry_run {
-                println!(
+                outln!(
                     "dry run of {}: reads are real, changes are printed",
                     rb.name
                 );
@@ -276,9 +277,9 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             let r = engine::run(&host, &rb, params);
             if dry_run {
                 let planned = host.run.lock().unwrap().planned.clone();
-                println!("\nplan: {} change(s) would be made", planned.len());
+                outln!("\nplan: {} change(s) would be made", planned.len());
                 for (i, p) in planned.iter().enumerate() {
-                    println!("  {}. {p}", i + 1);
+                    outln!("  {}. {p}", i + 1);
                 }
             }
             r
@@ -286,9 +287,9 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::List => {
             for rb in Runbook::all() {
                 let origin = if rb.shipped { "shipped" } else { "local" };
-                println!("{:<24} {} ({origin})", rb.name, rb.meta.description);
+                outln!("{:<24} {} ({origin})", rb.name, rb.meta.description);
                 for p in &rb.meta.params {
-                    println!("{:<26}--set {}={} {}", "", p.name, p.default, p.help);
+                    outln!("{:<26}--set {}={} {}", "", p.name, p.default, p.help);
                 }
             }
             Ok(())
@@ -308,11 +309,11 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             for rb in &list {
                 let found = crate::check::check(&host, rb);
                 if found.is_empty() {
-                    println!("ok      {}", rb.display_path);
+                    outln!("ok      {}", rb.display_path);
                 }
                 for f in found {
                     problems += 1;
-                    eprint!("{}", f.render());
+                    err!("{}", f.render());
                 }
             }
             if problems > 0 {
@@ -337,20 +338,20 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
                     lab.wait_primaries(&host.pg, std::time::Duration::from_secs(120))
                         .map_err(infra)?;
                     if did.is_empty() {
-                        println!("lab: already up, nothing changed");
+                        outln!("lab: already up, nothing changed");
                     }
                     for d in did {
-                        println!("lab: {d}");
+                        outln!("lab: {d}");
                     }
                     Ok(())
                 }
                 LabCommand::Down { volumes } => {
                     let did = lab.down(volumes).map_err(infra)?;
                     if did.is_empty() {
-                        println!("lab: nothing to remove");
+                        outln!("lab: nothing to remove");
                     }
                     for d in did {
-                        println!("lab: {d}");
+                        outln!("lab: {d}");
                     }
                     Ok(())
                 }
@@ -363,7 +364,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
                         .into_iter()
                         .map(|r| vec![r.name, r.role, r.state, format!("127.0.0.1:{}", r.port)])
                         .collect();
-                    print!("{}", crate::table::render_cells(&cols, &cells));
+                    out!("{}", crate::table::render_cells(&cols, &cells));
                     Ok(())
                 }
                 LabCommand::Build { .. } => lab.ensure_image().map_err(infra),
@@ -377,15 +378,15 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             host.docker.ping().map_err(infra)?;
             let st = crate::status::collect(&host);
             if json {
-                println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
             } else {
-                print!("{}", crate::status::render(&st));
+                out!("{}", crate::status::render(&st));
             }
             Ok(())
         }
         Command::Reference => {
             let host = Arc::new(Host::new(Config::defaults()));
-            print!("{}", crate::reference::markdown(&host));
+            out!("{}", crate::reference::markdown(&host));
             Ok(())
         }
         Command::Definitions { dir } => {
@@ -404,13 +405,13 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
                         dir.display()
                     ))
                 })?;
-            println!("wrote Rhai definitions to {}", dir.display());
+            outln!("wrote Rhai definitions to {}", dir.display());
             Ok(())
         }
         Command::Config => {
             let config = load_config(&cli.config)?;
-            println!("# from {}", config.source);
-            print!("{}", config.to_masked_toml());
+            outln!("# from {}", config.source);
+            out!("{}", config.to_masked_toml());
             Ok(())
         }
         Command::Repl => crate::repl::run(load_config(&cli.config)?),
@@ -428,14 +429,14 @@ fn show_stream(
     j.flush_spool();
     let entries = j.last(stream, last).map_err(infra)?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&entries).unwrap_or_default()
         );
         return Ok(());
     }
     if entries.is_empty() {
-        println!("(no {stream} entries in Redis)");
+        outln!("(no {stream} entries in Redis)");
         return Ok(());
     }
     let mut cols: Vec<String> = vec![];
@@ -471,6 +472,6 @@ fn show_stream(
                 .collect()
         })
         .collect();
-    print!("{}", crate::table::render_cells(&cols, &cells));
+    out!("{}", crate::table::render_cells(&cols, &cells));
     Ok(())
 }

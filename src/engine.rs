@@ -1,6 +1,7 @@
 //! The Rhai engine pgrunbook runs scripts in: every primitive registered, `import "cluster"`
 //! resolved to the stdlib, limits set, and errors turned into `Failure`s with `file:line:col`.
 
+use crate::errln;
 use crate::error::{Class, Failure, Location};
 use crate::host::Host;
 use crate::runbook::{self, Runbook};
@@ -83,7 +84,7 @@ pub fn build(host: &Arc<Host>, sources: &Sources) -> Engine {
             (Some(src), Some(l)) => format!("{src}:{l}: "),
             _ => String::new(),
         };
-        eprintln!("{}", h.scrub(&format!("debug: {at}{s}")));
+        errln!("{}", h.scrub(&format!("debug: {at}{s}")));
     });
     let h = host.clone();
     let timeout = Duration::from_secs(limits.timeout_s);

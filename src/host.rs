@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::docker::Docker;
 use crate::error::{Class, Failure};
 use crate::journal::{Journal, JOURNAL};
+use crate::outln;
 use crate::postgres::Postgres;
 use rhai::{Dynamic, EvalAltResult, Position};
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,9 @@ pub struct RunState {
     pub planned: Vec<String>,
     /// Values a runbook measured (`record("data_lost_bytes", 0)`), journaled at the end.
     pub metrics: BTreeMap<String, String>,
+    /// Failed writes to stdout/stderr before the run started (see `crate::output`): more at the
+    /// end means some of this run's output was lost, and its end entry says so.
+    lost_writes_at_start: u64,
 }
 
 impl RunState {
@@ -46,6 +50,7 @@ impl RunState {
             steps: vec![],
             planned: vec![],
             metrics: BTreeMap::new(),
+            lost_writes_at_start: crate::output::lost_writes(),
         }
     }
 }
@@ -102,9 +107,10 @@ impl Host {
         self.dry_run.store(on, Ordering::SeqCst);
     }
 
-    /// Prints a line to stdout with secrets masked.
+    /// Prints a line to stdout with secrets masked. A line that cannot be written (nobody reads
+    /// stdout any more) is dropped and the run goes on: see `crate::output`.
     pub fn say(&self, text: &str) {
-        println!("{}", self.scrub(text));
+        outln!("{}", self.scrub(text));
     }
 
     pub fn scrub(&self, text: &str) -> String {
@@ -306,6 +312,11 @@ impl Host {
         f.insert("dry_run".into(), self.dry_run().to_string());
         if let Some(fl) = failure {
             f.insert("error".into(), fl.one_line());
+        }
+        // The journal is the record of a run whose output nobody could read (`| head`, a quit
+        // pager): it says so, so a short log is not mistaken for a short run.
+        if crate::output::lost_writes() > st.lost_writes_at_start {
+            f.insert("output_lost".into(), "true".into());
         }
         if !st.metrics.is_empty() {
             f.insert(

@@ -9,6 +9,7 @@
 //! reaches Redis, with a warning saying so.
 
 use crate::config::Config;
+use crate::errln;
 use anyhow::{Context, Result};
 use redis::Commands;
 use serde::{Deserialize, Serialize};
@@ -152,11 +153,11 @@ impl Journal {
         if !*warned {
             *warned = true;
             match written {
-                Ok(()) => eprintln!(
+                Ok(()) => errln!(
                     "warning: {why:#}; journal entries are kept in {} and delivered when Redis is back",
                     path.display()
                 ),
-                Err(e) => eprintln!(
+                Err(e) => errln!(
                     "warning: {why:#}; and the spool {} cannot be written ({e:#}): journal entries are lost",
                     path.display()
                 ),
@@ -202,7 +203,7 @@ impl Journal {
             rest.iter().map(|l| format!("{l}\n")).collect::<String>(),
         );
         if delivered > 0 {
-            eprintln!(
+            errln!(
                 "warning: delivered {delivered} journal entr{} spooled while Redis was unreachable",
                 if delivered == 1 { "y" } else { "ies" }
             );

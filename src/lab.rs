@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::docker::{ContainerSpec, Docker, State};
 use crate::embedded;
+use crate::errln;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -134,10 +135,10 @@ impl<'a> Lab<'a> {
         let image = flavour.image(self.config);
         match self.docker.image_label(image, "org.pgrunbook.lab-hash")? {
             Some(Some(h)) if h == hash => return Ok(()),
-            Some(_) => eprintln!(
+            Some(_) => errln!(
                 "lab: the lab's files changed since image {image} was built; rebuilding it"
             ),
-            None => eprintln!(
+            None => errln!(
                 "lab: image {image} is missing; building it (a few minutes the first time)"
             ),
         }
@@ -163,14 +164,14 @@ impl<'a> Lab<'a> {
         args.insert("BASE_IMAGE".to_string(), self.config.lab.base_image.clone());
         let mut labels = HashMap::new();
         labels.insert("org.pgrunbook.lab-hash".to_string(), hash);
-        eprintln!(
+        errln!(
             "lab: building {image} from {}",
             self.config.lab.base_image
         );
         self.docker
             .build_image(context, image, args, labels, &mut |l| {
                 if l.starts_with("Step ") {
-                    eprintln!("lab:   {l}");
+                    errln!("lab:   {l}");
                 }
             })?;
         Ok(())
@@ -180,9 +181,7 @@ impl<'a> Lab<'a> {
     /// imports it through the Docker API.
     fn build_base_image(&self) -> Result<()> {
         let base = &self.config.lab.base_image;
-        eprintln!(
-            "lab: base image {base} is missing; making it from Debian's packages (mmdebstrap)"
-        );
+        errln!("lab: base image {base} is missing; making it from Debian's packages (mmdebstrap)");
         let have = |cmd: &str| {
             std::process::Command::new("sh")
                 .args(["-c", &format!("command -v {cmd}")])

@@ -7,7 +7,8 @@
 //! - `engine`, `runbook`, `check`: running and checking Rhai scripts;
 //! - `primitives/`: what scripts can call, one file per backend;
 //! - `docker`, `postgres`, `journal` (Redis): the backends the primitives use;
-//! - `lab`: the containers of the lab.
+//! - `lab`: the containers of the lab;
+//! - `output`: printing that never stops a run (a closed pipe is not an error).
 
 // `Failure` carries the source line and trace it is rendered with; it is built once per failed
 // command, so its size on the error path does not matter.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod host;
 pub mod journal;
 pub mod lab;
+pub mod output;
 pub mod postgres;
 pub mod primitives;
 pub mod progress;

@@ -20,6 +20,25 @@ use std::error::Error as StdError;
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// What a call on a connection fails with: the server or the connection, or a parameter that
+/// pgrunbook refused to send (see `bind`), kept apart so that each gets its own class.
+enum CallError {
+    Pg(postgres::Error),
+    Param(ParamError),
+}
+
+impl From<postgres::Error> for CallError {
+    fn from(e: postgres::Error) -> Self {
+        CallError::Pg(e)
+    }
+}
+
+impl From<ParamError> for CallError {
+    fn from(e: ParamError) -> Self {
+        CallError::Param(e)
+    }
+}
+
 pub struct Postgres {
     config: Config,
     conns: Mutex<HashMap<String, Client>>,
@@ -89,11 +108,11 @@ impl Postgres {
     }
 
     /// Runs `f` with the node's connection, opening it when needed.
-    fn with_client<T>(
+    fn with_client<T, E: Into<CallError>>(
         &self,
         node: &str,
         database: Option<&str>,
-        f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error>,
+        f: impl FnOnce(&mut Client) -> std::result::Result<T, E>,
     ) -> Result<T> {
         let db = database
             .unwrap_or(&self.config.cluster.database)
@@ -110,12 +129,17 @@ impl Postgres {
             }
         };
         *self.inflight.lock().unwrap() = Some(client.cancel_token());
-        let r = f(&mut client);
+        let r = f(&mut client).map_err(Into::into);
         *self.inflight.lock().unwrap() = None;
         if !client.is_closed() {
             self.conns.lock().unwrap().insert(key, client);
         }
         r.map_err(|e| {
+            let e = match e {
+                // Refused before anything was sent: the runbook's mistake, whatever the server.
+                CallError::Param(p) => return anyhow!(Failure::new(Class::Runbook, p.to_string())),
+                CallError::Pg(e) => e,
+            };
             let closed = e.is_closed() || e.as_db_error().is_none() && e.code().is_none();
             let msg = describe(&e);
             if e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) {
@@ -183,11 +207,11 @@ impl Postgres {
         if cancel.is_cancelled() {
             return Err(anyhow!(Failure::new(Class::Interrupted, "cancelled")));
         }
-        self.with_client(node, None, move |c| {
+        let run = move |c: &mut Client| -> std::result::Result<Array, CallError> {
             if read_only {
                 let mut tx = c.build_transaction().read_only(true).start()?;
                 let stmt = tx.prepare(sql)?;
-                let owned = bind(&stmt, params);
+                let owned = bind(stmt.params(), params)?;
                 let refs: Vec<&(dyn ToSql + Sync)> =
                     owned.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
                 let rows = tx.query(&stmt, &refs)?;
@@ -195,13 +219,13 @@ impl Postgres {
                 return Ok(rows.iter().map(row_to_map).map(Dynamic::from).collect());
             }
             let stmt = c.prepare(sql)?;
-            let owned = bind(&stmt, params);
+            let owned = bind(stmt.params(), params)?;
             let refs: Vec<&(dyn ToSql + Sync)> =
                 owned.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
             let rows = c.query(&stmt, &refs)?;
             Ok(rows.iter().map(row_to_map).map(Dynamic::from).collect())
-        })
-        .and_then(|rows: Array| {
+        };
+        self.with_client(node, None, run).and_then(|rows: Array| {
             // Conversion errors travel as a marker map; surface them.
             for r in &rows {
                 if let Some(m) = r.read_lock::<Map>() {
@@ -220,14 +244,106 @@ impl Postgres {
     }
 }
 
-/// The parameters of a prepared statement, each converted to the type the server expects
-/// (missing ones are NULL).
-fn bind(stmt: &postgres::Statement, params: &[Dynamic]) -> Vec<Param> {
-    stmt.params()
+/// The parameters of a prepared statement (`types`, as the server inferred them), each converted
+/// to the type the server expects; missing ones are NULL.
+///
+/// Every check is made here, before anything is sent: a value that does not fit is the
+/// runbook's mistake, reported as a [`ParamError`] naming `$n`. Left to the client library, it
+/// would fail while serializing, as an error that looks like a broken connection.
+fn bind(types: &[Type], params: &[Dynamic]) -> std::result::Result<Vec<Param>, ParamError> {
+    types
         .iter()
         .zip(params.iter().chain(std::iter::repeat(&Dynamic::UNIT)))
-        .map(|(t, v)| Param::from_dynamic(v, t))
+        .enumerate()
+        .map(|(i, (t, v))| {
+            Param::from_dynamic(v, t).map_err(|why| ParamError {
+                number: i + 1,
+                value: shown(v),
+                kind: kind_of(v),
+                expected: t.name().to_string(),
+                why,
+            })
+        })
         .collect()
+}
+
+/// A value as the error shows it, as Rhai writes it (`"three"`, `70000`), cut when long.
+fn shown(v: &Dynamic) -> String {
+    let s = format!("{v:?}");
+    match s.char_indices().nth(60) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s,
+    }
+}
+
+/// What kind of Rhai value it is, in words.
+fn kind_of(v: &Dynamic) -> String {
+    if v.is_string() {
+        "a string".into()
+    } else if v.is_int() {
+        "an integer".into()
+    } else if v.is_float() {
+        "a float".into()
+    } else if v.is_bool() {
+        "a boolean".into()
+    } else if v.is_array() {
+        "an array".into()
+    } else if v.is_map() {
+        "a map".into()
+    } else {
+        format!("a {}", v.type_name())
+    }
+}
+
+/// Why a value cannot be sent as the type the server expects.
+#[derive(Debug, Clone, PartialEq)]
+enum Mismatch {
+    /// Another kind of value is needed (`"an integer"`).
+    Needs(&'static str),
+    /// An integer outside the range of the server's integer type.
+    OutOfRange,
+    /// A string that is not an LSN.
+    NotAnLsn,
+    /// A type pgrunbook does not convert: the SQL must cast text to it.
+    CastInSql,
+}
+
+/// A parameter pgrunbook refused to send: a runbook error (exit 3), named as the SQL text
+/// writes it (`$3`), with the value and the type the server expects.
+#[derive(Debug)]
+struct ParamError {
+    /// The parameter's number, from 1 like `$1`.
+    number: usize,
+    value: String,
+    kind: String,
+    /// The type the server expects (`int4`).
+    expected: String,
+    why: Mismatch,
+}
+
+impl std::fmt::Display for ParamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ParamError {
+            number: n,
+            value,
+            kind,
+            expected,
+            why,
+        } = self;
+        write!(
+            f,
+            "parameter ${n} is {value} ({kind}), but the server expects {expected} there"
+        )?;
+        match why {
+            Mismatch::Needs(what) => write!(f, ": give {what}"),
+            Mismatch::OutOfRange => write!(f, ", and it is out of the range of {expected}"),
+            Mismatch::NotAnLsn => write!(f, ": give an LSN like 0/3000060"),
+            Mismatch::CastInSql => write!(
+                f,
+                ": pgrunbook sends it as text, so cast it in SQL (${n}::text::{expected})"
+            ),
+        }
+    }
 }
 
 /// A parameter converted to the type the server expects.
@@ -240,50 +356,41 @@ enum Param {
     I64(i64),
     F32(f32),
     F64(f64),
+    Lsn(postgres::types::PgLsn),
     Text(String),
 }
 
 impl Param {
-    fn from_dynamic(v: &Dynamic, t: &Type) -> Param {
+    /// Converts a Rhai value to the server's type `t`, or says why it does not fit. An integer
+    /// is never truncated to fit a smaller type: 70000 is not an int2.
+    fn from_dynamic(v: &Dynamic, t: &Type) -> std::result::Result<Param, Mismatch> {
         if v.is_unit() {
-            return Param::Null;
+            return Ok(Param::Null);
         }
-        let as_string = || {
+        let int = || v.as_int().map_err(|_| Mismatch::Needs("an integer"));
+        let number = || {
+            v.as_float()
+                .or_else(|_| v.as_int().map(|i| i as f64))
+                .map_err(|_| Mismatch::Needs("a number"))
+        };
+        let text = || {
             if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
                 s.to_string()
             } else {
                 v.to_string()
             }
         };
-        match *t {
-            Type::BOOL => v
-                .as_bool()
-                .map(Param::Bool)
-                .unwrap_or_else(|_| Param::Text(as_string())),
-            Type::INT2 => v
-                .as_int()
-                .map(|i| Param::I16(i as i16))
-                .unwrap_or_else(|_| Param::Text(as_string())),
-            Type::INT4 => v
-                .as_int()
-                .map(|i| Param::I32(i as i32))
-                .unwrap_or_else(|_| Param::Text(as_string())),
-            Type::INT8 => v
-                .as_int()
-                .map(Param::I64)
-                .unwrap_or_else(|_| Param::Text(as_string())),
-            Type::FLOAT4 => v
-                .as_float()
-                .map(|f| Param::F32(f as f32))
-                .or_else(|_| v.as_int().map(|i| Param::F32(i as f32)))
-                .unwrap_or_else(|_| Param::Text(as_string())),
-            Type::FLOAT8 => v
-                .as_float()
-                .map(Param::F64)
-                .or_else(|_| v.as_int().map(|i| Param::F64(i as f64)))
-                .unwrap_or_else(|_| Param::Text(as_string())),
-            _ => Param::Text(as_string()),
-        }
+        Ok(match *t {
+            Type::BOOL => Param::Bool(v.as_bool().map_err(|_| Mismatch::Needs("true or false"))?),
+            Type::INT2 => Param::I16(int()?.try_into().map_err(|_| Mismatch::OutOfRange)?),
+            Type::INT4 => Param::I32(int()?.try_into().map_err(|_| Mismatch::OutOfRange)?),
+            Type::INT8 => Param::I64(int()?),
+            Type::FLOAT4 => Param::F32(number()? as f32),
+            Type::FLOAT8 => Param::F64(number()?),
+            Type::PG_LSN => Param::Lsn(text().parse().map_err(|_| Mismatch::NotAnLsn)?),
+            _ if <String as ToSql>::accepts(t) => Param::Text(text()),
+            _ => return Err(Mismatch::CastInSql),
+        })
     }
 }
 
@@ -293,6 +400,7 @@ impl ToSql for Param {
         ty: &Type,
         out: &mut postgres::types::private::BytesMut,
     ) -> std::result::Result<postgres::types::IsNull, Box<dyn StdError + Sync + Send>> {
+        // `from_dynamic` chose each variant for `ty`: these cannot refuse it.
         match self {
             Param::Null => Ok(postgres::types::IsNull::Yes),
             Param::Bool(b) => b.to_sql(ty, out),
@@ -301,24 +409,8 @@ impl ToSql for Param {
             Param::I64(i) => i.to_sql(ty, out),
             Param::F32(f) => f.to_sql(ty, out),
             Param::F64(f) => f.to_sql(ty, out),
-            Param::Text(s) => {
-                if *ty == Type::PG_LSN {
-                    let lsn: postgres::types::PgLsn = s
-                        .parse()
-                        .map_err(|_| format!("{s:?} is not an LSN like 0/3000060"))?;
-                    return lsn.to_sql(ty, out);
-                }
-                if <String as ToSql>::accepts(ty) {
-                    s.to_sql(ty, out)
-                } else {
-                    Err(format!(
-                        "a parameter of type {} cannot be given as text; cast it in SQL ($1::text::{})",
-                        ty.name(),
-                        ty.name()
-                    )
-                    .into())
-                }
-            }
+            Param::Lsn(l) => l.to_sql(ty, out),
+            Param::Text(s) => s.to_sql(ty, out),
         }
     }
     fn accepts(_ty: &Type) -> bool {
@@ -536,30 +628,88 @@ mod tests {
 
     #[test]
     fn params_follow_the_servers_types() {
+        let p = |v: Dynamic, t: &Type| Param::from_dynamic(&v, t).unwrap();
         assert!(matches!(
-            Param::from_dynamic(&Dynamic::from_int(7), &Type::INT4),
+            p(Dynamic::from_int(7), &Type::INT4),
             Param::I32(7)
         ));
         assert!(matches!(
-            Param::from_dynamic(&Dynamic::from_int(7), &Type::INT8),
+            p(Dynamic::from_int(7), &Type::INT8),
             Param::I64(7)
         ));
         assert!(matches!(
-            Param::from_dynamic(&Dynamic::from_int(7), &Type::FLOAT8),
+            p(Dynamic::from_int(7), &Type::FLOAT8),
             Param::F64(_)
         ));
+        assert!(matches!(p(Dynamic::UNIT, &Type::TEXT), Param::Null));
         assert!(matches!(
-            Param::from_dynamic(&Dynamic::UNIT, &Type::TEXT),
-            Param::Null
+            p(Dynamic::from("0/3000060"), &Type::PG_LSN),
+            Param::Lsn(_)
         ));
-        match Param::from_dynamic(&Dynamic::from("x'y"), &Type::TEXT) {
+        match p(Dynamic::from("x'y"), &Type::TEXT) {
             Param::Text(s) => assert_eq!(s, "x'y"),
             p => panic!("{p:?}"),
         }
-        match Param::from_dynamic(&Dynamic::from_int(5), &Type::TEXT) {
+        match p(Dynamic::from_int(5), &Type::TEXT) {
             Param::Text(s) => assert_eq!(s, "5"),
             p => panic!("{p:?}"),
         }
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_is_refused_naming_its_parameter() {
+        let values = [
+            Dynamic::from_int(1),
+            Dynamic::from_int(2),
+            Dynamic::from("three"),
+        ];
+        let e = bind(&[Type::INT4, Type::INT4, Type::INT4], &values).unwrap_err();
+        assert_eq!((e.number, &e.why), (3, &Mismatch::Needs("an integer")));
+        let msg = e.to_string();
+        assert_eq!(
+            msg,
+            "parameter $3 is \"three\" (a string), but the server expects int4 there: give an integer"
+        );
+        // The same values bind where the types fit; a missing value is NULL.
+        let ok = bind(&[Type::INT4, Type::INT8, Type::TEXT, Type::TEXT], &values).unwrap();
+        assert!(matches!(
+            ok[..],
+            [Param::I32(1), Param::I64(2), Param::Text(_), Param::Null]
+        ));
+
+        let refused = |t: Type, v: Dynamic| bind(&[t], &[v]).unwrap_err().why;
+        // Never truncated to fit: 70000 is not an int2.
+        assert_eq!(
+            refused(Type::INT2, Dynamic::from_int(70000)),
+            Mismatch::OutOfRange
+        );
+        assert_eq!(
+            refused(Type::INT4, Dynamic::from_int(1 << 40)),
+            Mismatch::OutOfRange
+        );
+        assert_eq!(
+            refused(Type::INT4, Dynamic::from_float(1.5)),
+            Mismatch::Needs("an integer")
+        );
+        assert_eq!(
+            refused(Type::BOOL, Dynamic::from("yes")),
+            Mismatch::Needs("true or false")
+        );
+        assert_eq!(
+            refused(Type::FLOAT8, Dynamic::from("1.5")),
+            Mismatch::Needs("a number")
+        );
+        assert_eq!(
+            refused(Type::PG_LSN, Dynamic::from("zz")),
+            Mismatch::NotAnLsn
+        );
+        let e = bind(
+            &[Type::TEXT, Type::TIMESTAMPTZ],
+            &[Dynamic::UNIT, Dynamic::from("now")],
+        )
+        .unwrap_err();
+        assert_eq!(e.why, Mismatch::CastInSql);
+        assert!(e.to_string().contains("($2::text::timestamptz)"), "{e}");
     }
 
     #[test]

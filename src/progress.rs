@@ -1,6 +1,7 @@
 //! Progress of long steps (a base backup, a pgBackRest backup): a bar on a terminal, plain
 //! lines elsewhere (CI logs, pipes), at most one every few seconds so logs stay short.
 
+use crate::outln;
 use std::time::{Duration, Instant};
 
 pub struct Progress {
@@ -37,7 +38,7 @@ impl Progress {
             (None, _) => {
                 if self.last_line.elapsed() >= Duration::from_secs(2) {
                     self.last_line = Instant::now();
-                    println!("    {}: {}", self.label, line.trim());
+                    outln!("    {}: {}", self.label, line.trim());
                 }
             }
         }

@@ -24,6 +24,7 @@ use crate::engine::{self, Sources};
 use crate::error::{Class, Failure};
 use crate::host::Host;
 use crate::runbook::{self, Runbook};
+use crate::{errln, out, outln};
 use rhai::{
     Dynamic, Engine, FnAccess, LexError, OptimizationLevel, ParseError, ParseErrorType, Position,
     Scope, AST,
@@ -125,11 +126,11 @@ pub fn run(config: Config) -> Result<(), Failure> {
     // After the editor, which installs a SIGINT handler of its own: this one replaces it.
     install_interrupt(&host, &running);
 
-    println!(
+    outln!(
         "pgrunbook repl: Rhai with every primitive; modules imported: {}.",
         aliases.join(", ")
     );
-    println!("Tab completes, :help lists the commands, Ctrl-C stops a statement, Ctrl-D leaves.");
+    outln!("Tab completes, :help lists the commands, Ctrl-C stops a statement, Ctrl-D leaves.");
 
     loop {
         let prompt = if host.dry_run() {
@@ -214,12 +215,12 @@ fn install_interrupt(host: &Arc<Host>, running: &Arc<AtomicBool>) {
             return;
         }
         if h.cancel.is_cancelled() {
-            eprintln!("\ninterrupted again: leaving the REPL");
+            errln!("\ninterrupted again: leaving the REPL");
             std::process::exit(130);
         }
         h.cancel.cancel();
         h.pg.cancel_inflight();
-        eprintln!();
+        errln!();
         // A query may have started between the flag and its cancel token: cancel again a few
         // times while the statement is still running.
         for _ in 0..5 {
@@ -239,7 +240,7 @@ fn install_interrupt(host: &Arc<Host>, running: &Arc<AtomicBool>) {
             libc::signal(libc::SIGHUP, libc::SIG_DFL);
         },
         Err(e) => {
-            eprintln!("warning: Ctrl-C cannot stop a running statement in this session: {e}")
+            errln!("warning: Ctrl-C cannot stop a running statement in this session: {e}")
         }
     }
 }
@@ -333,7 +334,7 @@ impl Session {
         match result {
             Ok(value) => {
                 if let Some(text) = format_value(&value) {
-                    print!("{}", self.host.scrub(&text));
+                    out!("{}", self.host.scrub(&text));
                 }
                 for (path, alias) in imports_in(text) {
                     let _ = self.import(&path, &alias);
@@ -368,7 +369,7 @@ impl Session {
             "help" | "h" | "?" => self.help(args),
             "nodes" | "status" => {
                 let st = self.guarded(|s| crate::status::collect(&s.host));
-                print!("{}", crate::status::render(&st));
+                out!("{}", crate::status::render(&st));
             }
             "run" => self.run_runbook(args),
             "load" => self.load(args),
@@ -377,21 +378,21 @@ impl Session {
                     "on" => self.host.set_dry_run(true),
                     "off" => self.host.set_dry_run(false),
                     "" => {}
-                    other => eprintln!("usage: :dry on|off (not {other:?})"),
+                    other => errln!("usage: :dry on|off (not {other:?})"),
                 }
                 if self.host.dry_run() {
-                    println!("dry run is on: changes are printed, not made");
+                    outln!("dry run is on: changes are printed, not made");
                 } else {
-                    println!("dry run is off: changes are made");
+                    outln!("dry run is off: changes are made");
                 }
             }
             "vars" => {
                 if self.scope.is_empty() {
-                    println!("(no variables)");
+                    outln!("(no variables)");
                 }
                 for (name, constant, value) in self.scope.iter() {
                     let kind = if constant { "const" } else { "let" };
-                    println!("{kind} {name} = {}", self.host.scrub(&format!("{value:?}")));
+                    outln!("{kind} {name} = {}", self.host.scrub(&format!("{value:?}")));
                 }
             }
             "quit" | "q" | "exit" => return Flow::Quit,
@@ -400,7 +401,7 @@ impl Session {
                 let hint = crate::suggest::nearest(other, names.iter().copied())
                     .map(|s| format!("; did you mean :{s}?"))
                     .unwrap_or_default();
-                eprintln!("unknown command :{other}{hint} (:help lists them)");
+                errln!("unknown command :{other}{hint} (:help lists them)");
             }
         }
         Flow::Continue
@@ -409,7 +410,7 @@ impl Session {
     fn run_runbook(&mut self, args: &str) {
         let mut parts = args.split_whitespace();
         let Some(name) = parts.next() else {
-            eprintln!("usage: :run RUNBOOK [key=value ...]");
+            errln!("usage: :run RUNBOOK [key=value ...]");
             return;
         };
         let sets: Result<Vec<(String, String)>, Failure> = parts
@@ -431,29 +432,29 @@ impl Session {
         let result = self.guarded(|s| engine::run(&s.host, &rb, params));
         if self.host.dry_run() {
             let planned = self.host.run.lock().unwrap().planned.clone();
-            println!("plan: {} change(s) would be made", planned.len());
+            outln!("plan: {} change(s) would be made", planned.len());
             for (i, p) in planned.iter().enumerate() {
-                println!("  {}. {p}", i + 1);
+                outln!("  {}. {p}", i + 1);
             }
         }
         match result {
-            Ok(()) => println!("runbook {}: ok", rb.name),
+            Ok(()) => outln!("runbook {}: ok", rb.name),
             Err(f) => show_failure(&f),
         }
     }
 
     fn load(&mut self, path: &str) {
         if path.is_empty() {
-            eprintln!("usage: :load FILE");
+            errln!("usage: :load FILE");
             return;
         }
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 let first = self.lines + 1;
                 self.eval(&text);
-                println!("loaded {path} (lines {first}-{} of {SOURCE})", self.lines);
+                outln!("loaded {path} (lines {first}-{} of {SOURCE})", self.lines);
             }
-            Err(e) => eprintln!("cannot read {path}: {e}"),
+            Err(e) => errln!("cannot read {path}: {e}"),
         }
     }
 
@@ -478,11 +479,11 @@ impl Session {
         let modules = meta["modules"].as_object().cloned().unwrap_or_default();
         // A module: its functions with the first line of their doc.
         if let Some(m) = modules.get(name) {
-            println!("module {name}:");
+            outln!("module {name}:");
             for f in functions(m) {
                 let doc = doc_text(&f);
                 let first = doc.lines().next().unwrap_or("");
-                println!(
+                outln!(
                     "  {name}::{}  {first}",
                     f["signature"].as_str().unwrap_or("")
                 );
@@ -534,16 +535,16 @@ impl Session {
             let hint = crate::suggest::nearest(name, known.iter().map(String::as_str))
                 .map(|s| format!("; did you mean {s}?"))
                 .unwrap_or_default();
-            eprintln!("no function or module named {name}{hint}");
+            errln!("no function or module named {name}{hint}");
             return;
         }
         for (i, (prefix, f)) in found.iter().enumerate() {
             if i > 0 {
-                println!();
+                outln!();
             }
-            println!("{prefix}{}", f["signature"].as_str().unwrap_or(name));
+            outln!("{prefix}{}", f["signature"].as_str().unwrap_or(name));
             for line in doc_text(f).lines() {
-                println!("    {line}");
+                outln!("    {line}");
             }
         }
     }
@@ -571,20 +572,18 @@ fn doc_text(f: &serde_json::Value) -> String {
 }
 
 fn print_commands() {
-    println!("Type Rhai statements: variables and functions stay for the session. The stdlib");
-    println!(
+    outln!("Type Rhai statements: variables and functions stay for the session. The stdlib");
+    outln!(
         "modules are imported (cluster::primary(), repl::..., lsn::..., health::..., backup::...)."
     );
-    println!();
+    outln!();
     for (name, args, what) in COMMANDS {
         let usage = format!("{name} {args}");
-        println!("  {usage:<32} {what}");
+        outln!("  {usage:<32} {what}");
     }
-    println!();
-    println!(
-        "Tab completes names; Enter on an unfinished statement continues it on the next line;"
-    );
-    println!(
+    outln!();
+    outln!("Tab completes names; Enter on an unfinished statement continues it on the next line;");
+    outln!(
         "Ctrl-C stops the running statement (a SQL query too) or clears the line; Ctrl-D leaves."
     );
 }
@@ -620,7 +619,7 @@ fn show_failure(f: &Failure) {
         .lines()
         .map(|l| l.strip_suffix(suffix.as_str()).unwrap_or(l))
         .collect();
-    eprintln!("{}", text.join("\n"));
+    errln!("{}", text.join("\n"));
 }
 
 /// `import "path" as name` statements of an input, to keep those modules after it.

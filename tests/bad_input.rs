@@ -635,3 +635,40 @@ fn unreachable_backends_change_nothing() {
         "delivered once"
     );
 }
+
+// ---- l: a parameter of the wrong type --------------------------------------------------------
+
+/// A value that does not fit the type the server expects for its `$n` is the runbook's mistake
+/// (exit 3), not an unreachable node (exit 5): the error names the parameter as written (`$3`),
+/// the value and the type, and nothing is sent, so nothing is written.
+#[test]
+fn a_parameter_of_the_wrong_type_is_a_runbook_error() {
+    let lab = TestLab::up("paramtype");
+    let rows = || lab.query_i64("pg-bases2", "SELECT count(*) FROM public.replica_test");
+    let before = rows();
+    let s = lab.script(
+        "param_type.rhai",
+        r#"//! A parameter of the wrong type.
+step("Write");
+sql("pg-bases2", "INSERT INTO public.replica_test(val) SELECT 'sum ' || ($1::int + $2::int + $3::int)", [1, 2, "three"]);
+"#,
+    );
+    let r = lab
+        .pgrunbook(&["run", &s])
+        .fails_with(3)
+        .stderr_has("--> param_type.rhai:3:1 in step \"Write\"");
+    let line = error_line(&r);
+    assert!(
+        line.contains("$3"),
+        "names the parameter as written: {line}"
+    );
+    assert!(line.contains("\"three\""), "names the value: {line}");
+    assert!(line.contains("int4"), "names the expected type: {line}");
+    assert!(
+        !line.contains("connection") && !line.contains("serializing"),
+        "{line}"
+    );
+    assert_eq!(rows(), before, "nothing was inserted");
+    let end = ends(&lab).pop().unwrap();
+    assert_eq!(end["exit_code"], "3", "{end:?}");
+}

@@ -1,6 +1,7 @@
 //! Core primitives: steps, measured values, refusals, time, and the cluster's configuration.
 
 use super::def;
+use crate::errln;
 use crate::error::Class;
 use crate::host::Host;
 use rhai::{Array, Dynamic, ImmutableString, Map, Module};
@@ -181,7 +182,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
         "warn",
         ["message: &str"],
         "Prints a warning on stderr.",
-        move |msg: ImmutableString| eprintln!("warning: {}", h.scrub(&msg))
+        move |msg: ImmutableString| errln!("warning: {}", h.scrub(&msg))
     );
 
     m

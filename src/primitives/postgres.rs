@@ -175,7 +175,9 @@ pub fn create_module(host: Arc<Host>) -> Module {
         "sql",
         ["node: &str", "query: &str", "params: Array", "Array"],
         "Runs SQL with parameters `$1`, `$2`... taken from `params`; values are sent as
-        parameters, never pasted into the SQL text.",
+        parameters, never pasted into the SQL text. A value that does not fit the type the server
+        expects for its `$n` (a string for an int4, 70000 for an int2) is a runbook error naming
+        it; nothing is sent.",
         move |node: &str, q: &str, params: Array| run_sql(&h, "sql", node, q, &params)
     );
 

@@ -427,6 +427,17 @@ prefix = "{id}"
         self.pgrunbook_env(args, &[])
     }
 
+    /// A `pgrunbook` command with this lab's configuration, not started: for tests that need
+    /// the child itself (its pipes, its pid) rather than its finished output.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("PGRUNBOOK_CONFIG", &self.config_path)
+            .env("PGRUNBOOK_DATA_DIR", self.dir.path().join("data"));
+        cmd
+    }
+
     pub fn pgrunbook_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut env: Vec<(&str, &str)> = env.to_vec();
         let cfg = self.config_path.to_str().unwrap().to_string();
