@@ -33,11 +33,20 @@ struct Spooled {
     fields: BTreeMap<String, String>,
 }
 
+/// A Redis error as an `anyhow` error with its message only. `RedisError`'s `Display` already
+/// includes the text of the error it wraps (the I/O error of a refused connection, say), and its
+/// `source()` returns that same error, so keeping the chain would print the cause twice
+/// (`Connection refused (os error 111): Connection refused (os error 111)`).
+fn redis_error(e: redis::RedisError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
 pub struct Journal {
     config: Config,
     conn: Mutex<Option<redis::Connection>>,
-    /// When the last connection attempt failed; no new attempt for a while after it.
-    failed_at: Mutex<Option<Instant>>,
+    /// When and why the last connection attempt failed; no new attempt for a while after it, and
+    /// the same reason is given meanwhile.
+    failed: Mutex<Option<(Instant, String)>>,
     warned: Mutex<bool>,
     spooled: Mutex<usize>,
 }
@@ -47,7 +56,7 @@ impl Journal {
         Journal {
             config,
             conn: Mutex::new(None),
-            failed_at: Mutex::new(None),
+            failed: Mutex::new(None),
             warned: Mutex::new(false),
             spooled: Mutex::new(0),
         }
@@ -59,13 +68,19 @@ impl Journal {
 
     fn connect(&self) -> Result<redis::Connection> {
         let client = redis::Client::open(self.config.redis.url.as_str())
+            .map_err(redis_error)
             .with_context(|| format!("invalid Redis URL {}", self.config.redis_url_shown()))?;
         let t = Duration::from_millis(self.config.redis.connect_timeout_ms);
-        let conn = client.get_connection_with_timeout(t).with_context(|| {
-            format!("Redis at {} is unreachable", self.config.redis_url_shown())
-        })?;
-        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-        conn.set_write_timeout(Some(Duration::from_secs(5)))?;
+        let conn = client
+            .get_connection_with_timeout(t)
+            .map_err(redis_error)
+            .with_context(|| {
+                format!("Redis at {} is unreachable", self.config.redis_url_shown())
+            })?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(redis_error)?;
+        conn.set_write_timeout(Some(Duration::from_secs(5)))
+            .map_err(redis_error)?;
         Ok(conn)
     }
 
@@ -76,15 +91,15 @@ impl Journal {
     ) -> Result<T> {
         let mut guard = self.conn.lock().unwrap();
         if guard.is_none() {
-            if let Some(t) = *self.failed_at.lock().unwrap() {
+            if let Some((t, why)) = &*self.failed.lock().unwrap() {
                 if t.elapsed() < Duration::from_secs(2) {
-                    anyhow::bail!("Redis at {} is unreachable", self.config.redis_url_shown());
+                    anyhow::bail!("{why}");
                 }
             }
             match self.connect() {
                 Ok(c) => *guard = Some(c),
                 Err(e) => {
-                    *self.failed_at.lock().unwrap() = Some(Instant::now());
+                    *self.failed.lock().unwrap() = Some((Instant::now(), format!("{e:#}")));
                     return Err(e);
                 }
             }
@@ -93,7 +108,8 @@ impl Journal {
         if r.is_err() {
             *guard = None;
         }
-        r.with_context(|| format!("Redis at {}", self.config.redis_url_shown()))
+        r.map_err(redis_error)
+            .with_context(|| format!("Redis at {}", self.config.redis_url_shown()))
     }
 
     /// Whether Redis answers now.
@@ -232,5 +248,40 @@ impl Journal {
                 id: id.id,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Redis URL on a local port nothing listens on.
+    fn closed_port_url() -> String {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("redis://127.0.0.1:{port}")
+    }
+
+    #[test]
+    fn an_unreachable_redis_names_the_os_error_once() {
+        let mut config = Config::defaults();
+        config.redis.url = closed_port_url();
+        let j = Journal::new(config);
+        let err = format!("{:#}", j.last(JOURNAL, 1).unwrap_err());
+        assert!(err.contains("is unreachable"), "{err}");
+        assert_eq!(err.matches("os error").count(), 1, "{err}");
+        // Asked again at once, it does not try again and gives the same reason.
+        let again = format!("{:#}", j.last(JOURNAL, 1).unwrap_err());
+        assert_eq!(again, err);
+
+        let wrapped = redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused here",
+        ));
+        let err = format!("{:#}", redis_error(wrapped).context("Redis at x"));
+        assert_eq!(err, "Redis at x: refused here");
     }
 }
