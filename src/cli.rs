@@ -256,6 +256,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             let host = Arc::new(Host::new(config));
             host.set_dry_run(dry_run);
             install_ctrlc(&host);
+            host.learn_cluster();
             host.journal.flush_spool();
             if dry_run {
                 println!(
@@ -410,7 +411,9 @@ fn show_stream(
     json: bool,
 ) -> Result<(), Failure> {
     let config = load_config(config)?;
-    let j = crate::journal::Journal::new(config);
+    let host = Host::new(config);
+    host.learn_cluster();
+    let j = &host.journal;
     j.flush_spool();
     let entries = j.last(stream, last).map_err(infra)?;
     if json {
@@ -432,6 +435,7 @@ fn show_stream(
                 && k != "params"
                 && k != "metrics"
                 && k != "planned"
+                && k != "cluster"
             {
                 cols.push(k.clone());
             }

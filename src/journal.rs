@@ -2,23 +2,46 @@
 //!
 //! Keys: `<prefix>:journal` (one entry per run start, step and end) and `<prefix>:backups` (one
 //! entry per backup). Streams because entries are append-only, ordered, time-stamped by Redis
-//! and can be read newest-first with `XREVRANGE ... COUNT n` in one round trip.
+//! and can be read newest-first with `XREVRANGE ... COUNT n` in one round trip. Every entry
+//! carries `cluster`, the PostgreSQL system identifier of the cluster it is about (or
+//! `unknown`), so that entries of two clusters that share a Redis can be told apart.
 //!
 //! Redis being down must never stop a failover. Every entry that cannot be written goes to a
 //! spool file (JSON lines, mode 0600) and is delivered, oldest first, the next time pgrunbook
 //! reaches Redis, with a warning saying so.
+//!
+//! A spooled entry belongs to one journal of one cluster, and is delivered there or nowhere.
+//! One spool file shared by every configuration once delivered a cluster's entries into another
+//! cluster's Redis, whose `status` then showed a backup of a node it does not have. So:
+//!
+//! - by default each Redis URL and prefix has a spool file of its own (`Config::spool_path`);
+//! - every spooled line carries its target (`Target`): the Redis URL with its password masked
+//!   (a password is never written), the prefix, and the cluster's system identifier, which the
+//!   host learns from PostgreSQL at the start of a run (`Journal::set_cluster`; this file never
+//!   talks to PostgreSQL) or `unknown` when no node answered;
+//! - a line is delivered only by a process whose own target is equal to it, all three parts:
+//!   an explicitly configured `redis.spool` shared by several configurations keeps the others'
+//!   lines untouched. `unknown` is equal only to `unknown`: an entry nobody could tie to a
+//!   cluster is never guessed into one, and one tied to a cluster is never delivered by a process
+//!   that cannot tell which cluster it is working on. Such entries wait in the file until a process with the same
+//!   target reaches Redis. Lines written by older versions, which carry no target, are never
+//!   delivered; a warning names them.
 
 use crate::config::Config;
 use anyhow::{Context, Result};
 use redis::Commands;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const JOURNAL: &str = "journal";
 pub const BACKUPS: &str = "backups";
+/// The cluster of entries written when no node told its system identifier.
+pub const UNKNOWN: &str = "unknown";
 
 /// One entry read back: its stream id and fields.
 #[derive(Debug, Clone, Serialize)]
@@ -27,10 +50,49 @@ pub struct Entry {
     pub fields: BTreeMap<String, String>,
 }
 
+/// The journal a spooled entry was written for, and the only one it may be delivered to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// The Redis URL, its password masked.
+    pub redis: String,
+    pub prefix: String,
+    /// The cluster's PostgreSQL system identifier, or `unknown`.
+    pub cluster: String,
+}
+
+/// One line of the spool file.
 #[derive(Serialize, Deserialize)]
 struct Spooled {
+    /// Absent in lines written by versions before per-cluster spools: never delivered.
+    #[serde(default)]
+    target: Option<Target>,
     stream: String,
     fields: BTreeMap<String, String>,
+}
+
+/// Opens (creating it, mode 0600) and locks the spool file for this process alone; the lock
+/// goes with the file handle. Appends go to the end.
+fn open_locked(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).read(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let f = opts.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns; it does not touch memory.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(f)
 }
 
 /// A Redis error as an `anyhow` error with its message only. `RedisError`'s `Display` already
@@ -49,6 +111,11 @@ pub struct Journal {
     failed: Mutex<Option<(Instant, String)>>,
     warned: Mutex<bool>,
     spooled: Mutex<usize>,
+    /// The cluster's system identifier once the host has learned it (`UNKNOWN` when no node
+    /// answered); `None` before.
+    cluster: Mutex<Option<String>>,
+    /// Whether the warning about spools of older versions was given.
+    warned_old: Mutex<bool>,
 }
 
 impl Journal {
@@ -59,6 +126,37 @@ impl Journal {
             failed: Mutex::new(None),
             warned: Mutex::new(false),
             spooled: Mutex::new(0),
+            cluster: Mutex::new(None),
+            warned_old: Mutex::new(false),
+        }
+    }
+
+    /// Sets the cluster the entries of this process are about: its PostgreSQL system
+    /// identifier, or `None` when no node answered.
+    pub fn set_cluster(&self, id: Option<String>) {
+        *self.cluster.lock().unwrap() = Some(id.unwrap_or_else(|| UNKNOWN.to_string()));
+    }
+
+    /// Whether `set_cluster` was called.
+    pub fn cluster_learned(&self) -> bool {
+        self.cluster.lock().unwrap().is_some()
+    }
+
+    /// The cluster's system identifier, or `unknown`.
+    pub fn cluster(&self) -> String {
+        self.cluster
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| UNKNOWN.to_string())
+    }
+
+    /// Where this process's entries belong.
+    pub fn target(&self) -> Target {
+        Target {
+            redis: self.config.redis_url_shown(),
+            prefix: self.config.redis.prefix.clone(),
+            cluster: self.cluster(),
         }
     }
 
@@ -131,7 +229,8 @@ impl Journal {
     }
 
     /// Appends an entry; spools it when Redis is unreachable. Never fails.
-    pub fn append(&self, stream: &str, fields: BTreeMap<String, String>) {
+    pub fn append(&self, stream: &str, mut fields: BTreeMap<String, String>) {
+        fields.insert("cluster".into(), self.cluster());
         let fields = self.scrub(fields);
         let key = self.key(stream);
         let items: Vec<(String, String)> = fields.clone().into_iter().collect();
@@ -144,25 +243,12 @@ impl Journal {
     fn spool(&self, stream: &str, fields: BTreeMap<String, String>, why: &anyhow::Error) {
         let path = self.config.spool_path();
         let line = serde_json::to_string(&Spooled {
+            target: Some(self.target()),
             stream: stream.to_string(),
             fields,
         })
         .unwrap_or_default();
-        let written = (|| -> Result<()> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let mut opts = std::fs::OpenOptions::new();
-            opts.create(true).append(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            let mut f = opts.open(&path)?;
-            writeln!(f, "{line}")?;
-            Ok(())
-        })();
+        let written = open_locked(&path).and_then(|mut f| writeln!(f, "{line}"));
         *self.spooled.lock().unwrap() += 1;
         let mut warned = self.warned.lock().unwrap();
         if !*warned {
@@ -185,38 +271,60 @@ impl Journal {
         *self.spooled.lock().unwrap()
     }
 
-    /// Delivers spooled entries, oldest first. Returns how many were delivered.
+    /// The lines of the spool file, each with what it holds when it parses.
+    fn spool_lines(text: &str) -> impl Iterator<Item = (&str, Option<Spooled>)> {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| (l, serde_json::from_str::<Spooled>(l).ok()))
+    }
+
+    /// Delivers this target's spooled entries, oldest first, and leaves every other line of the
+    /// file as it was. Returns how many were delivered.
     pub fn flush_spool(&self) -> usize {
         let path = self.config.spool_path();
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            return 0;
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        self.warn_of_old_spools(&text);
+        let target = self.target();
+        let mine = |s: &Option<Spooled>| {
+            s.as_ref()
+                .is_some_and(|s| s.target.as_ref() == Some(&target))
         };
-        if text.trim().is_empty() || !self.reachable() {
+        if !Self::spool_lines(&text).any(|(_, s)| mine(&s)) || !self.reachable() {
             return 0;
         }
-        let mut delivered = 0;
-        let mut rest = vec![];
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let Ok(s) = serde_json::from_str::<Spooled>(line) else {
-                continue;
-            };
-            let key = self.key(&s.stream);
-            let mut items: Vec<(String, String)> = s.fields.into_iter().collect();
-            items.push(("spooled".into(), "true".into()));
-            if rest.is_empty()
-                && self
-                    .with_conn(|c| c.xadd::<_, _, _, _, String>(&key, "*", &items))
-                    .is_ok()
-            {
-                delivered += 1;
-            } else {
-                rest.push(line.to_string());
+        // Locked from reading to rewriting, so that an entry another process spools meanwhile
+        // is not lost when the file is rewritten.
+        let delivered = (|| -> std::io::Result<usize> {
+            let mut f = open_locked(&path)?;
+            let mut text = String::new();
+            f.read_to_string(&mut text)?;
+            let mut delivered = 0;
+            let mut failed = false;
+            let mut rest = String::new();
+            for (line, s) in Self::spool_lines(&text) {
+                if let Some(s) = s.filter(|s| !failed && s.target.as_ref() == Some(&target)) {
+                    let key = self.key(&s.stream);
+                    let mut items: Vec<(String, String)> = s.fields.into_iter().collect();
+                    items.push(("spooled".into(), "true".into()));
+                    let sent = self.with_conn(|c| c.xadd::<_, _, _, _, String>(&key, "*", &items));
+                    if sent.is_ok() {
+                        delivered += 1;
+                        continue;
+                    }
+                    // Keep the order: nothing after an entry that failed goes first.
+                    failed = true;
+                }
+                rest.push_str(line);
+                rest.push('\n');
             }
-        }
-        let _ = std::fs::write(
-            &path,
-            rest.iter().map(|l| format!("{l}\n")).collect::<String>(),
-        );
+            if delivered > 0 {
+                f.set_len(0)?;
+                f.rewind()?;
+                f.write_all(rest.as_bytes())?;
+            }
+            Ok(delivered)
+        })()
+        .unwrap_or(0);
         if delivered > 0 {
             eprintln!(
                 "warning: delivered {delivered} journal entr{} spooled while Redis was unreachable",
@@ -224,6 +332,36 @@ impl Journal {
             );
         }
         delivered
+    }
+
+    /// Warns, once, of spooled entries that carry no target (written by a version before
+    /// per-cluster spools, in the configured file or in the old default file): nothing says
+    /// where they belong, so they are never delivered.
+    fn warn_of_old_spools(&self, text: &str) {
+        let mut warned = self.warned_old.lock().unwrap();
+        if *warned {
+            return;
+        }
+        let untargeted = |text: &str| {
+            Self::spool_lines(text)
+                .filter(|(_, s)| s.as_ref().is_some_and(|s| s.target.is_none()))
+                .count()
+        };
+        let mut old = vec![(self.config.spool_path(), untargeted(text))];
+        let legacy = crate::config::data_dir().join("journal-spool.jsonl");
+        if legacy != self.config.spool_path() {
+            let t = std::fs::read_to_string(&legacy).unwrap_or_default();
+            old.push((legacy, untargeted(&t)));
+        }
+        old.retain(|(_, n)| *n > 0);
+        *warned = !old.is_empty();
+        for (p, n) in old {
+            eprintln!(
+                "warning: {} holds {n} journal entr{} spooled by an older pgrunbook, which did not record the Redis and cluster they belong to; they are not delivered (read them, then remove them)",
+                p.display(),
+                if n == 1 { "y" } else { "ies" }
+            );
+        }
     }
 
     /// The last `n` entries of a stream, newest first.
