@@ -404,6 +404,9 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+/// `journal` and `backups`: the newest entries, from Redis and from this cluster's spool. With
+/// Redis down, what is still spooled is shown (exit 0); only with nothing spooled either is
+/// Redis being down an error.
 fn show_stream(
     config: &Option<PathBuf>,
     stream: &str,
@@ -415,7 +418,16 @@ fn show_stream(
     host.learn_cluster();
     let j = &host.journal;
     j.flush_spool();
-    let entries = j.last(stream, last).map_err(infra)?;
+    let (entries, unreachable) = j.last_with_spool(stream, last);
+    if let Some(e) = unreachable {
+        if !j.has_spooled() {
+            return Err(infra(e));
+        }
+        eprintln!(
+            "warning: {e:#}; showing the entries still spooled in {} (not delivered yet)",
+            host.config.spool_path().display()
+        );
+    }
     if json {
         println!(
             "{}",
@@ -424,7 +436,7 @@ fn show_stream(
         return Ok(());
     }
     if entries.is_empty() {
-        println!("(no {stream} entries in Redis)");
+        println!("(no {stream} entries in Redis or in the spool)");
         return Ok(());
     }
     let mut cols: Vec<String> = vec![];
@@ -443,6 +455,7 @@ fn show_stream(
     }
     let order = [
         "ts",
+        "spooled",
         "runbook",
         "event",
         "step",

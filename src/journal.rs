@@ -23,9 +23,14 @@
 //!   an explicitly configured `redis.spool` shared by several configurations keeps the others'
 //!   lines untouched. `unknown` is equal only to `unknown`: an entry nobody could tie to a
 //!   cluster is never guessed into one, and one tied to a cluster is never delivered by a process
-//!   that cannot tell which cluster it is working on. Such entries wait in the file until a process with the same
+//!   that cannot tell which cluster it is working on. Such entries wait in the file (and are
+//!   listed by `journal` and `backups` of the matching target) until a process with the same
 //!   target reaches Redis. Lines written by older versions, which carry no target, are never
 //!   delivered; a warning names them.
+//!
+//! Entries still waiting in this target's spool are part of what readers see: `journal`,
+//! `backups` and `journal_last` show them marked `spooled: "true"` with an empty id, so that a
+//! backup recorded while Redis was down is not recorded again by the next one.
 
 use crate::config::Config;
 use anyhow::{Context, Result};
@@ -364,6 +369,53 @@ impl Journal {
         }
     }
 
+    /// This target's entries of `stream` still waiting in the spool, newest first, marked
+    /// `spooled: "true"`, with an empty id (Redis gave them none yet).
+    pub fn spooled_entries(&self, stream: &str) -> Vec<Entry> {
+        let text = std::fs::read_to_string(self.config.spool_path()).unwrap_or_default();
+        let target = self.target();
+        let mut entries: Vec<Entry> = Self::spool_lines(&text)
+            .filter_map(|(_, s)| s)
+            .filter(|s| s.target.as_ref() == Some(&target) && s.stream == stream)
+            .map(|s| {
+                let mut fields = s.fields;
+                fields.insert("spooled".into(), "true".into());
+                Entry {
+                    id: String::new(),
+                    fields,
+                }
+            })
+            .collect();
+        entries.reverse();
+        entries
+    }
+
+    /// Whether this target has entries waiting in the spool, in any stream.
+    pub fn has_spooled(&self) -> bool {
+        let text = std::fs::read_to_string(self.config.spool_path()).unwrap_or_default();
+        let target = Some(self.target());
+        let found = Self::spool_lines(&text).any(|(_, s)| s.is_some_and(|s| s.target == target));
+        found
+    }
+
+    /// The last `n` entries of a stream as a reader should see them, newest first: those in
+    /// Redis and those of this target still in the spool, by time (`ts`). With the error when
+    /// Redis could not be read (the entries are then the spooled ones only).
+    pub fn last_with_spool(&self, stream: &str, n: usize) -> (Vec<Entry>, Option<anyhow::Error>) {
+        let spooled = self.spooled_entries(stream);
+        let (mut entries, err) = match self.last(stream, n) {
+            Ok(e) => (e, None),
+            Err(e) => (vec![], Some(e)),
+        };
+        if !spooled.is_empty() {
+            entries.extend(spooled);
+            let ts = |e: &Entry| e.fields.get("ts").cloned().unwrap_or_default();
+            entries.sort_by_key(|e| std::cmp::Reverse(ts(e)));
+            entries.truncate(n);
+        }
+        (entries, err)
+    }
+
     /// The last `n` entries of a stream, newest first.
     pub fn last(&self, stream: &str, n: usize) -> Result<Vec<Entry>> {
         let key = self.key(stream);
@@ -421,5 +473,57 @@ mod tests {
         ));
         let err = format!("{:#}", redis_error(wrapped).context("Redis at x"));
         assert_eq!(err, "Redis at x: refused here");
+    }
+
+    #[test]
+    fn spooled_entries_are_seen_only_by_their_own_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = closed_port_url();
+        let journal = |prefix: &str, cluster: Option<&str>| {
+            let mut config = Config::defaults();
+            config.redis.url = url.clone();
+            config.redis.prefix = prefix.into();
+            config.redis.spool = dir.path().join("shared.jsonl").display().to_string();
+            let j = Journal::new(config);
+            j.set_cluster(cluster.map(str::to_string));
+            j
+        };
+        let writer = journal("p", Some("42"));
+        let mut fields = BTreeMap::new();
+        fields.insert("label".to_string(), "b1".to_string());
+        fields.insert("ts".to_string(), "2026-01-01T00:00:00.000Z".to_string());
+        writer.append(BACKUPS, fields);
+        assert_eq!(writer.spooled_count(), 1);
+
+        let seen = |j: &Journal| j.spooled_entries(BACKUPS);
+        let mine = seen(&writer);
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0].fields["label"], "b1");
+        assert_eq!(mine[0].fields["cluster"], "42");
+        assert_eq!(mine[0].fields["spooled"], "true");
+        assert_eq!(mine[0].id, "");
+        assert!(writer.has_spooled());
+        let (last, unreachable) = writer.last_with_spool(BACKUPS, 10);
+        assert!(unreachable.is_some());
+        assert_eq!(last.len(), 1);
+
+        // The same Redis URL with another prefix, another cluster, or no cluster known; and
+        // another Redis.
+        let mut elsewhere = journal("p", Some("42"));
+        elsewhere.config.redis.url = closed_port_url();
+        for other in [
+            journal("q", Some("42")),
+            journal("p", Some("43")),
+            journal("p", None),
+            elsewhere,
+        ] {
+            assert!(seen(&other).is_empty(), "{:?}", other.target());
+            assert!(!other.has_spooled());
+        }
+        assert_eq!(
+            seen(&journal("p", Some("42"))).len(),
+            1,
+            "another process, same target"
+        );
     }
 }

@@ -243,6 +243,10 @@ fn no_password_in_command_lines_output_journal_spool_or_logs() {
     clean(lab.pgrunbook(&["run", &leaky]))
         .fails_with(3)
         .stderr_has("journal entries are kept in");
+    //    Reading commands with Redis down show what is spooled: masked too.
+    run(&["journal", "--last", "100", "--json"])
+        .succeeds()
+        .stdout_has("\"pw\": \"********\"");
     lab.start_redis();
     let spooled = std::fs::read_to_string(&spool).unwrap();
     assert!(
