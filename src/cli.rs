@@ -267,6 +267,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             let host = Arc::new(Host::new(config));
             host.set_dry_run(dry_run);
             install_ctrlc(&host);
+            host.learn_cluster();
             host.journal.flush_spool();
             if dry_run {
                 outln!(
@@ -418,6 +419,9 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+/// `journal` and `backups`: the newest entries, from Redis and from this cluster's spool. With
+/// Redis down, what is still spooled is shown (exit 0); only with nothing spooled either is
+/// Redis being down an error.
 fn show_stream(
     config: &Option<PathBuf>,
     stream: &str,
@@ -425,9 +429,20 @@ fn show_stream(
     json: bool,
 ) -> Result<(), Failure> {
     let config = load_config(config)?;
-    let j = crate::journal::Journal::new(config);
+    let host = Host::new(config);
+    host.learn_cluster();
+    let j = &host.journal;
     j.flush_spool();
-    let entries = j.last(stream, last).map_err(infra)?;
+    let (entries, unreachable) = j.last_with_spool(stream, last);
+    if let Some(e) = unreachable {
+        if !j.has_spooled() {
+            return Err(infra(e));
+        }
+        errln!(
+            "warning: {e:#}; showing the entries still spooled in {} (not delivered yet)",
+            host.config.spool_path().display()
+        );
+    }
     if json {
         outln!(
             "{}",
@@ -436,7 +451,7 @@ fn show_stream(
         return Ok(());
     }
     if entries.is_empty() {
-        outln!("(no {stream} entries in Redis)");
+        outln!("(no {stream} entries in Redis or in the spool)");
         return Ok(());
     }
     let mut cols: Vec<String> = vec![];
@@ -447,6 +462,7 @@ fn show_stream(
                 && k != "params"
                 && k != "metrics"
                 && k != "planned"
+                && k != "cluster"
             {
                 cols.push(k.clone());
             }
@@ -454,6 +470,7 @@ fn show_stream(
     }
     let order = [
         "ts",
+        "spooled",
         "runbook",
         "event",
         "step",

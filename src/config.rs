@@ -84,7 +84,8 @@ pub struct Redis {
     /// Prefix of every key pgrunbook writes (`<prefix>:journal`, `<prefix>:backups`).
     pub prefix: String,
     pub connect_timeout_ms: u64,
-    /// Where journal entries wait while Redis is unreachable. Empty: the user's data directory.
+    /// Where journal entries wait while Redis is unreachable. Empty: a file of its own for this
+    /// Redis and prefix in the user's data directory (see `Config::spool_path`).
     pub spool: String,
 }
 
@@ -257,12 +258,20 @@ impl Config {
         format!("{}-data", node.container)
     }
 
-    /// Where spooled journal entries go.
+    /// Where spooled journal entries go: `redis.spool` when set, else
+    /// `<data dir>/spool/<hash>.jsonl`, one file per Redis URL and key prefix. One file per
+    /// journal, so that a process configured for one Redis never even reads the entries waiting
+    /// for another (one shared file delivered a cluster's entries into another cluster's Redis).
+    /// The name hashes the URL with its password masked: a file name must not carry a password,
+    /// nor a hash of one, which could be guessed back.
     pub fn spool_path(&self) -> PathBuf {
         if !self.redis.spool.is_empty() {
             return PathBuf::from(&self.redis.spool);
         }
-        data_dir().join("journal-spool.jsonl")
+        let key = format!("{}\n{}", self.redis_url_shown(), self.redis.prefix);
+        data_dir()
+            .join("spool")
+            .join(format!("{:016x}.jsonl", fnv1a64(key.as_bytes())))
     }
 
     /// The configuration as TOML with the passwords masked.
@@ -303,6 +312,14 @@ impl Config {
             None => self.redis.url.clone(),
         }
     }
+}
+
+/// FNV-1a, 64 bits: a hash that never changes between builds or Rust versions (the spool's file
+/// name must stay the same from one pgrunbook to the next), unlike `std`'s `DefaultHasher`.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// pgrunbook's own data directory (history, spool).
@@ -497,5 +514,36 @@ init = "primary"
         );
         assert!(c.secrets().contains(&"r3dis-pw".to_string()));
         assert!(!c.to_masked_toml().contains("r3dis-pw"));
+    }
+
+    #[test]
+    fn the_default_spool_is_one_file_per_redis_and_prefix() {
+        // The published FNV-1a test vectors: the name must not change between versions.
+        assert_eq!(fnv1a64(b""), 0xcbf29ce484222325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63dc4c8601ec8c);
+
+        let with = |pairs: &[(&str, &str)]| Config::load_from(None, &env(pairs)).unwrap();
+        let base = with(&[]).spool_path();
+        assert_eq!(base.parent().unwrap().file_name().unwrap(), "spool");
+        assert_eq!(with(&[]).spool_path(), base, "stable");
+        let other_url = with(&[("PGRUNBOOK_REDIS__URL", "redis://127.0.0.1:6380")]).spool_path();
+        let other_prefix = with(&[("PGRUNBOOK_REDIS__PREFIX", "lab2")]).spool_path();
+        assert_ne!(other_url, base);
+        assert_ne!(other_prefix, base);
+        assert_ne!(other_url, other_prefix);
+
+        // The password is in neither the name nor what it hashes.
+        let pw = |p: &str| {
+            with(&[(
+                "PGRUNBOOK_REDIS__URL",
+                &format!("redis://u:{p}@127.0.0.1:6379"),
+            )])
+            .spool_path()
+        };
+        assert_eq!(pw("r3dis-pw"), pw("other-pw"));
+        assert!(!pw("r3dis-pw").display().to_string().contains("r3dis-pw"));
+
+        let explicit = with(&[("PGRUNBOOK_REDIS__SPOOL", "/tmp/x/spool.jsonl")]);
+        assert_eq!(explicit.spool_path(), PathBuf::from("/tmp/x/spool.jsonl"));
     }
 }

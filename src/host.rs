@@ -208,10 +208,28 @@ impl Host {
         Ok(())
     }
 
+    /// Tells the journal which cluster this process works on, once per process: its
+    /// PostgreSQL system identifier, from the first node that answers (primary and standby share
+    /// it), or unknown when none does. The journal delivers spooled entries only to the cluster
+    /// they were written for (see `src/journal.rs`). Cheap: the connection stays open for the
+    /// run's own queries.
+    pub fn learn_cluster(&self) {
+        if self.journal.cluster_learned() {
+            return;
+        }
+        let id = self
+            .config
+            .nodes
+            .keys()
+            .find_map(|n| self.pg.system_identifier(n).ok());
+        self.journal.set_cluster(id);
+    }
+
     // ---- the run's record -------------------------------------------------------------------
 
     /// Starts the record of a run and journals its start.
     pub fn begin_run(&self, runbook: &str, params: &BTreeMap<String, String>) {
+        self.learn_cluster();
         let mut st = self.run.lock().unwrap();
         *st = RunState::new(runbook);
         let mut f = BTreeMap::new();

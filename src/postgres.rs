@@ -193,6 +193,18 @@ impl Postgres {
         }
     }
 
+    /// The cluster's system identifier (the same on a primary and the standbys cloned from it;
+    /// another `initdb` gives another), as text.
+    pub fn system_identifier(&self, node: &str) -> Result<String> {
+        self.with_client(node, None, |c| {
+            c.query_one(
+                "SELECT system_identifier::text FROM pg_control_system()",
+                &[],
+            )
+            .map(|r| r.get(0))
+        })
+    }
+
     /// Runs a query with parameters; rows come back as maps of typed values.
     /// `read_only` runs it in a read-only transaction that is rolled back (dry runs): a statement
     /// that writes then fails with SQLSTATE 25006.

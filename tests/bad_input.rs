@@ -566,10 +566,10 @@ fn unreachable_backends_change_nothing() {
     // g. Redis is down: the procedure runs, its journal goes to the spool file (0600)...
     let spool = lab.dir.path().join("spool.jsonl");
     let journal_before = lab.stream("journal").len();
-    let redis_port = free_port().to_string();
-    let url = format!("redis://127.0.0.1:{redis_port}");
+    let url = format!("redis://127.0.0.1:{}", lab.redis_port);
+    lab.stop_redis();
     let r = lab
-        .pgrunbook_env(&["run", "verify"], &[("PGRUNBOOK_REDIS__URL", &url)])
+        .pgrunbook(&["run", "verify"])
         .succeeds()
         .stdout_has("verify: all checks passed")
         .stderr_has(&format!("warning: Redis at {url} is unreachable"))
@@ -583,6 +583,7 @@ fn unreachable_backends_change_nothing() {
         "one warning per run: {}",
         r.stderr
     );
+    lab.start_redis();
     assert_eq!(
         lab.stream("journal").len(),
         journal_before,

@@ -16,7 +16,7 @@ fn kill_at_step(lab: &TestLab, runbook: &str, k: usize, delay_ms: u64) -> Option
         .args(["run", runbook])
         .current_dir(lab.dir.path())
         .env("PGRUNBOOK_CONFIG", &lab.config_path)
-        .env("PGRUNBOOK_DATA_DIR", lab.dir.path().join("data"))
+        .env("PGRUNBOOK_DATA_DIR", &lab.data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -1,5 +1,8 @@
 //! Redis primitives: write to and read from the journal (Redis Streams). Writes never fail: when
-//! Redis is down, entries are spooled and delivered later (see `src/journal.rs`).
+//! Redis is down, entries are spooled and delivered later (see `src/journal.rs`); reads include
+//! what is still spooled, so a runbook sees what it recorded while Redis was down. Each one first
+//! makes sure the journal knows the cluster (a no-op after the first time: a run learns it when it
+//! starts; a REPL session at its first journal call).
 
 use super::def;
 use crate::host::Host;
@@ -34,6 +37,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 h.say("    [dry run] would record the backup in Redis");
                 return;
             }
+            h.learn_cluster();
             let f = fields_of(&h, "backup", &data);
             h.journal.append(crate::journal::BACKUPS, f);
         }
@@ -45,11 +49,13 @@ pub fn create_module(host: Arc<Host>) -> Module {
         "journal_last",
         ["stream: &str", "n: i64", "Array"],
         "The last `n` entries of a stream (\"journal\" or \"backups\"), newest first, as maps.
-        Empty when Redis is unreachable.",
+        Entries of this cluster still spooled because Redis was unreachable are included, marked
+        spooled: \"true\" and with an empty id. Empty when Redis is unreachable and nothing is
+        spooled.",
         move |stream: &str, n: i64| -> rhai::Array {
-            h.journal
-                .last(stream, n.max(0) as usize)
-                .unwrap_or_default()
+            h.learn_cluster();
+            let (entries, _unreachable) = h.journal.last_with_spool(stream, n.max(0) as usize);
+            entries
                 .into_iter()
                 .map(|e| {
                     let mut m: Map = e
@@ -72,6 +78,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
         "Appends an entry `event` with the fields of `data` to the journal stream in Redis
         (spooled when Redis is down). In a dry run the entry is marked dry_run=true.",
         move |event: &str, data: Map| {
+            h.learn_cluster();
             let mut f = fields_of(&h, event, &data);
             f.insert("dry_run".into(), h.dry_run().to_string());
             h.journal.append(JOURNAL, f);

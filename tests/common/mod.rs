@@ -150,6 +150,8 @@ pub struct TestLab {
     pub id: String,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// pgrunbook's data directory (`PGRUNBOOK_DATA_DIR`): the lab's own, or one shared.
+    pub data_dir: PathBuf,
     pub ports: Vec<(String, u16)>,
     pub redis_port: u16,
     pub keep: bool,
@@ -184,6 +186,18 @@ impl TestLab {
 
     /// With extra TOML appended to the configuration.
     pub fn with_extra(tag: &str, extra: &str) -> TestLab {
+        Self::configured(tag, extra, None)
+    }
+
+    /// A lab whose pgrunbook keeps its data in `data_dir`, which other labs may share, and
+    /// spools where it does by default (no `redis.spool`): like one user with two configurations.
+    pub fn with_shared_data_dir(tag: &str, data_dir: &Path) -> TestLab {
+        Self::configured(tag, "", Some(data_dir))
+    }
+
+    /// The configuration is written but nothing started. Without `shared_data_dir`, the data
+    /// directory and the spool file (`redis.spool`) are the lab's own, in its directory.
+    fn configured(tag: &str, extra: &str, shared_data_dir: Option<&Path>) -> TestLab {
         require_docker();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let id = format!("prt-{}-{}{}", tag, std::process::id() % 100000, n);
@@ -213,7 +227,7 @@ init = "standby"
 [redis]
 url = "redis://127.0.0.1:{rp}"
 prefix = "{id}"
-spool = "{spool}"
+{spool}
 
 [lab]
 network = "{id}-net"
@@ -223,14 +237,22 @@ redis_port = {rp}
 label = "{id}"
 {extra}
 "#,
-            spool = dir.path().join("spool.jsonl").display()
+            spool = match shared_data_dir {
+                Some(_) => String::new(),
+                None => format!("spool = \"{}\"", dir.path().join("spool.jsonl").display()),
+            }
         );
+        let data_dir = match shared_data_dir {
+            Some(d) => d.to_path_buf(),
+            None => dir.path().join("data"),
+        };
         let config_path = dir.path().join("pgrunbook.toml");
         std::fs::write(&config_path, config).unwrap();
         TestLab {
             id,
             dir,
             config_path,
+            data_dir,
             ports: vec![("pg-bases2".into(), p1), ("pg-replica".into(), p2)],
             redis_port: rp,
             keep: std::env::var("PGRUNBOOK_TEST_KEEP").is_ok(),
@@ -442,8 +464,7 @@ prefix = "{id}"
         let mut env: Vec<(&str, &str)> = env.to_vec();
         let cfg = self.config_path.to_str().unwrap().to_string();
         env.push(("PGRUNBOOK_CONFIG", &cfg));
-        let data = self.dir.path().join("data");
-        let data = data.to_str().unwrap().to_string();
+        let data = self.data_dir.to_str().unwrap().to_string();
         env.push(("PGRUNBOOK_DATA_DIR", &data));
         pgrunbook_in(self.dir.path(), args, &env)
     }
@@ -497,6 +518,17 @@ prefix = "{id}"
         self.client(node).query_one(sql, &[]).unwrap().get(0)
     }
 
+    /// The cluster's PostgreSQL system identifier, read on `node`.
+    pub fn system_identifier(&self, node: &str) -> String {
+        self.client(node)
+            .query_one(
+                "SELECT system_identifier::text FROM pg_control_system()",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    }
+
     pub fn query_strings(&self, node: &str, sql: &str) -> Vec<String> {
         self.client(node)
             .query(sql, &[])
@@ -504,6 +536,46 @@ prefix = "{id}"
             .iter()
             .map(|r| r.get::<_, String>(0))
             .collect()
+    }
+
+    pub fn redis_container(&self) -> String {
+        format!("{}-redis", self.id)
+    }
+
+    /// Stops the lab's Redis (its data is kept in a volume; `start_redis` brings it back on the
+    /// same port).
+    pub fn stop_redis(&self) {
+        let out = self.docker(&["stop", &self.redis_container()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the lab's Redis again and waits until it answers.
+    pub fn start_redis(&self) {
+        let out = self.docker(&["start", &self.redis_container()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = format!("redis://127.0.0.1:{}", self.redis_port);
+        let t = Instant::now();
+        loop {
+            let pong = redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if pong.is_ok() {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "Redis did not come back: {pong:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn redis(&self) -> redis::Connection {
