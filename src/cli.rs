@@ -135,7 +135,9 @@ pub enum LabCommand {
     #[command(after_help = "Example:\n  pgrunbook lab status")]
     Status,
     /// Builds the lab image if it is missing (with --flavour official, that image too).
-    #[command(after_help = "Examples:\n  pgrunbook lab build\n  pgrunbook lab build --flavour official")]
+    #[command(
+        after_help = "Examples:\n  pgrunbook lab build\n  pgrunbook lab build --flavour official"
+    )]
     Build {
         #[arg(long, value_enum, default_value = "lab")]
         flavour: crate::lab::Flavour,

@@ -293,7 +293,9 @@ impl Docker {
     /// `docker cp`: the file is owned by root with `mode`.
     pub fn upload_file(&self, container: &str, path: &str, data: &[u8], mode: u32) -> Result<()> {
         let c = self.client()?;
-        let (dir, name) = path.rsplit_once('/').context("upload_file needs an absolute path")?;
+        let (dir, name) = path
+            .rsplit_once('/')
+            .context("upload_file needs an absolute path")?;
         let mut tar = tar::Builder::new(Vec::new());
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
@@ -303,7 +305,11 @@ impl Docker {
         tar.append_data(&mut header, name, data)?;
         let body = tar.into_inner()?;
         let opts = qp::UploadToContainerOptions {
-            path: if dir.is_empty() { "/".into() } else { dir.to_string() },
+            path: if dir.is_empty() {
+                "/".into()
+            } else {
+                dir.to_string()
+            },
             ..Default::default()
         };
         self.rt

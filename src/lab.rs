@@ -135,12 +135,12 @@ impl<'a> Lab<'a> {
         let image = flavour.image(self.config);
         match self.docker.image_label(image, "org.pgrunbook.lab-hash")? {
             Some(Some(h)) if h == hash => return Ok(()),
-            Some(_) => errln!(
-                "lab: the lab's files changed since image {image} was built; rebuilding it"
-            ),
-            None => errln!(
-                "lab: image {image} is missing; building it (a few minutes the first time)"
-            ),
+            Some(_) => {
+                errln!("lab: the lab's files changed since image {image} was built; rebuilding it")
+            }
+            None => {
+                errln!("lab: image {image} is missing; building it (a few minutes the first time)")
+            }
         }
         // The base image: imported from a Debian root file system when it is missing (no
         // registry needed; lab/build-image.sh does the same by hand).
@@ -164,10 +164,7 @@ impl<'a> Lab<'a> {
         args.insert("BASE_IMAGE".to_string(), self.config.lab.base_image.clone());
         let mut labels = HashMap::new();
         labels.insert("org.pgrunbook.lab-hash".to_string(), hash);
-        errln!(
-            "lab: building {image} from {}",
-            self.config.lab.base_image
-        );
+        errln!("lab: building {image} from {}", self.config.lab.base_image);
         self.docker
             .build_image(context, image, args, labels, &mut |l| {
                 if l.starts_with("Step ") {
@@ -380,7 +377,9 @@ impl<'a> Lab<'a> {
                     self.docker.start(&spec.name)?;
                     did.push(format!("created and started container {}", spec.name));
                 }
-                s if !s.is_running() && waits_for_clone && !self.docker.ever_started(&spec.name)? => {}
+                s if !s.is_running()
+                    && waits_for_clone
+                    && !self.docker.ever_started(&spec.name)? => {}
                 s if !s.is_running() => {
                     self.docker.start(&spec.name)?;
                     did.push(format!(

@@ -123,7 +123,10 @@ fn full_cycle_on_a_pair_made_by_hand_from_the_official_image() {
             "/etc/pgbackrest/pgbackrest.conf",
         ]);
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("root:postgres 750 /etc/pgbackrest\n"), "{node}: {text}");
+        assert!(
+            text.contains("root:postgres 750 /etc/pgbackrest\n"),
+            "{node}: {text}"
+        );
         assert!(
             text.contains("root:postgres 640 /etc/pgbackrest/pgbackrest.conf"),
             "{node}: {text}"
@@ -135,7 +138,10 @@ fn full_cycle_on_a_pair_made_by_hand_from_the_official_image() {
             "/etc/pgbackrest/pgbackrest.conf",
         ]);
         let conf = String::from_utf8_lossy(&conf.stdout);
-        assert!(conf.contains(&format!("pg1-port={FOREIGN_INNER_PORT}")), "{conf}");
+        assert!(
+            conf.contains(&format!("pg1-port={FOREIGN_INNER_PORT}")),
+            "{conf}"
+        );
         assert!(conf.contains("pg1-user=dba"), "{conf}");
     }
 
@@ -204,7 +210,10 @@ fn full_cycle_on_a_pair_made_by_hand_from_the_official_image() {
         .stdout_has("of beta, timeline 2");
     let info = lab.pgbackrest_info("beta");
     let backups = info[0]["backup"].as_array().unwrap();
-    let kinds: Vec<&str> = backups.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = backups
+        .iter()
+        .map(|b| b["type"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["full", "incr", "diff"], "{info}");
     let full = backups[0]["label"].as_str().unwrap();
     assert_eq!(backups[1]["prior"], full);

@@ -161,7 +161,10 @@ pub fn clean_stop(h: &Host, primitive: &str, node: &str, timeout_s: u64) -> R<()
                 "test -f \"$PGDATA/postmaster.pid\"".to_string(),
             ];
             let env = vec![format!("PGDATA={}", h.config.cluster.data_dir)];
-            if let Ok(out) = h.docker.exec(&container, &probe, None, &env, &h.cancel, &mut |_| {}) {
+            if let Ok(out) = h
+                .docker
+                .exec(&container, &probe, None, &env, &h.cancel, &mut |_| {})
+            {
                 if out.exit_code == 1 {
                     break;
                 }
@@ -295,7 +298,10 @@ pub fn create_module(host: Arc<Host>) -> Module {
         the container. Returns false when no server was running.",
         move |node: &str| -> R<bool> {
             let c = h.container("fast_shutdown", node)?;
-            if !h.change(node, &format!("fast shutdown of PostgreSQL in container {c}")) {
+            if !h.change(
+                node,
+                &format!("fast shutdown of PostgreSQL in container {c}"),
+            ) {
                 return Ok(true);
             }
             fast_shutdown(&h, "fast_shutdown", node)
@@ -312,7 +318,10 @@ pub fn create_module(host: Arc<Host>) -> Module {
         (archive_mode, wal_log_hints) take effect.",
         move |node: &str, timeout_s: i64| -> R<()> {
             let c = h.container("restart_container", node)?;
-            if !h.change(node, &format!("restart container {c} (fast shutdown, then start)")) {
+            if !h.change(
+                node,
+                &format!("restart container {c} (fast shutdown, then start)"),
+            ) {
                 return Ok(());
             }
             clean_stop(&h, "restart_container", node, 60)?;
@@ -321,7 +330,10 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 .map_err(|e| h.fail("restart_container", node, e))?;
             let end = Instant::now() + Duration::from_secs(timeout_s.max(1) as u64);
             loop {
-                if h.pg.probe(node).map_err(|e| h.fail("restart_container", node, e))? {
+                if h.pg
+                    .probe(node)
+                    .map_err(|e| h.fail("restart_container", node, e))?
+                {
                     return Ok(());
                 }
                 if Instant::now() >= end {

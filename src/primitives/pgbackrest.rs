@@ -175,7 +175,8 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 vec![
                     "sh".into(),
                     "-c".into(),
-                    "command -v pgbackrest >/dev/null 2>&1 || exit 127; cat \"$1\" 2>/dev/null".into(),
+                    "command -v pgbackrest >/dev/null 2>&1 || exit 127; cat \"$1\" 2>/dev/null"
+                        .into(),
                     "sh".into(),
                     CONFIG_FILE.into(),
                 ],
@@ -187,14 +188,24 @@ pub fn create_module(host: Arc<Host>) -> Module {
             if probe.stdout == text {
                 return Ok(false);
             }
-            if !h.change(node, &format!("write {CONFIG_FILE} (stanza {}, pg1-path {}, pg1-port {})",
-                h.config.pgbackrest.stanza, facts.data_dir, facts.port)) {
+            if !h.change(
+                node,
+                &format!(
+                    "write {CONFIG_FILE} (stanza {}, pg1-path {}, pg1-port {})",
+                    h.config.pgbackrest.stanza, facts.data_dir, facts.port
+                ),
+            ) {
                 return Ok(true);
             }
             let out = exec(
                 vec![
-                    "sh".into(), "-c".into(), WRITE_SCRIPT.into(), "sh".into(),
-                    text, h.config.pgbackrest.repo_path.clone(), facts.data_dir.clone(),
+                    "sh".into(),
+                    "-c".into(),
+                    WRITE_SCRIPT.into(),
+                    "sh".into(),
+                    text,
+                    h.config.pgbackrest.repo_path.clone(),
+                    facts.data_dir.clone(),
                 ],
                 "root",
             )?;
@@ -213,7 +224,11 @@ pub fn create_module(host: Arc<Host>) -> Module {
             // What pgBackRest itself reads, as the server's user: the file we wrote must be the
             // one in force (another file, or an environment variable PGBACKREST_*, could win).
             let owner = out.stdout.trim().to_string();
-            let owner = if owner.is_empty() { "postgres".to_string() } else { owner };
+            let owner = if owner.is_empty() {
+                "postgres".to_string()
+            } else {
+                owner
+            };
             let stanza = format!("--stanza={}", h.config.pgbackrest.stanza);
             for (option, want) in [
                 ("pg1-path", facts.data_dir.clone()),
@@ -222,7 +237,13 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 ("repo1-path", h.config.pgbackrest.repo_path.clone()),
             ] {
                 let help = exec(
-                    vec!["pgbackrest".into(), stanza.clone(), "help".into(), "backup".into(), option.into()],
+                    vec![
+                        "pgbackrest".into(),
+                        stanza.clone(),
+                        "help".into(),
+                        "backup".into(),
+                        option.into(),
+                    ],
                     &owner,
                 )?;
                 let got = current_value(&help.stdout);

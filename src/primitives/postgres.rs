@@ -264,7 +264,10 @@ pub fn create_module(host: Arc<Host>) -> Module {
             if exists.as_bool().unwrap_or(false) {
                 return Ok(quoted);
             }
-            if !h.change(node, &format!("create table {quoted} (pgrunbook's verify rows)")) {
+            if !h.change(
+                node,
+                &format!("create table {quoted} (pgrunbook's verify rows)"),
+            ) {
                 return Ok(quoted);
             }
             let ddl = format!(
@@ -609,7 +612,14 @@ pub fn create_module(host: Arc<Host>) -> Module {
                    echo \"pgrunbook: removed stale postmaster.pid (PID $(head -n 1 \"$PGDATA/postmaster.pid\"))\"\n\
                    rm -f \"$PGDATA/postmaster.pid\"\n\
                  fi\n\
-                 pg_rewind --target-pgdata=\"$PGDATA\" --source-server=\"host={host} port={src_port} user={user} dbname=postgres\" --progress\n\
+                 # pg_rewind finishes an unclean shutdown in single-user mode, which refuses\n\
+                 # standby mode: standby.signal (a fence, say) is set aside and put back on failure.\n\
+                 signal=\n\
+                 if [ -f \"$PGDATA/standby.signal\" ]; then signal=1; rm -f \"$PGDATA/standby.signal\"; fi\n\
+                 if ! pg_rewind --target-pgdata=\"$PGDATA\" --source-server=\"host={host} port={src_port} user={user} dbname=postgres\" --progress; then\n\
+                   if [ -n \"$signal\" ]; then touch \"$PGDATA/standby.signal\"; fi\n\
+                   exit 1\n\
+                 fi\n\
                  sed -i -e '/^primary_conninfo/d' -e '/^primary_slot_name/d' \"$PGDATA/postgresql.auto.conf\"\n\
                  printf '%s' \"$PGRUNBOOK_STANDBY_SETTINGS\" >> \"$PGDATA/postgresql.auto.conf\"\n\
                  chmod 600 \"$PGDATA/postgresql.auto.conf\"\n\
@@ -631,6 +641,15 @@ pub fn create_module(host: Arc<Host>) -> Module {
             let out = h.docker.run_oneoff(&spec, &h.cancel, &mut |l| progress.line(l));
             progress.finish();
             let out = out.map_err(|e| h.fail("rewind", target, e))?;
+            let stale = out
+                .stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("pgrunbook: removed stale postmaster.pid"))
+                .map(|rest| format!("removed stale postmaster.pid{rest}"));
+            if let Some(line) = &stale {
+                h.say(&format!("    {line}"));
+                h.record("stale_pid_removed", line.clone());
+            }
             if out.exit_code != 0 {
                 let tail: Vec<&str> = out.stderr.lines().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
                 return Err(h.error(
@@ -645,10 +664,8 @@ pub fn create_module(host: Arc<Host>) -> Module {
             h.docker.start(&dst).map_err(|e| h.fail("rewind", target, e))?;
             let mut m = Map::new();
             m.insert("duration_ms".into(), Dynamic::from_int(t0.elapsed().as_millis() as i64));
-            let stale = out.stdout.lines().find(|l| l.contains("removed stale postmaster.pid"));
             if let Some(line) = stale {
-                h.say(&format!("    {}", line.trim_start_matches("pgrunbook: ")));
-                m.insert("stale_pid_removed".into(), line.trim_start_matches("pgrunbook: ").to_string().into());
+                m.insert("stale_pid_removed".into(), line.into());
             }
             m.insert("output".into(), out.stderr.trim().to_string().into());
             Ok(m)

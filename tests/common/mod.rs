@@ -318,10 +318,12 @@ prefix = "{id}"
         );
         let config_path = dir.path().join("pgrunbook.toml");
         std::fs::write(&config_path, config).unwrap();
+        let data_dir = dir.path().join("data");
         let lab = TestLab {
             id: id.clone(),
             dir,
             config_path,
+            data_dir,
             ports: vec![("alpha".into(), p1), ("beta".into(), p2)],
             redis_port: rp,
             keep: std::env::var("PGRUNBOOK_TEST_KEEP").is_ok(),
@@ -342,7 +344,11 @@ prefix = "{id}"
                 &["lab", "build", "--flavour", "official"],
                 &[],
             );
-            assert_eq!(r.code, 0, "building the official flavour failed:\n{}", r.stderr);
+            assert_eq!(
+                r.code, 0,
+                "building the official flavour failed:\n{}",
+                r.stderr
+            );
         });
         // The user's own init script: replication from the other container, with a password.
         let init = lab.dir.path().join("initdb");
@@ -368,9 +374,16 @@ prefix = "{id}"
         must(&["network", "create", &net]);
         let node = |verb: &str, name: &str, port: u16, data: &str, init: Option<&Path>| {
             let mut args: Vec<String> = [
-                verb, "--name", name, "--network", &net, "--restart", "unless-stopped",
+                verb,
+                "--name",
+                name,
+                "--network",
+                &net,
+                "--restart",
+                "unless-stopped",
             ]
-            .iter()
+            .into_iter()
+            .chain((verb == "run").then_some("-d"))
             .map(|s| s.to_string())
             .collect();
             args.extend([
@@ -404,9 +417,20 @@ prefix = "{id}"
         // Like the seed's standby: created, never started, until setup clones it.
         node("create", &beta, p2, "beta-data", None);
         must(&[
-            "run", "-d", "--name", &redis, "-p", &format!("127.0.0.1:{rp}:6379"),
-            "-v", &format!("{id}-redis-data:/var/lib/redis-lab"),
-            "pgrunbook-lab:17", "redis-server", "--bind", "0.0.0.0", "--protected-mode", "no",
+            "run",
+            "-d",
+            "--name",
+            &redis,
+            "-p",
+            &format!("127.0.0.1:{rp}:6379"),
+            "-v",
+            &format!("{id}-redis-data:/var/lib/redis-lab"),
+            "pgrunbook-lab:17",
+            "redis-server",
+            "--bind",
+            "0.0.0.0",
+            "--protected-mode",
+            "no",
         ]);
         // The official entrypoint runs initdb first: wait until the primary takes logins.
         let _ = lab.client("alpha");
