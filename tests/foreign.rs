@@ -86,6 +86,32 @@ fn wait_read_only(lab: &TestLab, node: &str) {
 fn full_cycle_on_a_pair_made_by_hand_from_the_official_image() {
     let lab = TestLab::foreign("foreign");
 
+    // pgBackRest missing in a node: setup names the node and the fix, and changes nothing.
+    let hide = |from: &str, to: &str| {
+        let out = lab.docker(&[
+            "exec",
+            "-u",
+            "root",
+            &lab.container("alpha"),
+            "mv",
+            from,
+            to,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    hide("/usr/bin/pgbackrest", "/usr/bin/pgbackrest.hidden");
+    lab.pgrunbook(&["run", "setup", "--set", "configure_archiving=true"])
+        .fails_with(4)
+        .stderr_has("pgBackRest is not installed in container")
+        .stderr_has("of node alpha")
+        .stderr_has("apt-get install -y pgbackrest");
+    hide("/usr/bin/pgbackrest.hidden", "/usr/bin/pgbackrest");
+    assert_eq!(setting(&lab, "alpha", "archive_mode"), "off");
+
     // Without the flag, setup refuses as before, names the settings and the way on, and
     // changes nothing.
     lab.pgrunbook(&["run", "setup"])

@@ -54,7 +54,7 @@ fn lab_setup_verify_and_idempotent_setup() {
     assert!(
         lab.query_i64(
             "pg-replica",
-            "SELECT count(*) FROM public.replica_test WHERE val LIKE 'verify-%'"
+            "SELECT count(*) FROM pgrunbook.verify_rows WHERE val LIKE 'verify-%'"
         ) >= 1
     );
 

@@ -266,6 +266,37 @@ pub fn create_module(host: Arc<Host>) -> Module {
     let h = host.clone();
     def!(
         &mut m,
+        "require_pgbackrest",
+        ["node: &str"],
+        "Refuses (exit code 4), naming the node, its container and the fix, when pgBackRest is not
+        installed in the node's image. Works on a stopped or never started container too (through
+        a one-off container of its image), so a runbook can check every node before it changes
+        anything.",
+        move |node: &str| -> R<()> {
+            let container = h.container("require_pgbackrest", node)?;
+            let out = crate::primitives::docker::run_on_data_dir(
+                &h,
+                "require_pgbackrest",
+                node,
+                "command -v pgbackrest >/dev/null 2>&1 || exit 127",
+            )?;
+            match out.exit_code {
+                0 => Ok(()),
+                127 => Err(not_installed(&h, node, &container)),
+                code => Err(h.error(
+                    Class::Refused,
+                    format!(
+                        "require_pgbackrest on {node}: cannot look for pgBackRest in {container} (exit {code}): {}",
+                        out.stderr.trim()
+                    ),
+                )),
+            }
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
         "pgbackrest_info",
         ["node: &str", "Map"],
         "`pgbackrest info --output=json` for the stanza, as a map (the stanza's entry: status,
