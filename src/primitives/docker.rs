@@ -110,10 +110,14 @@ pub fn fast_shutdown(h: &Host, primitive: &str, node: &str) -> R<bool> {
     if !state.is_running() {
         return Ok(false);
     }
-    let pid = postmaster_pid(h, primitive, node, &container)?;
+    let Some(pid) = postmaster_pid(h, primitive, node, &container)? else {
+        // No server runs in the container (a lab standby waiting for its clone, say): there is
+        // nothing to shut down; Docker's stop ends the container.
+        return Ok(false);
+    };
     h.pg.forget(node);
     match pid {
-        Some(pid) if pid != 1 => {
+        pid if pid != 1 => {
             let argv = vec!["kill".to_string(), "-INT".to_string(), pid.to_string()];
             let out = h
                 .docker
