@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/require-docker.sh
-echo "==> building the lab image if missing"
-cargo run --quiet -- lab build
+echo "==> building the lab images if missing (the lab's, and the official flavour's)"
+cargo run --quiet -- lab build --flavour official
 echo "==> cargo test"
 cargo test --all-targets -- --test-threads="${PGRUNBOOK_TEST_THREADS:-4}"
