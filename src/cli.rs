@@ -389,7 +389,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Reference => {
             let host = Arc::new(Host::new(Config::defaults()));
-            out!("{}", crate::reference::markdown(&host));
+            out!("{}", crate::reference::markdown(&host)?);
             Ok(())
         }
         Command::Definitions { dir } => {
