@@ -38,15 +38,6 @@ fn check_reports_the_position_of_a_syntax_error() {
 }
 
 #[test]
-fn check_passes_on_every_shipped_runbook() {
-    let d = dir();
-    pgrunbook_in(d.path(), &["check"], &[])
-        .succeeds()
-        .stdout_has("<shipped>/runbooks/setup.rhai")
-        .stdout_has("<shipped>/runbooks/verify.rhai");
-}
-
-#[test]
 fn list_shows_descriptions_and_parameters() {
     let d = dir();
     pgrunbook_in(d.path(), &["list"], &[])
