@@ -183,6 +183,24 @@ fn dedup_chain(s: &str) -> String {
     parts.join(": ")
 }
 
+/// The runbooks `list` could not load: each shown on stderr, then one failure for the exit code.
+fn unloadable(problems: Vec<Failure>) -> Result<(), Failure> {
+    let mut problems = problems;
+    match problems.len() {
+        0 => Ok(()),
+        1 => Err(problems.remove(0)),
+        n => {
+            for f in &problems {
+                err!("{}", f.render());
+            }
+            Err(Failure::new(
+                Class::Runbook,
+                format!("{n} runbooks could not be loaded"),
+            ))
+        }
+    }
+}
+
 fn load_config(path: &Option<PathBuf>) -> Result<Config, Failure> {
     Config::load(path.as_deref()).map_err(|e| Failure::usage(format!("{e:#}")))
 }
@@ -288,27 +306,32 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             r
         }
         Command::List => {
-            for rb in Runbook::all() {
+            let (found, problems) = Runbook::scan();
+            for rb in found {
                 let origin = if rb.shipped { "shipped" } else { "local" };
                 outln!("{:<24} {} ({origin})", rb.name, rb.meta.description);
                 for p in &rb.meta.params {
                     outln!("{:<26}--set {}={} {}", "", p.name, p.default, p.help);
                 }
             }
-            Ok(())
+            unloadable(problems)
         }
         Command::Check { runbooks } => {
             let config = load_config(&cli.config)?;
             let host = Arc::new(Host::new(config));
-            let list: Vec<Runbook> = if runbooks.is_empty() {
-                Runbook::all()
+            let (list, unloaded): (Vec<Runbook>, Vec<Failure>) = if runbooks.is_empty() {
+                Runbook::scan()
             } else {
-                runbooks
+                let list = runbooks
                     .iter()
                     .map(|n| Runbook::find(n))
-                    .collect::<Result<_, _>>()?
+                    .collect::<Result<_, _>>()?;
+                (list, vec![])
             };
-            let mut problems = 0;
+            let mut problems = unloaded.len();
+            for f in unloaded {
+                err!("{}", f.render());
+            }
             for rb in &list {
                 let found = crate::check::check(&host, rb);
                 if found.is_empty() {
@@ -389,7 +412,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Reference => {
             let host = Arc::new(Host::new(Config::defaults()));
-            out!("{}", crate::reference::markdown(&host));
+            out!("{}", crate::reference::markdown(&host)?);
             Ok(())
         }
         Command::Definitions { dir } => {

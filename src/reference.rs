@@ -3,6 +3,8 @@
 //! `pgrunbook reference > docs/primitives.md` writes it; a test fails when the checked-in file
 //! differs, so the reference cannot drift from the code.
 
+use crate::engine;
+use crate::error::Failure;
 use crate::host::Host;
 use crate::runbook;
 use rhai::Engine;
@@ -92,17 +94,19 @@ pub fn primitives(host: &Arc<Host>) -> Vec<(&'static str, Vec<FnDoc>)> {
     out
 }
 
-/// Stdlib functions, by module.
-pub fn stdlib() -> Vec<(String, String, Vec<FnDoc>)> {
-    let engine = Engine::new_raw();
+/// Stdlib functions, by module. The modules are compiled by the engine runbooks run in (same
+/// limits and settings), and one that does not compile is an error, not a module left out.
+pub fn stdlib(host: &Arc<Host>) -> Result<Vec<(String, String, Vec<FnDoc>)>, Failure> {
+    let engine = engine::build(host, &Default::default());
     let mut out = vec![];
     for name in runbook::module_names() {
-        let Some((_, text)) = runbook::find_module(&name) else {
-            continue;
-        };
-        let Ok(ast) = engine.compile(&text) else {
-            continue;
-        };
+        let (path, text) = runbook::find_module(&name).ok_or_else(|| {
+            Failure::new(
+                crate::error::Class::Runbook,
+                format!("stdlib module {name} cannot be read"),
+            )
+        })?;
+        let ast = engine::compile(&engine, &path, &text)?;
         let about = text
             .lines()
             .take_while(|l| l.starts_with("//!"))
@@ -126,11 +130,11 @@ pub fn stdlib() -> Vec<(String, String, Vec<FnDoc>)> {
         fns.sort_by(|a, b| a.name.cmp(&b.name));
         out.push((name, about, fns));
     }
-    out
+    Ok(out)
 }
 
-/// The whole reference as Markdown.
-pub fn markdown(host: &Arc<Host>) -> String {
+/// The whole reference as Markdown; fails when a stdlib module does not compile.
+pub fn markdown(host: &Arc<Host>) -> Result<String, Failure> {
     let mut s = String::new();
     writeln!(s, "# Primitive reference").unwrap();
     writeln!(s).unwrap();
@@ -154,7 +158,7 @@ pub fn markdown(host: &Arc<Host>) -> String {
             writeln!(s, "- `{}`  \n  {}", f.signature, f.doc).unwrap();
         }
     }
-    for (name, about, fns) in stdlib() {
+    for (name, about, fns) in stdlib(host)? {
         writeln!(
             s,
             "\n## Stdlib: `import \"{name}\" as {name};` (`stdlib/{name}.rhai`)\n"
@@ -167,14 +171,15 @@ pub fn markdown(host: &Arc<Host>) -> String {
             writeln!(s, "- `{}`  \n  {}", f.signature, f.doc).unwrap();
         }
     }
-    s
+    Ok(s)
 }
 
 /// Every documented name with its signature and doc, for `:help NAME`.
-pub fn lookup(host: &Arc<Host>, name: &str) -> Vec<FnDoc> {
+pub fn lookup(host: &Arc<Host>, name: &str) -> Result<Vec<FnDoc>, Failure> {
     let mut all: Vec<FnDoc> = primitives(host).into_iter().flat_map(|(_, f)| f).collect();
-    all.extend(stdlib().into_iter().flat_map(|(_, _, f)| f));
-    all.into_iter()
+    all.extend(stdlib(host)?.into_iter().flat_map(|(_, _, f)| f));
+    Ok(all
+        .into_iter()
         .filter(|f| f.name == name || f.name.ends_with(&format!("::{name}")))
-        .collect()
+        .collect())
 }

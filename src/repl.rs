@@ -738,7 +738,9 @@ impl ReplHelper {
         words.sort();
         words.dedup();
 
-        let runbooks: Vec<(String, Vec<String>)> = Runbook::all()
+        // Completion offers the runbooks that load; `list` and `check` report the others.
+        let runbooks: Vec<(String, Vec<String>)> = Runbook::scan()
+            .0
             .into_iter()
             .map(|rb| {
                 let params = rb

@@ -239,7 +239,7 @@ impl Runbook {
                 true,
             );
         }
-        let known: Vec<String> = Runbook::all().into_iter().map(|r| r.name).collect();
+        let known: Vec<String> = Runbook::scan().0.into_iter().map(|r| r.name).collect();
         let hint = crate::suggest::nearest(name, known.iter().map(String::as_str))
             .map(|s| format!("; did you mean '{s}'?"))
             .unwrap_or_default();
@@ -248,30 +248,59 @@ impl Runbook {
         )))
     }
 
-    /// Every runbook: local ones, then shipped ones not overridden.
-    pub fn all() -> Vec<Runbook> {
+    /// Every runbook: local ones, then shipped ones not overridden. A runbook whose header does
+    /// not parse (or a local one that cannot be read) is an error naming its file and line, not
+    /// a runbook silently left out.
+    pub fn all() -> Result<Vec<Runbook>, Failure> {
+        let (found, problems) = Runbook::scan();
+        match problems.into_iter().next() {
+            Some(f) => Err(f),
+            None => Ok(found),
+        }
+    }
+
+    /// Every runbook that loads (local ones, then shipped ones not overridden), and the failures
+    /// of those that do not. A local runbook that fails hides the shipped one of its name.
+    pub fn scan() -> (Vec<Runbook>, Vec<Failure>) {
         let mut by_name: BTreeMap<String, Runbook> = BTreeMap::new();
+        let mut problems = vec![];
         for (rel, src) in embedded::RUNBOOKS {
             let name = rel.trim_end_matches(".rhai").to_string();
-            if let Ok(r) = Runbook::new(
+            match Runbook::new(
                 name.clone(),
                 format!("<shipped>/runbooks/{rel}"),
                 src.to_string(),
                 true,
             ) {
-                by_name.insert(name, r);
+                Ok(r) => {
+                    by_name.insert(name, r);
+                }
+                Err(f) => problems.push(f),
             }
         }
         let mut local = vec![];
         collect_local(Path::new("runbooks"), Path::new("runbooks"), &mut local);
+        local.sort();
         for (name, path) in local {
-            if let Ok(src) = std::fs::read_to_string(&path) {
-                if let Ok(r) = Runbook::new(name.clone(), path.display().to_string(), src, false) {
+            let loaded = std::fs::read_to_string(&path)
+                .map_err(|e| {
+                    Failure::new(
+                        Class::Runbook,
+                        format!("cannot read runbook {}: {e}", path.display()),
+                    )
+                })
+                .and_then(|src| Runbook::new(name.clone(), path.display().to_string(), src, false));
+            match loaded {
+                Ok(r) => {
                     by_name.insert(name, r);
+                }
+                Err(f) => {
+                    by_name.remove(&name);
+                    problems.push(f);
                 }
             }
         }
-        by_name.into_values().collect()
+        (by_name.into_values().collect(), problems)
     }
 }
 
@@ -392,12 +421,18 @@ let x = 1;
 
     #[test]
     fn shipped_runbooks_have_descriptions() {
-        for r in Runbook::all().into_iter().filter(|r| r.shipped) {
-            assert!(
-                !r.meta.description.is_empty(),
-                "{} has no description",
-                r.name
-            );
+        // From the embedded set, not Runbook::all(): tests run in the crate's folder, where the
+        // local runbooks/ overrides every shipped one.
+        let names: Vec<&str> = embedded::RUNBOOKS
+            .iter()
+            .map(|(rel, _)| rel.trim_end_matches(".rhai"))
+            .collect();
+        for name in ["backup", "failback", "failover", "setup", "verify"] {
+            assert!(names.contains(&name), "{name} is not shipped: {names:?}");
+        }
+        for (rel, src) in embedded::RUNBOOKS {
+            let meta = parse_meta(src, rel).unwrap_or_else(|f| panic!("{}", f.render()));
+            assert!(!meta.description.is_empty(), "{rel} has no description");
         }
     }
 }

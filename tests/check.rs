@@ -279,13 +279,44 @@ if p != () {
         .stdout_has("ok      good.rhai");
 }
 
+/// The runbooks shipped in runbooks/ (`setup`, `examples/replication_report`...), from the folder.
+fn shipped_runbooks() -> Vec<String> {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, base, out);
+            } else if p.extension().is_some_and(|x| x == "rhai") {
+                let rel = p.strip_prefix(base).unwrap().with_extension("");
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks");
+    let mut names = vec![];
+    walk(&base, &base, &mut names);
+    names.sort();
+    for name in ["setup", "verify", "failover", "failback", "backup"] {
+        assert!(
+            names.iter().any(|n| n == name),
+            "runbooks/{name}.rhai not found in {names:?}"
+        );
+    }
+    names
+}
+
 #[test]
 fn every_shipped_runbook_and_stdlib_module_passes() {
     let d = dir();
-    pgrunbook_in(d.path(), &["check"], &[])
-        .succeeds()
-        .stdout_has("<shipped>/runbooks/setup.rhai")
-        .stdout_has("<shipped>/runbooks/failover.rhai");
+    let r = pgrunbook_in(d.path(), &["check"], &[]).succeeds();
+    for name in shipped_runbooks() {
+        assert!(
+            r.stdout
+                .contains(&format!("ok      <shipped>/runbooks/{name}.rhai")),
+            "check did not pass {name}\n{}",
+            r.stdout
+        );
+    }
     let stdlib = Path::new(env!("CARGO_MANIFEST_DIR")).join("stdlib");
     let mut modules: Vec<String> = std::fs::read_dir(&stdlib)
         .unwrap()
@@ -306,4 +337,29 @@ fn every_shipped_runbook_and_stdlib_module_passes() {
             r.stdout
         );
     }
+}
+
+#[test]
+fn a_runbook_whose_header_does_not_parse_is_an_error_not_left_out() {
+    let d = dir();
+    write(
+        d.path(),
+        "runbooks/bad.rhai",
+        "//! Bad header on purpose.\n//!\n//! param timeout_s = soon  Seconds\nprint(1);\n",
+    );
+    write(d.path(), "runbooks/good.rhai", "//! Fine.\nprint(1);\n");
+    for cmd in ["list", "check"] {
+        pgrunbook_in(d.path(), &[cmd], &[])
+            .fails_with(3)
+            .stderr_has("invalid parameter declaration")
+            .stderr_has("--> runbooks/bad.rhai:3:");
+    }
+    // The others are still listed and checked.
+    pgrunbook_in(d.path(), &["list"], &[])
+        .fails_with(3)
+        .stdout_has("good ")
+        .stdout_has("setup ");
+    pgrunbook_in(d.path(), &["check"], &[])
+        .fails_with(3)
+        .stdout_has("ok      runbooks/good.rhai");
 }

@@ -32,6 +32,53 @@ fn primitives_reference_is_current() {
 }
 
 #[test]
+fn reference_documents_every_stdlib_module() {
+    let stdlib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("stdlib");
+    let mut modules: Vec<String> = std::fs::read_dir(&stdlib)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    modules.sort();
+    for shipped in ["backup", "cluster", "health", "lsn", "replication"] {
+        assert!(
+            modules.iter().any(|m| m == shipped),
+            "stdlib/{shipped}.rhai not found in {modules:?}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let r = pgrunbook_in(dir.path(), &["reference"], &[]).succeeds();
+    let missing: Vec<&String> = modules
+        .iter()
+        .filter(|m| {
+            !r.stdout.contains(&format!(
+                "## Stdlib: `import \"{m}\" as {m};` (`stdlib/{m}.rhai`)"
+            ))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the reference lacks the stdlib module(s) {missing:?}"
+    );
+}
+
+#[test]
+fn reference_fails_on_a_stdlib_module_that_does_not_compile() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("stdlib")).unwrap();
+    std::fs::write(
+        dir.path().join("stdlib/broken.rhai"),
+        "//! Broken on purpose.\n\n/// Doc.\nfn f(x) { x + }\n",
+    )
+    .unwrap();
+    pgrunbook_in(dir.path(), &["reference"], &[])
+        .fails_with(3)
+        .stderr_has("stdlib/broken.rhai:4:");
+}
+
+#[test]
 fn definitions_are_written_for_editors() {
     let dir = tempfile::tempdir().unwrap();
     pgrunbook_in(dir.path(), &["definitions", "defs"], &[]).succeeds();

@@ -1,5 +1,7 @@
-//! Issue 3: the seed's failover, failback and backups as runbooks, in one full cycle on real
-//! containers, checked afterwards by direct queries, not by the runbooks' own word.
+//! Issue 3: the seed's failover, failback and backups as runbooks on real containers, checked
+//! by direct queries, not by the runbooks' own word. Each test has its own lab; a test whose
+//! behaviour needs an earlier state (failback needs a failover, a backup chain needs backups on
+//! both timelines) runs the sequence it needs.
 
 mod common;
 use common::*;
@@ -37,19 +39,39 @@ fn wait_rows(lab: &TestLab, node: &str, tag: &str, n: i64) -> i64 {
     }
 }
 
+/// The runbooks the journal saw end, oldest first; fails unless every run also has a start.
+fn journaled_runs(lab: &TestLab) -> Vec<String> {
+    let journal = lab.stream("journal");
+    let runs: Vec<String> = journal
+        .iter()
+        .filter(|e| e["event"] == "end")
+        .map(|e| e["runbook"].clone())
+        .collect();
+    let starts = journal.iter().filter(|e| e["event"] == "start").count();
+    assert_eq!(
+        starts,
+        runs.len(),
+        "one start and one end per run: {journal:?}"
+    );
+    runs
+}
+
+/// The metrics of the last run's end entry in the journal, which must be `runbook`'s.
+fn last_metrics(lab: &TestLab, runbook: &str) -> serde_json::Value {
+    let end = lab
+        .stream("journal")
+        .into_iter()
+        .rfind(|e| e["event"] == "end")
+        .unwrap();
+    assert_eq!(end["runbook"], runbook, "{end:?}");
+    serde_json::from_str(&end["metrics"]).unwrap()
+}
+
 #[test]
-fn full_cycle_failover_failback_and_backups() {
-    let lab = TestLab::replicating("cycle");
-
-    // 3. full backup
-    lab.pgrunbook(&["run", "backup"])
-        .succeeds()
-        .stdout_has("(full)");
-
-    // 4. rows written on the primary
+fn failover_promotes_the_standby_fences_the_old_primary_and_journals_time_and_loss() {
+    let lab = TestLab::replicating("pfailover");
     write_rows(&lab, "pg-bases2", "before", 50);
 
-    // 5. failover: the standby becomes the primary; time and loss are printed and journaled.
     lab.pgrunbook(&["run", "failover"])
         .succeeds()
         .stdout_has("pg-replica is the primary and accepts writes")
@@ -60,13 +82,7 @@ fn full_cycle_failover_failback_and_backups() {
         "exited",
         "the old primary is fenced"
     );
-    let end = lab
-        .stream("journal")
-        .into_iter()
-        .rfind(|e| e["event"] == "end")
-        .unwrap();
-    assert_eq!(end["runbook"], "failover");
-    let metrics: serde_json::Value = serde_json::from_str(&end["metrics"]).unwrap();
+    let metrics = last_metrics(&lab, "failover");
     assert!(
         metrics["time_to_writes_ms"]
             .as_str()
@@ -76,6 +92,9 @@ fn full_cycle_failover_failback_and_backups() {
             > 0
     );
     assert_eq!(metrics["data_lost_bytes"], "0");
+    // Nothing was lost: every row written before is on the new primary, which takes writes.
+    assert_eq!(count_rows(&lab, "pg-replica", "before"), 50);
+    write_rows(&lab, "pg-replica", "after", 30);
 
     // Running failover again is a no-op.
     lab.pgrunbook(&["run", "failover"])
@@ -83,41 +102,31 @@ fn full_cycle_failover_failback_and_backups() {
         .stdout_has("Failover has already happened")
         .stdout_lacks("Promote");
     assert_eq!(lab.container_state("pg-bases2"), "exited");
+    assert!(!lab.query_bool("pg-replica", "SELECT pg_is_in_recovery()"));
+    assert_eq!(journaled_runs(&lab), ["setup", "failover", "failover"]);
+}
 
-    // 6. rows written on the new primary
+#[test]
+fn failback_rewinds_the_old_primary_into_a_standby_with_every_row() {
+    let lab = TestLab::replicating("pfailback");
+    write_rows(&lab, "pg-bases2", "before", 50);
+    lab.pgrunbook(&["run", "failover"]).succeeds();
     write_rows(&lab, "pg-replica", "after", 30);
 
-    // 7. incremental backup on the new primary, in the same repository, on the full one.
-    lab.pgrunbook(&["run", "backup", "--set", "type=incr"])
-        .succeeds()
-        .stdout_has("(incr, based on");
-
-    // 8. failback (pg_rewind: only what diverged), then again as a no-op
+    // pg_rewind: only what diverged, then again as a no-op.
     lab.pgrunbook(&["run", "failback"])
         .succeeds()
         .stdout_has("Rewind pg-bases2 from pg-replica")
         .stdout_lacks("re-cloning")
         .stdout_has("verify: all checks passed");
-    let end = lab
-        .stream("journal")
-        .into_iter()
-        .rfind(|e| e["event"] == "end")
-        .unwrap();
-    assert!(end["metrics"].contains("\"method\":\"rewind\""), "{end:?}");
+    let metrics = last_metrics(&lab, "failback");
+    assert_eq!(metrics["method"], "rewind", "{metrics}");
     lab.pgrunbook(&["run", "failback"])
         .succeeds()
         .stdout_has("already streams from pg-replica")
         .stdout_lacks("Empty");
-
-    // 9. verify
     lab.pgrunbook(&["run", "verify"]).succeeds();
 
-    // 10. differential backup
-    lab.pgrunbook(&["run", "backup", "--set", "type=diff"])
-        .succeeds()
-        .stdout_has("(diff, based on");
-
-    // ---- independent checks --------------------------------------------------------------
     // Roles are swapped.
     assert!(!lab.query_bool("pg-replica", "SELECT pg_is_in_recovery()"));
     assert!(lab.query_bool("pg-bases2", "SELECT pg_is_in_recovery()"));
@@ -151,6 +160,28 @@ fn full_cycle_failover_failback_and_backups() {
         ),
         vec!["primary1".to_string()]
     );
+    assert_eq!(
+        journaled_runs(&lab),
+        ["setup", "failover", "failback", "failback", "verify"]
+    );
+}
+
+#[test]
+fn backups_before_and_after_a_failover_form_one_chain_recorded_in_redis() {
+    let lab = TestLab::replicating("pbackups");
+    // Full on pg-bases2 (timeline 1), incremental on pg-replica after the failover (timeline
+    // 2), differential after the failback, all in the repository both nodes share.
+    lab.pgrunbook(&["run", "backup"])
+        .succeeds()
+        .stdout_has("(full)");
+    lab.pgrunbook(&["run", "failover"]).succeeds();
+    lab.pgrunbook(&["run", "backup", "--set", "type=incr"])
+        .succeeds()
+        .stdout_has("(incr, based on");
+    lab.pgrunbook(&["run", "failback"]).succeeds();
+    lab.pgrunbook(&["run", "backup", "--set", "type=diff"])
+        .succeeds()
+        .stdout_has("(diff, based on");
 
     // pgBackRest shows the three backups in one chain: full, then incr and diff on it.
     let info = lab.pgbackrest_info("pg-replica");
@@ -204,25 +235,10 @@ fn full_cycle_failover_failback_and_backups() {
     assert_eq!(records[0]["node"], "pg-bases2");
     assert_eq!(records[1]["node"], "pg-replica");
     assert_eq!(records[1]["timeline"], "2");
-    let runs: Vec<String> = lab
-        .stream("journal")
-        .into_iter()
-        .filter(|e| e["event"] == "end")
-        .map(|e| e["runbook"].clone())
-        .collect();
     assert_eq!(
-        runs,
-        [
-            "setup", "backup", "failover", "failover", "backup", "failback", "failback", "verify",
-            "backup"
-        ]
+        journaled_runs(&lab),
+        ["setup", "backup", "failover", "backup", "failback", "backup"]
     );
-    let starts = lab
-        .stream("journal")
-        .into_iter()
-        .filter(|e| e["event"] == "start")
-        .count();
-    assert_eq!(starts, runs.len());
 
     // `pgrunbook backups` lists them from Redis alone.
     let r = lab.pgrunbook(&["backups", "--json"]).succeeds();
@@ -236,9 +252,13 @@ fn full_cycle_failover_failback_and_backups() {
     lab.pgrunbook(&["journal", "--last", "3"])
         .succeeds()
         .stdout_has("backup");
+}
 
-    // ---- errors that change nothing ---------------------------------------------------------
-    // A bad backup type is refused before anything runs.
+#[test]
+fn a_bad_backup_type_is_refused_before_anything_runs() {
+    // Up, not set up: the parameter is refused before the cluster is even looked at. Every run
+    // journals its start, so an unchanged journal means nothing ran.
+    let lab = TestLab::up("pbadtype");
     let journal_before = lab.stream("journal").len();
     lab.pgrunbook(&["run", "backup", "--set", "type=weekly"])
         .fails_with(2)
@@ -248,28 +268,28 @@ fn full_cycle_failover_failback_and_backups() {
         journal_before,
         "not even a journal entry"
     );
-    assert_eq!(
-        lab.pgbackrest_info("pg-replica")[0]["backup"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    assert!(lab.stream("backups").is_empty(), "no backup recorded");
+}
 
-    // failover with no reachable standby: refused, the primary stays primary.
+#[test]
+fn failover_without_a_reachable_standby_is_refused_and_the_primary_stays() {
+    let lab = TestLab::replicating("pnostandby");
     assert!(lab
-        .docker(&["stop", &lab.container("pg-bases2")])
+        .docker(&["stop", &lab.container("pg-replica")])
         .status
         .success());
     lab.pgrunbook(&["run", "failover"])
         .fails_with(4)
         .stderr_has("no reachable standby to promote");
-    assert_eq!(lab.container_state("pg-replica"), "running");
-    assert!(!lab.query_bool("pg-replica", "SELECT pg_is_in_recovery()"));
-    assert_eq!(lab.container_state("pg-bases2"), "exited");
+    assert_eq!(lab.container_state("pg-bases2"), "running");
+    assert!(!lab.query_bool("pg-bases2", "SELECT pg_is_in_recovery()"));
+    assert_eq!(lab.container_state("pg-replica"), "exited");
+}
 
-    // failback with the lab down: clear error, nothing created.
-    lab.pgrunbook(&["lab", "down"]).succeeds();
+#[test]
+fn failback_with_the_lab_down_is_a_clear_error_and_creates_nothing() {
+    // Configured, never started: no containers (as after `lab down`).
+    let lab = TestLab::new("pnolab");
     lab.pgrunbook(&["run", "failback"])
         .fails_with(5)
         .stderr_has("does not exist (is the lab up?");
