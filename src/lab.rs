@@ -231,43 +231,33 @@ impl<'a> Lab<'a> {
     fn node_spec(&self, name: &str) -> ContainerSpec {
         let n = &self.config.nodes[name];
         let c = &self.config.cluster;
-        if self.flavour == Flavour::Official {
+        let (image, env) = match self.flavour {
+            Flavour::Lab => (
+                self.config.lab.image.clone(),
+                vec![
+                    format!("PGRUNBOOK_INIT={}", n.init),
+                    format!("PGRUNBOOK_DATABASE={}", c.database),
+                    format!("POSTGRES_PASSWORD={}", c.password),
+                    format!("REPLICATION_PASSWORD={}", c.replication_password),
+                    format!("PGDATA={}", c.data_dir),
+                ],
+            ),
             // As a user runs the official image: its own variables, its default command, the
             // data directory where the image keeps it, no stop signal, no pgrunbook entrypoint.
-            return ContainerSpec {
-                name: n.container.clone(),
-                image: self.config.lab.official_image.clone(),
-                env: vec![
+            Flavour::Official => (
+                self.config.lab.official_image.clone(),
+                vec![
                     format!("POSTGRES_USER={}", c.superuser),
                     format!("POSTGRES_PASSWORD={}", c.password),
                     format!("POSTGRES_DB={}", c.database),
                     format!("PGDATA={}", c.data_dir),
                 ],
-                volumes: vec![
-                    (self.config.data_volume(n), c.data_dir.clone()),
-                    (
-                        self.config.lab.repo_volume.clone(),
-                        self.config.pgbackrest.repo_path.clone(),
-                    ),
-                ],
-                network: Some(self.config.lab.network.clone()),
-                aliases: vec![n.container.clone()],
-                ports: vec![("5432/tcp".into(), n.port)],
-                labels: self.labels(),
-                restart_unless_stopped: true,
-                ..Default::default()
-            };
-        }
+            ),
+        };
         ContainerSpec {
             name: n.container.clone(),
-            image: self.config.lab.image.clone(),
-            env: vec![
-                format!("PGRUNBOOK_INIT={}", n.init),
-                format!("PGRUNBOOK_DATABASE={}", c.database),
-                format!("POSTGRES_PASSWORD={}", c.password),
-                format!("REPLICATION_PASSWORD={}", c.replication_password),
-                format!("PGDATA={}", c.data_dir),
-            ],
+            image,
+            env,
             volumes: vec![
                 (self.config.data_volume(n), c.data_dir.clone()),
                 (

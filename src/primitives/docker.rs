@@ -332,21 +332,13 @@ pub fn create_module(host: Arc<Host>) -> Module {
             h.docker
                 .start(&c)
                 .map_err(|e| h.fail("restart_container", node, e))?;
-            let end = Instant::now() + Duration::from_secs(timeout_s.max(1) as u64);
-            loop {
-                if h.pg
-                    .probe(node)
-                    .map_err(|e| h.fail("restart_container", node, e))?
-                {
-                    return Ok(());
-                }
-                if Instant::now() >= end {
-                    return Err(h.error(Class::Infrastructure, format!(
-                        "restart_container on {node}: PostgreSQL did not accept connections within {timeout_s} s of the restart (see `docker logs {c}`)")));
-                }
-                h.check_cancel()?;
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            crate::primitives::postgres::wait_accepting(
+                &h,
+                "restart_container",
+                node,
+                timeout_s.max(1),
+                &format!(" of the restart (see `docker logs {c}`)"),
+            )
         }
     );
 

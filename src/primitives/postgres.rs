@@ -154,6 +154,25 @@ pub fn server_facts(h: &Host, primitive: &str, node: &str) -> R<ServerFacts> {
     })
 }
 
+/// Waits until the node accepts connections, at most `timeout_s` seconds (Ctrl-C and the run's
+/// time limit stop it). `after` is said in the error: "within 60 s{after}".
+pub fn wait_accepting(h: &Host, primitive: &str, node: &str, timeout_s: i64, after: &str) -> R<()> {
+    let end = Instant::now() + Duration::from_secs(timeout_s.max(0) as u64);
+    loop {
+        if h.pg.probe(node).map_err(|e| h.fail(primitive, node, e))? {
+            return Ok(());
+        }
+        if Instant::now() >= end {
+            return Err(h.error(
+                Class::Infrastructure,
+                format!("{primitive} on {node}: PostgreSQL did not accept connections within {timeout_s} s{after}"),
+            ));
+        }
+        h.check_cancel()?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn is_in_recovery(h: &Host, primitive: &str, node: &str) -> R<bool> {
     query_value(h, primitive, node, "SELECT pg_is_in_recovery()", &[])?
         .as_bool()
@@ -310,21 +329,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 h.say(&format!("    [dry run] {node} is not ready now; a real run would wait up to {timeout_s} s"));
                 return Ok(());
             }
-            let end = Instant::now() + Duration::from_secs(timeout_s.max(0) as u64);
-            loop {
-                if h.pg
-                    .probe(node)
-                    .map_err(|e| h.fail("wait_ready", node, e))?
-                {
-                    return Ok(());
-                }
-                if Instant::now() >= end {
-                    return Err(h.error(Class::Infrastructure, format!(
-                        "wait_ready on {node}: PostgreSQL did not accept connections within {timeout_s} s")));
-                }
-                h.check_cancel()?;
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_accepting(&h, "wait_ready", node, timeout_s, "")
         }
     );
 
