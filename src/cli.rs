@@ -4,8 +4,9 @@
 use crate::config::Config;
 use crate::engine;
 use crate::error::{Class, Failure};
+use crate::history::{self, Run};
 use crate::host::Host;
-use crate::journal::{BACKUPS, JOURNAL};
+use crate::journal::{Entry, BACKUPS, JOURNAL};
 use crate::lab::Lab;
 use crate::runbook::Runbook;
 use crate::{err, errln, out, outln};
@@ -78,9 +79,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Shows the journal of runs recorded in Redis, newest first.
-    #[command(after_help = "Examples:\n  pgrunbook journal\n  pgrunbook journal --last 50 --json")]
+    /// Shows the runs recorded in Redis, one line each, newest first; with RUN_ID, that run's
+    /// steps and metrics.
+    #[command(
+        after_help = "Examples:\n  pgrunbook journal\n  pgrunbook journal 1718000000000   # a run id, or a unique prefix\n  pgrunbook journal --last 50 --json"
+    )]
     Journal {
+        /// A run id (or a unique prefix of one): shows that run's steps and metrics.
+        run: Option<String>,
+        /// How many runs to show.
         #[arg(long, default_value_t = 20)]
         last: usize,
         #[arg(long)]
@@ -249,7 +256,7 @@ fn print_params(rb: &Runbook) {
             p.name,
             p.kind(),
             choices,
-            p.default,
+            p.default_shown(),
             p.help
         );
     }
@@ -311,7 +318,14 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
                 let origin = if rb.shipped { "shipped" } else { "local" };
                 outln!("{:<24} {} ({origin})", rb.name, rb.meta.description);
                 for p in &rb.meta.params {
-                    outln!("{:<26}--set {}={} {}", "", p.name, p.default, p.help);
+                    outln!(
+                        "{:<26}--set {}=<{}> {} {}",
+                        "",
+                        p.name,
+                        p.kind(),
+                        p.default_shown(),
+                        p.help
+                    );
                 }
             }
             unloadable(problems)
@@ -397,7 +411,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Backups { last, json } => show_stream(&cli.config, BACKUPS, last, json),
-        Command::Journal { last, json } => show_stream(&cli.config, JOURNAL, last, json),
+        Command::Journal { run, last, json } => show_journal(&cli.config, run, last, json),
         Command::Status { json } => {
             let config = load_config(&cli.config)?;
             let host = Host::new(config);
@@ -444,21 +458,20 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-/// `journal` and `backups`: the newest entries, from Redis and from this cluster's spool. With
-/// Redis down, what is still spooled is shown (exit 0); only with nothing spooled either is
-/// Redis being down an error.
-fn show_stream(
-    config: &Option<PathBuf>,
-    stream: &str,
-    last: usize,
-    json: bool,
-) -> Result<(), Failure> {
+/// The journal host, its spool delivered, and the newest entries of `stream` from Redis and from
+/// this cluster's spool. With Redis down, what is still spooled is used (with a warning); only
+/// with nothing spooled either is Redis being down an error.
+fn open_stream(config: &Option<PathBuf>) -> Result<Host, Failure> {
     let config = load_config(config)?;
     let host = Host::new(config);
     host.learn_cluster();
+    host.journal.flush_spool();
+    Ok(host)
+}
+
+fn read_stream(host: &Host, stream: &str, n: usize) -> Result<Vec<Entry>, Failure> {
     let j = &host.journal;
-    j.flush_spool();
-    let (entries, unreachable) = j.last_with_spool(stream, last);
+    let (entries, unreachable) = j.last_with_spool(stream, n);
     if let Some(e) = unreachable {
         if !j.has_spooled() {
             return Err(infra(e));
@@ -468,10 +481,93 @@ fn show_stream(
             host.config.spool_path().display()
         );
     }
+    Ok(entries)
+}
+
+/// `journal`: one line per run, newest first (`--last` counts runs); with a run id, that run.
+/// `--json` prints the entries of those runs, their values typed.
+fn show_journal(
+    config: &Option<PathBuf>,
+    run: Option<String>,
+    last: usize,
+    json: bool,
+) -> Result<(), Failure> {
+    let host = open_stream(config)?;
+    let runs = match &run {
+        Some(prefix) => {
+            let entries = read_stream(&host, JOURNAL, 1 << 30)?;
+            let runs: Vec<Run> = history::group(&entries)
+                .into_iter()
+                .filter(|r| r.run_id.starts_with(prefix.as_str()))
+                .collect();
+            match runs.len() {
+                0 => {
+                    return Err(Failure::usage(format!(
+                        "no run {prefix:?} in the journal; `pgrunbook journal` lists the runs"
+                    )))
+                }
+                1 => runs,
+                n => {
+                    let ids: Vec<&str> = runs.iter().take(5).map(|r| r.run_id.as_str()).collect();
+                    return Err(Failure::usage(format!(
+                        "{prefix:?} is the start of {n} run ids ({}{}); give more of it",
+                        ids.join(", "),
+                        if n > 5 { ", ..." } else { "" }
+                    )));
+                }
+            }
+        }
+        None => {
+            // Enough entries for `last` runs: more are read until the stream (or spool) is
+            // exhausted or a run older than the `last` newest shows up.
+            let mut want = (last.max(1) * 64).max(256);
+            loop {
+                let entries = read_stream(&host, JOURNAL, want)?;
+                let mut runs = history::group(&entries);
+                if runs.len() > last || entries.len() < want || want >= 1 << 24 {
+                    runs.truncate(last);
+                    break runs;
+                }
+                want *= 8;
+            }
+        }
+    };
     if json {
+        let entries: Vec<serde_json::Value> = runs
+            .iter()
+            .flat_map(|r| r.entries.iter().rev().map(history::typed_entry))
+            .collect();
         outln!(
             "{}",
             serde_json::to_string_pretty(&entries).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    match (run, runs.first()) {
+        (Some(_), Some(r)) => out!("{}", history::render_run(r)),
+        (None, None) => outln!("(no journal entries in Redis or in the spool)"),
+        (None, Some(_)) => out!("{}", history::render_runs(&runs)),
+        (Some(_), None) => {}
+    }
+    Ok(())
+}
+
+/// `backups`: the newest entries, from Redis and from this cluster's spool. With
+/// Redis down, what is still spooled is shown (exit 0); only with nothing spooled either is
+/// Redis being down an error.
+fn show_stream(
+    config: &Option<PathBuf>,
+    stream: &str,
+    last: usize,
+    json: bool,
+) -> Result<(), Failure> {
+    let host = open_stream(config)?;
+    let entries = read_stream(&host, stream, last)?;
+    if json {
+        let typed: Vec<serde_json::Value> = entries.iter().map(history::typed_entry).collect();
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&typed).unwrap_or_default()
         );
         return Ok(());
     }
@@ -510,7 +606,14 @@ fn show_stream(
         .iter()
         .map(|e| {
             cols.iter()
-                .map(|c| e.fields.get(c).cloned().unwrap_or_default())
+                .map(|c| {
+                    let v = e.fields.get(c).cloned().unwrap_or_default();
+                    if c == "size" || c.ends_with("_size") || c.ends_with("_bytes") {
+                        history::human_size_str(&v)
+                    } else {
+                        v
+                    }
+                })
                 .collect()
         })
         .collect();

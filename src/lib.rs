@@ -21,6 +21,7 @@ pub mod config;
 pub mod docker;
 pub mod engine;
 pub mod error;
+pub mod history;
 pub mod host;
 pub mod journal;
 pub mod lab;

@@ -45,11 +45,19 @@ pub struct Param {
     pub default: Dynamic,
     pub choices: Vec<String>,
     pub help: String,
+    /// An integer declared with a size suffix (`16MB`): shown and accepted as a size.
+    pub size: bool,
 }
+
+/// What a size parameter accepts, for its error message.
+pub const SIZE_FORMS: &str =
+    "a number of bytes (8388608) or a number with kB, MB, GB or TB (8MB, 512kB)";
 
 impl Param {
     pub fn kind(&self) -> &'static str {
-        if self.default.is_int() {
+        if self.size {
+            "size"
+        } else if self.default.is_int() {
             "integer"
         } else if self.default.is_float() {
             "number"
@@ -60,9 +68,25 @@ impl Param {
         }
     }
 
+    /// The default as `list` and `run NAME --help` show it: a size as declared (`16MB`).
+    pub fn default_shown(&self) -> String {
+        match self.default.as_int() {
+            Ok(n) if self.size => format_size(n),
+            _ => self.default.to_string(),
+        }
+    }
+
     /// Parses a `--set` value into this parameter's kind.
     pub fn parse(&self, raw: &str) -> Result<Dynamic, String> {
-        let v = if self.default.is_int() {
+        let v = if self.size {
+            let n = parse_size(raw).ok_or_else(|| {
+                format!(
+                    "parameter {} takes a size: {SIZE_FORMS}; not {raw:?}",
+                    self.name
+                )
+            })?;
+            Dynamic::from_int(n)
+        } else if self.default.is_int() {
             let n = parse_size(raw)
                 .ok_or_else(|| format!("parameter {} takes an integer, not {raw:?}", self.name))?;
             Dynamic::from_int(n)
@@ -96,19 +120,44 @@ impl Param {
     }
 }
 
-/// Integers may carry a size suffix: `16MB` is 16777216 (for WAL sizes).
+/// Integers may carry a size suffix, in units of 1024 as PostgreSQL's: `16MB` is 16777216 (for
+/// WAL sizes). The unit's case does not matter (`8mb`, `512KB`), a space may precede it, and `B`
+/// means bytes.
 pub fn parse_size(raw: &str) -> Option<i64> {
     let t = raw.trim();
-    let (num, mult) = if let Some(n) = t.strip_suffix("GB") {
-        (n, 1i64 << 30)
-    } else if let Some(n) = t.strip_suffix("MB") {
-        (n, 1 << 20)
-    } else if let Some(n) = t.strip_suffix("kB").or_else(|| t.strip_suffix("KB")) {
-        (n, 1 << 10)
-    } else {
-        (t, 1)
-    };
-    num.trim().parse::<i64>().ok().map(|n| n * mult)
+    let upper = t.to_ascii_uppercase();
+    let units: [(&str, i64); 5] = [
+        ("TB", 1 << 40),
+        ("GB", 1 << 30),
+        ("MB", 1 << 20),
+        ("KB", 1 << 10),
+        ("B", 1),
+    ];
+    let (num, mult) = units
+        .iter()
+        .find(|(u, _)| upper.ends_with(u))
+        .map(|(u, m)| (&t[..t.len() - u.len()], *m))
+        .unwrap_or((t, 1));
+    let num = num.trim();
+    if num.is_empty() || num.starts_with('+') {
+        return None;
+    }
+    num.parse::<i64>().ok()?.checked_mul(mult)
+}
+
+/// A byte count as the largest unit that divides it exactly: 16777216 is `16MB`, 1000 is `1000`.
+pub fn format_size(n: i64) -> String {
+    for (u, m) in [
+        ("TB", 1i64 << 40),
+        ("GB", 1 << 30),
+        ("MB", 1 << 20),
+        ("kB", 1 << 10),
+    ] {
+        if n != 0 && n % m == 0 {
+            return format!("{}{u}", n / m);
+        }
+    }
+    n.to_string()
 }
 
 fn parse_literal(s: &str) -> Option<Dynamic> {
@@ -172,6 +221,7 @@ pub fn parse_meta(source: &str, path: &str) -> Result<Meta, Failure> {
             };
             let default = parse_literal(lit)
                 .ok_or_else(|| bad(&format!("{lit:?} is not a string, number or bool")))?;
+            let size = default.is_int() && lit.trim().parse::<i64>().is_err();
             let mut after = after.trim();
             let mut choices = vec![];
             if after.starts_with('(') {
@@ -187,6 +237,7 @@ pub fn parse_meta(source: &str, path: &str) -> Result<Meta, Failure> {
                 default,
                 choices,
                 help: after.to_string(),
+                size,
             });
         } else if meta.description.is_empty() && !text.is_empty() {
             meta.description = text.to_string();
@@ -411,6 +462,36 @@ let x = 1;
         let f = &m.params[2];
         assert!(f.parse("true").unwrap().as_bool().unwrap());
         assert!(f.parse("maybe").is_err());
+    }
+
+    #[test]
+    fn size_params_are_shown_and_accepted_as_sizes() {
+        let src = "//! d\n//! param max_lag = 16MB lag\n//! param n = 5 count\n";
+        let m = parse_meta(src, "x.rhai").unwrap();
+        let p = &m.params[0];
+        assert_eq!(p.kind(), "size");
+        assert_eq!(p.default_shown(), "16MB");
+        assert_eq!(p.parse("8MB").unwrap().as_int().unwrap(), 8 << 20);
+        assert_eq!(p.parse("8388608").unwrap().as_int().unwrap(), 8 << 20);
+        assert_eq!(p.parse("8 mb").unwrap().as_int().unwrap(), 8 << 20);
+        assert_eq!(p.parse("512kB").unwrap().as_int().unwrap(), 512 << 10);
+        assert_eq!(p.parse("1GB").unwrap().as_int().unwrap(), 1 << 30);
+        let e = p.parse("8 megs").unwrap_err();
+        assert!(
+            e.contains("takes a size") && e.contains("8MB") && e.contains("8388608"),
+            "{e}"
+        );
+        assert!(p.parse("MB").is_err());
+        assert!(p.parse("-").is_err());
+        // A plain integer stays an integer.
+        let n = &m.params[1];
+        assert_eq!(n.kind(), "integer");
+        assert_eq!(n.default_shown(), "5");
+        assert_eq!(format_size(16 << 20), "16MB");
+        assert_eq!(format_size(1 << 30), "1GB");
+        assert_eq!(format_size(1536), "1536");
+        assert_eq!(format_size(0), "0");
+        assert_eq!(parse_size("99999999999TB"), None, "overflow");
     }
 
     #[test]

@@ -30,7 +30,11 @@ pub struct NodeStatus {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ClusterStatus {
     pub nodes: Vec<NodeStatus>,
+    /// The newest backup entry's fields, typed in JSON (see docs/json.md).
+    #[serde(serialize_with = "crate::history::serialize_typed")]
     pub last_backup: Option<BTreeMap<String, String>>,
+    /// The newest run end entry's fields, typed in JSON.
+    #[serde(serialize_with = "crate::history::serialize_typed")]
     pub last_run: Option<BTreeMap<String, String>>,
     pub redis: String,
     pub warnings: Vec<String>,
@@ -242,12 +246,14 @@ pub fn render(st: &ClusterStatus) -> String {
     }
     match &st.last_backup {
         Some(b) => out.push_str(&format!(
-            "last backup: {} {} of {} at {} ({} bytes)\n",
+            "last backup: {} {} of {} at {} ({})\n",
             b.get("type").map(String::as_str).unwrap_or("?"),
             b.get("label").map(String::as_str).unwrap_or("?"),
             b.get("node").map(String::as_str).unwrap_or("?"),
             b.get("ts").map(String::as_str).unwrap_or("?"),
-            b.get("size").map(String::as_str).unwrap_or("?"),
+            b.get("size")
+                .map(|v| crate::history::human_size_str(v))
+                .unwrap_or_else(|| "size unknown".into()),
         )),
         None => out.push_str(&format!(
             "last backup: none recorded (Redis {})\n",

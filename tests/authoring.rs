@@ -49,7 +49,7 @@ fn worked_example_status_and_runbook_help() {
     lab.pgrunbook(&["run", "examples/replication_report", "--help"])
         .succeeds()
         .stdout_has("reports replication lag")
-        .stdout_has("--set max_lag=<integer>");
+        .stdout_has("--set max_lag=<size>");
     lab.pgrunbook(&["run", "backup", "--help"])
         .succeeds()
         .stdout_has("one of full|diff|incr");
