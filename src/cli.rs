@@ -10,7 +10,7 @@ use crate::journal::{Entry, BACKUPS, JOURNAL};
 use crate::lab::Lab;
 use crate::runbook::Runbook;
 use crate::{err, errln, out, outln};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -118,6 +118,28 @@ pub enum Command {
   pgrunbook> :help sql
   pgrunbook> :run verify")]
     Repl,
+    /// Prints a shell completion script for bash, zsh or fish to stdout.
+    #[command(after_help = "Examples:
+  pgrunbook completions bash > ~/.local/share/bash-completion/completions/pgrunbook
+  pgrunbook completions zsh > ~/.zfunc/_pgrunbook
+  pgrunbook completions fish > ~/.config/fish/completions/pgrunbook.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Prints the manual page (roff) to stdout.
+    #[command(after_help = "Examples:
+  pgrunbook man > pgrunbook.1 && man ./pgrunbook.1
+  pgrunbook man | gzip > /usr/local/share/man/man1/pgrunbook.1.gz")]
+    Man,
+}
+
+/// The shells `pgrunbook completions` writes scripts for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Subcommand)]
@@ -455,6 +477,26 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Repl => crate::repl::run(load_config(&cli.config)?),
+        Command::Completions { shell } => {
+            use clap_complete::Shell;
+            let shell = match shell {
+                CompletionShell::Bash => Shell::Bash,
+                CompletionShell::Zsh => Shell::Zsh,
+                CompletionShell::Fish => Shell::Fish,
+            };
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "pgrunbook", &mut buf);
+            out!("{}", String::from_utf8_lossy(&buf));
+            Ok(())
+        }
+        Command::Man => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut buf)
+                .expect("rendering to memory does not fail");
+            out!("{}", String::from_utf8_lossy(&buf));
+            Ok(())
+        }
     }
 }
 

@@ -95,11 +95,50 @@ fn every_command_has_help_with_examples() {
         vec!["lab", "status", "--help"],
         vec!["backups", "--help"],
         vec!["journal", "--help"],
+        vec!["completions", "--help"],
+        vec!["man", "--help"],
     ] {
         pgrunbook_in(d.path(), &args, &[])
             .succeeds()
             .stdout_has("Example");
     }
+}
+
+#[test]
+fn completions_and_man_page_name_every_command() {
+    let d = dir();
+    pgrunbook_in(d.path(), &["--help"], &[])
+        .succeeds()
+        .stdout_has("completions")
+        .stdout_has("man");
+    let commands = [
+        "run",
+        "list",
+        "check",
+        "lab",
+        "backups",
+        "journal",
+        "status",
+        "reference",
+        "definitions",
+        "config",
+        "repl",
+        "completions",
+        "man",
+    ];
+    for shell in ["bash", "zsh", "fish"] {
+        let mut run = pgrunbook_in(d.path(), &["completions", shell], &[]).succeeds();
+        for c in commands {
+            run = run.stdout_has(c);
+        }
+    }
+    let mut man = pgrunbook_in(d.path(), &["man"], &[])
+        .succeeds()
+        .stdout_has(".TH pgrunbook 1");
+    for c in commands {
+        man = man.stdout_has(c);
+    }
+    pgrunbook_in(d.path(), &["completions", "powershell"], &[]).fails_with(2);
 }
 
 #[test]

@@ -142,6 +142,21 @@ pub fn create_module(host: Arc<Host>) -> Module {
         move || -> bool { h.dry_run() }
     );
 
+    def!(
+        &mut m,
+        "join",
+        ["items: Array", "separator: &str", "String"],
+        "The items as text, separated by `separator`: `join([\"a\", \"b\"], \", \")` or
+        `nodes().join(\", \")` is \"a, b\"; an empty array gives \"\".",
+        |items: Array, separator: &str| -> String {
+            items
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(separator)
+        }
+    );
+
     let h = host.clone();
     def!(
         &mut m,

@@ -223,6 +223,32 @@ pub fn create_module(host: Arc<Host>) -> Module {
     let h = host.clone();
     def!(
         &mut m,
+        "setting",
+        ["node: &str", "name: &str", "String"],
+        "The server parameter `name` on `node` as `pg_settings.setting` shows it, as text, in the
+        parameter's base unit (\"2048\", not \"16MB\"): `setting(p, \"archive_mode\")`. Raises
+        (exit code 3) for a name the server does not know.",
+        move |node: &str, name: &str| -> R<String> {
+            let v = query_value(
+                &h,
+                "setting",
+                node,
+                "SELECT setting FROM pg_settings WHERE name = $1",
+                &[name.into()],
+            )?;
+            if v.is_unit() {
+                return Err(h.error(
+                    Class::Runbook,
+                    format!("setting on {node}: the server has no parameter named '{name}'"),
+                ));
+            }
+            Ok(v.to_string())
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
         "pg_ping",
         ["node: &str", "bool"],
         "True when the node accepts connections and answers a query, false when it does not.
