@@ -436,7 +436,10 @@ impl<'a> Lab<'a> {
                 continue;
             }
             self.docker.remove(name)?;
-            self.docker.remove(&format!("{name}-basebackup"))?;
+            // One-off helpers a killed run may have left behind (they hold the data volume).
+            for helper in ["basebackup", "rewind", "pgrunbook"] {
+                self.docker.remove(&format!("{name}-{helper}"))?;
+            }
             did.push(format!("removed container {name}"));
         }
         if volumes {
