@@ -64,34 +64,36 @@ pub fn run_on_data_dir(
     out.map_err(|e| h.fail(primitive, node, e))
 }
 
-/// The postmaster's PID inside the node's container, from `postmaster.pid` (the server's own
-/// lock file): through SQL when the server answers (a millisecond), else by reading the file.
-/// `None` when there is no postmaster.pid (the server is not running).
-fn postmaster_pid(h: &Host, primitive: &str, node: &str, container: &str) -> R<Option<i64>> {
+/// A small file of the node's data directory (`postmaster.pid`, `pgrunbook.fenced`): through
+/// SQL when the server answers (a millisecond, where a docker exec takes tens), else from the
+/// data directory itself (`run_on_data_dir`: an exec, or a one-off container when the container
+/// is stopped). `None` when the file is not there.
+fn read_data_file(h: &Host, primitive: &str, node: &str, file: &str) -> R<Option<String>> {
     if h.pg.ping(node) {
         if let Ok(rows) = h.pg.query(
             node,
-            "SELECT split_part(pg_read_file('postmaster.pid'), E'\\n', 1)::int AS pid",
-            &[],
+            "SELECT pg_read_file($1, 0, 4096, true) AS f",
+            &[file.into()],
             false,
             &h.cancel,
         ) {
-            if let Ok(pid) = crate::primitives::postgres::first_value(&rows).as_int() {
-                return Ok(Some(pid));
-            }
+            let v = crate::primitives::postgres::first_value(&rows);
+            return Ok((!v.is_unit()).then(|| v.to_string()));
         }
     }
-    let argv = vec![
-        "sh".to_string(),
-        "-c".to_string(),
-        "head -n 1 \"$PGDATA/postmaster.pid\" 2>/dev/null || true".to_string(),
-    ];
-    let env = vec![format!("PGDATA={}", h.config.cluster.data_dir)];
-    let out = h
-        .docker
-        .exec(container, &argv, None, &env, &h.cancel, &mut |_| {})
-        .map_err(|e| h.fail(primitive, node, e))?;
-    Ok(out.stdout.trim().parse().ok())
+    let script = format!(
+        "cat \"$PGDATA/{file}\" 2>/dev/null || true",
+        file = file.replace(['"', '$', '`', '\\'], "")
+    );
+    let out = run_on_data_dir(h, primitive, node, &script)?;
+    Ok((!out.stdout.is_empty()).then_some(out.stdout))
+}
+
+/// The postmaster's PID inside the node's container, from the first line of `postmaster.pid`
+/// (the server's own lock file). `None` when there is none (no server runs).
+fn postmaster_pid(h: &Host, primitive: &str, node: &str) -> R<Option<i64>> {
+    Ok(read_data_file(h, primitive, node, "postmaster.pid")?
+        .and_then(|text| text.lines().next().and_then(|l| l.trim().parse().ok())))
 }
 
 /// Asks PostgreSQL in the node's container for a fast shutdown (SIGINT to the postmaster) and
@@ -110,7 +112,7 @@ pub fn fast_shutdown(h: &Host, primitive: &str, node: &str) -> R<bool> {
     if !state.is_running() {
         return Ok(false);
     }
-    let Some(pid) = postmaster_pid(h, primitive, node, &container)? else {
+    let Some(pid) = postmaster_pid(h, primitive, node)? else {
         // No server runs in the container (a lab standby waiting for its clone, say): there is
         // nothing to shut down; Docker's stop ends the container.
         return Ok(false);
@@ -428,34 +430,11 @@ pub fn create_module(host: Arc<Host>) -> Module {
         "The node's fence (the time and reason `fence` wrote), or `()` when it is not fenced.",
         move |node: &str| -> R<Dynamic> {
             h.check_node("fence_info", node)?;
-            if h.pg.ping(node) {
-                if let Ok(rows) = h.pg.query(
-                    node,
-                    "SELECT pg_read_file('pgrunbook.fenced', 0, 1000, true) AS f",
-                    &[],
-                    false,
-                    &h.cancel,
-                ) {
-                    let v = crate::primitives::postgres::first_value(&rows);
-                    return Ok(if v.is_unit() {
-                        Dynamic::UNIT
-                    } else {
-                        Dynamic::from(v.to_string().trim().to_string())
-                    });
-                }
-            }
-            let out = run_on_data_dir(
-                &h,
-                "fence_info",
-                node,
-                "cat \"$PGDATA/pgrunbook.fenced\" 2>/dev/null || true",
-            )?;
-            let t = out.stdout.trim().to_string();
-            Ok(if t.is_empty() {
-                Dynamic::UNIT
-            } else {
-                Dynamic::from(t)
-            })
+            Ok(read_data_file(&h, "fence_info", node, "pgrunbook.fenced")?
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .map(Dynamic::from)
+                .unwrap_or(Dynamic::UNIT))
         }
     );
 
