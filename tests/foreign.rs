@@ -8,45 +8,9 @@
 
 mod common;
 use common::*;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const WRITERS: usize = 4;
-
-/// Writers on the primary's published port that record every acknowledged commit, until the
-/// primary's container is killed with SIGKILL in the middle of the load.
-fn load_then_kill(lab: &TestLab, node: &str, for_ms: u64) -> Vec<String> {
-    lab.client(node)
-        .batch_execute("CREATE TABLE IF NOT EXISTS app_writes (val text PRIMARY KEY)")
-        .unwrap();
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut handles = vec![];
-    for w in 0..WRITERS {
-        let (acked, stop, cfg) = (acked.clone(), stop.clone(), lab.pg_config(node));
-        handles.push(std::thread::spawn(move || {
-            let mut c = cfg.connect(postgres::NoTls).unwrap();
-            let mut i = 0u64;
-            while !stop.load(Ordering::SeqCst) {
-                let val = format!("w{w}-{i}");
-                match c.execute("INSERT INTO app_writes(val) VALUES ($1)", &[&val]) {
-                    Ok(_) => acked.lock().unwrap().push(val),
-                    Err(_) => return,
-                }
-                i += 1;
-            }
-        }));
-    }
-    std::thread::sleep(Duration::from_millis(for_ms));
-    let out = lab.docker(&["kill", "-s", "KILL", &lab.container(node)]);
-    assert!(out.status.success());
-    stop.store(true, Ordering::SeqCst);
-    for h in handles {
-        h.join().unwrap();
-    }
-    Arc::try_unwrap(acked).unwrap().into_inner().unwrap()
-}
 
 /// The metrics of the newest `end` entry of `runbook` in the journal (Redis, read directly).
 fn last_metrics(lab: &TestLab, runbook: &str) -> serde_json::Value {
@@ -190,7 +154,16 @@ fn full_cycle_on_a_pair_made_by_hand_from_the_official_image() {
         .stdout_has("added to the repository (database");
 
     // kill -9 of the primary under a write load, then failover.
-    let acked = load_then_kill(&lab, "alpha", 2000);
+    lab.client("alpha")
+        .batch_execute("CREATE TABLE app_writes (val text PRIMARY KEY)")
+        .unwrap();
+    let acked = lab.writes_until_killed(
+        "alpha",
+        "INSERT INTO app_writes(val) VALUES ($1)",
+        "w",
+        WRITERS,
+        2000,
+    );
     assert!(acked.len() > 100, "the load ran: {}", acked.len());
     lab.pgrunbook(&["run", "failover"])
         .succeeds()

@@ -3,8 +3,6 @@
 
 mod common;
 use common::*;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn write_refused(lab: &TestLab, node: &str) -> String {
@@ -195,36 +193,13 @@ fn lag_guard_refuses_waits_and_can_be_forced() {
 
 /// Writers that record every acknowledged commit, until the primary dies.
 fn run_load(lab: &TestLab, writers: usize, tag: &str, for_ms: u64) -> Vec<String> {
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let port = lab.port("pg-bases2");
-    let mut handles = vec![];
-    for w in 0..writers {
-        let acked = acked.clone();
-        let stop = stop.clone();
-        let tag = tag.to_string();
-        handles.push(std::thread::spawn(move || {
-            let mut c = pg_config(port).connect(postgres::NoTls).unwrap();
-            let mut i = 0u64;
-            while !stop.load(Ordering::SeqCst) {
-                let val = format!("{tag}-{w}-{i}");
-                match c.execute("INSERT INTO public.replica_test(val) VALUES ($1)", &[&val]) {
-                    Ok(_) => acked.lock().unwrap().push(val),
-                    Err(_) => return,
-                }
-                i += 1;
-            }
-        }));
-    }
-    std::thread::sleep(Duration::from_millis(for_ms));
-    // The primary dies in the middle of the load: no clean shutdown.
-    let out = lab.docker(&["kill", "-s", "KILL", &lab.container("pg-bases2")]);
-    assert!(out.status.success());
-    stop.store(true, Ordering::SeqCst);
-    for h in handles {
-        h.join().unwrap();
-    }
-    Arc::try_unwrap(acked).unwrap().into_inner().unwrap()
+    lab.writes_until_killed(
+        "pg-bases2",
+        "INSERT INTO public.replica_test(val) VALUES ($1)",
+        tag,
+        writers,
+        for_ms,
+    )
 }
 
 fn lost_after_failover(lab: &TestLab, acked: &[String], tag: &str) -> (usize, i64, i64) {

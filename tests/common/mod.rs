@@ -675,6 +675,53 @@ prefix = "{id}"
         .success()
     }
 
+    /// A write load that ends in a crash: `writers` clients on `node`'s published port, each
+    /// running `insert` (its `$1` a unique value `TAG-WRITER-N`) in autocommit and recording every
+    /// commit acknowledged to it; after `for_ms` the node's container is killed with SIGKILL (no
+    /// clean shutdown). Returns the acknowledged values.
+    pub fn writes_until_killed(
+        &self,
+        node: &str,
+        insert: &str,
+        tag: &str,
+        writers: usize,
+        for_ms: u64,
+    ) -> Vec<String> {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Mutex};
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut handles = vec![];
+        for w in 0..writers {
+            let (acked, stop, cfg) = (acked.clone(), stop.clone(), self.pg_config(node));
+            let (insert, tag) = (insert.to_string(), tag.to_string());
+            handles.push(std::thread::spawn(move || {
+                let mut c = cfg.connect(postgres::NoTls).unwrap();
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let val = format!("{tag}-{w}-{i}");
+                    match c.execute(insert.as_str(), &[&val]) {
+                        Ok(_) => acked.lock().unwrap().push(val),
+                        Err(_) => return,
+                    }
+                    i += 1;
+                }
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(for_ms));
+        let out = self.docker(&["kill", "-s", "KILL", &self.container(node)]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stop.store(true, Ordering::SeqCst);
+        for h in handles {
+            h.join().unwrap();
+        }
+        Arc::try_unwrap(acked).unwrap().into_inner().unwrap()
+    }
+
     pub fn docker(&self, args: &[&str]) -> Output {
         Command::new("docker").args(args).output().unwrap()
     }
