@@ -41,12 +41,31 @@ pub fn require_docker() {
     }
 }
 
+/// A port no one listens on, never the same twice in one test process.
+///
+/// Asking the kernel for port 0 is not enough: it hands a released port out again, so two tests
+/// running side by side could both publish a container on it (Docker then refuses the second with
+/// "port is already allocated"), and the kernel's ephemeral range is also where outgoing
+/// connections take their local ports. So ports come from below that range (20000-32767), from a
+/// counter that starts at a place given by the process id, and each is checked free by binding it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_768;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 97) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN - 1)
 }
 
 /// The connection settings of a lab node's published port (superuser, application database).
