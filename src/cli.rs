@@ -1,14 +1,14 @@
 //! The command line. Each command returns `Result<(), Failure>`; `main` prints the failure with
 //! its source line and caret and exits with the failure's class code (see `docs/errors.md`).
 
+use crate::clients::redis::{Entry, BACKUPS, JOURNAL};
+use crate::commands::journal::{self, Run};
+use crate::commands::lab::Lab;
 use crate::config::Config;
 use crate::engine;
+use crate::engine::runbook::Runbook;
 use crate::error::{Class, Failure};
-use crate::history::{self, Run};
-use crate::host::Host;
-use crate::journal::{Entry, BACKUPS, JOURNAL};
-use crate::lab::Lab;
-use crate::runbook::Runbook;
+use crate::runtime::host::Host;
 use crate::{err, errln, out, outln};
 use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
@@ -152,7 +152,7 @@ pub enum LabCommand {
         /// lab: pgrunbook's own image, prepared for everything. official: like the official
         /// postgres image with Debian's pgBackRest (no archiving, no stop signal), as users have it.
         #[arg(long, value_enum, default_value = "lab")]
-        flavour: crate::lab::Flavour,
+        flavour: crate::commands::lab::Flavour,
     },
     /// Removes the lab's containers; with --volumes also its data, repository and network.
     #[command(after_help = "Examples:\n  pgrunbook lab down\n  pgrunbook lab down --volumes")]
@@ -169,7 +169,7 @@ pub enum LabCommand {
     )]
     Build {
         #[arg(long, value_enum, default_value = "lab")]
-        flavour: crate::lab::Flavour,
+        flavour: crate::commands::lab::Flavour,
     },
 }
 
@@ -369,7 +369,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
                 err!("{}", f.render());
             }
             for rb in &list {
-                let found = crate::check::check(&host, rb);
+                let found = crate::engine::check::check(&host, rb);
                 if found.is_empty() {
                     outln!("ok      {}", rb.display_path);
                 }
@@ -391,7 +391,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             let host = Host::new(config);
             let flavour = match cmd {
                 LabCommand::Up { flavour } | LabCommand::Build { flavour } => flavour,
-                _ => crate::lab::Flavour::Lab,
+                _ => crate::commands::lab::Flavour::Lab,
             };
             let lab = Lab::new(&host.config, &host.docker).with_flavour(flavour);
             match cmd {
@@ -438,17 +438,17 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             let config = load_config(&cli.config)?;
             let host = Host::new(config);
             host.docker.ping().map_err(infra)?;
-            let st = crate::status::collect(&host);
+            let st = crate::commands::status::collect(&host);
             if json {
                 outln!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
             } else {
-                out!("{}", crate::status::render(&st));
+                out!("{}", crate::commands::status::render(&st));
             }
             Ok(())
         }
         Command::Reference => {
             let host = Arc::new(Host::new(Config::defaults()));
-            out!("{}", crate::reference::markdown(&host)?);
+            out!("{}", crate::commands::reference::markdown(&host)?);
             Ok(())
         }
         Command::Definitions { dir } => {
@@ -476,7 +476,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             out!("{}", config.to_masked_toml());
             Ok(())
         }
-        Command::Repl => crate::repl::run(load_config(&cli.config)?),
+        Command::Repl => crate::commands::repl::run(load_config(&cli.config)?),
         Command::Completions { shell } => {
             use clap_complete::Shell;
             let shell = match shell {
@@ -538,7 +538,7 @@ fn show_journal(
     let runs = match &run {
         Some(prefix) => {
             let entries = read_stream(&host, JOURNAL, 1 << 30)?;
-            let runs: Vec<Run> = history::group(&entries)
+            let runs: Vec<Run> = journal::group(&entries)
                 .into_iter()
                 .filter(|r| r.run_id.starts_with(prefix.as_str()))
                 .collect();
@@ -565,7 +565,7 @@ fn show_journal(
             let mut want = (last.max(1) * 64).max(256);
             loop {
                 let entries = read_stream(&host, JOURNAL, want)?;
-                let mut runs = history::group(&entries);
+                let mut runs = journal::group(&entries);
                 if runs.len() > last || entries.len() < want || want >= 1 << 24 {
                     runs.truncate(last);
                     break runs;
@@ -577,7 +577,7 @@ fn show_journal(
     if json {
         let entries: Vec<serde_json::Value> = runs
             .iter()
-            .flat_map(|r| r.entries.iter().rev().map(history::typed_entry))
+            .flat_map(|r| r.entries.iter().rev().map(journal::typed_entry))
             .collect();
         outln!(
             "{}",
@@ -586,9 +586,9 @@ fn show_journal(
         return Ok(());
     }
     match (run, runs.first()) {
-        (Some(_), Some(r)) => out!("{}", history::render_run(r)),
+        (Some(_), Some(r)) => out!("{}", journal::render_run(r)),
         (None, None) => outln!("(no journal entries in Redis or in the spool)"),
-        (None, Some(_)) => out!("{}", history::render_runs(&runs)),
+        (None, Some(_)) => out!("{}", journal::render_runs(&runs)),
         (Some(_), None) => {}
     }
     Ok(())
@@ -606,7 +606,7 @@ fn show_stream(
     let host = open_stream(config)?;
     let entries = read_stream(&host, stream, last)?;
     if json {
-        let typed: Vec<serde_json::Value> = entries.iter().map(history::typed_entry).collect();
+        let typed: Vec<serde_json::Value> = entries.iter().map(journal::typed_entry).collect();
         outln!(
             "{}",
             serde_json::to_string_pretty(&typed).unwrap_or_default()
@@ -651,7 +651,7 @@ fn show_stream(
                 .map(|c| {
                     let v = e.fields.get(c).cloned().unwrap_or_default();
                     if c == "size" || c.ends_with("_size") || c.ends_with("_bytes") {
-                        history::human_size_str(&v)
+                        journal::human_size_str(&v)
                     } else {
                         v
                     }

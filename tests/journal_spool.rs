@@ -1,6 +1,6 @@
 //! Journal entries spooled while Redis is down belong to one Redis (URL and prefix) and one
 //! cluster (PostgreSQL system identifier): they are delivered there or nowhere. While they wait,
-//! `journal`, `backups` and the `journal_last` primitive show them. See `src/journal.rs`.
+//! `journal`, `backups` and the `journal_last` primitive show them. See `src/clients/redis.rs`.
 //!
 //! All on real containers; what reached each Redis is read from that Redis directly.
 

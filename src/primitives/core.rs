@@ -3,7 +3,7 @@
 use super::def;
 use crate::errln;
 use crate::error::Class;
-use crate::host::Host;
+use crate::runtime::host::Host;
 use rhai::{Array, Dynamic, ImmutableString, Map, Module};
 use std::sync::Arc;
 

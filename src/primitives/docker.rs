@@ -3,7 +3,7 @@
 
 use super::def;
 use crate::error::Class;
-use crate::host::Host;
+use crate::runtime::host::Host;
 use rhai::{Array, Dynamic, EvalAltResult, Map, Module};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ pub fn command_of(cmd: &Dynamic) -> Vec<String> {
     vec!["sh".into(), "-c".into(), cmd.to_string()]
 }
 
-fn exec_map(out: crate::docker::ExecOutput) -> Map {
+fn exec_map(out: crate::clients::docker::ExecOutput) -> Map {
     let mut m = Map::new();
     m.insert("exit_code".into(), Dynamic::from_int(out.exit_code));
     m.insert("stdout".into(), out.stdout.into());
@@ -34,7 +34,7 @@ pub fn run_on_data_dir(
     primitive: &str,
     node: &str,
     script: &str,
-) -> R<crate::docker::ExecOutput> {
+) -> R<crate::clients::docker::ExecOutput> {
     let container = h.container(primitive, node)?;
     let state = h
         .docker
@@ -368,7 +368,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
         move |node: &str| -> R<()> {
             let c = h.container("require_container", node)?;
             match h.docker.state(&c).map_err(|e| h.fail("require_container", node, e))? {
-                crate::docker::State::Missing => Err(h.error(Class::Infrastructure, format!(
+                crate::clients::docker::State::Missing => Err(h.error(Class::Infrastructure, format!(
                     "container '{c}' of node {node} does not exist (is the lab up? `pgrunbook lab up`)"))),
                 _ => Ok(()),
             }
@@ -391,7 +391,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
             ) {
                 return Ok(());
             }
-            let stamp = format!("{} {}", crate::host::now_rfc3339(), reason);
+            let stamp = format!("{} {}", crate::runtime::host::now_rfc3339(), reason);
             // Fast path: a node that answers writes its own files (COPY TO, as superuser), in a
             // millisecond where a docker exec takes tens.
             if h.pg.ping(node) {
@@ -400,7 +400,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
                      EXECUTE format('COPY (SELECT %L) TO %L', {stamp}, current_setting('data_directory') || '/pgrunbook.fenced'); \
                      EXECUTE format('COPY (SELECT %L) TO %L', 'fenced by pgrunbook', current_setting('data_directory') || '/standby.signal'); \
                      END $$",
-                    stamp = crate::postgres::quote_literal(&stamp));
+                    stamp = crate::clients::postgres::quote_literal(&stamp));
                 if h.pg.execute_batch(node, &sql, None).is_ok() {
                     return Ok(());
                 }

@@ -19,7 +19,7 @@ pub mod pgbackrest;
 pub mod postgres;
 pub mod redis;
 
-use crate::host::Host;
+use crate::runtime::host::Host;
 use rhai::{Engine, Module};
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 use super::def;
 use super::postgres::{server_facts, ServerFacts};
 use crate::error::Class;
-use crate::host::Host;
+use crate::runtime::host::Host;
 use rhai::{Dynamic, EvalAltResult, Map, Module};
 use std::sync::Arc;
 
@@ -45,7 +45,8 @@ pub fn run(h: &Host, node: &str, args: Vec<String>) -> R<Map> {
         m.insert("stderr".into(), "".into());
         return Ok(m);
     }
-    let mut progress = crate::progress::Progress::new(&format!("pgbackrest {command}"), h.tty);
+    let mut progress =
+        crate::runtime::progress::Progress::new(&format!("pgbackrest {command}"), h.tty);
     let out = h.docker.exec(
         &container,
         &argv,
@@ -114,7 +115,7 @@ fn not_installed(h: &Host, node: &str, container: &str) -> Box<EvalAltResult> {
 }
 
 /// Whether an exec failed because the program is not in the container.
-fn missing_program(out: &crate::docker::ExecOutput) -> bool {
+fn missing_program(out: &crate::clients::docker::ExecOutput) -> bool {
     (out.exit_code == 126 || out.exit_code == 127)
         && (out.stdout.contains("not found") || out.stderr.contains("not found"))
 }

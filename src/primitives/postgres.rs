@@ -4,8 +4,8 @@
 
 use super::def;
 use crate::error::Class;
-use crate::host::Host;
-use crate::progress::Progress;
+use crate::runtime::host::Host;
+use crate::runtime::progress::Progress;
 use rhai::{Array, Dynamic, EvalAltResult, Map, Module};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -296,8 +296,8 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 .unwrap_or(("pgrunbook", "verify_rows"));
             let quoted = format!(
                 "{}.{}",
-                crate::postgres::quote_ident(schema),
-                crate::postgres::quote_ident(table)
+                crate::clients::postgres::quote_ident(schema),
+                crate::clients::postgres::quote_ident(table)
             );
             let exists = query_value(
                 &h,
@@ -321,7 +321,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
                    id bigserial PRIMARY KEY, val text NOT NULL, \
                    created_at timestamptz NOT NULL DEFAULT now()); \
                  COMMENT ON TABLE {quoted} IS 'pgrunbook verify: a row written on the primary and read on the standby'",
-                s = crate::postgres::quote_ident(schema)
+                s = crate::clients::postgres::quote_ident(schema)
             );
             h.pg.execute_batch(node, &ddl, None)
                 .map_err(|e| h.fail("verify_table", node, e))?;
@@ -515,8 +515,8 @@ pub fn create_module(host: Arc<Host>) -> Module {
             );
             let stmt = format!(
                 "{verb} ROLE {} WITH REPLICATION LOGIN PASSWORD {}",
-                crate::postgres::quote_ident(&role),
-                crate::postgres::quote_literal(&verifier)
+                crate::clients::postgres::quote_ident(&role),
+                crate::clients::postgres::quote_literal(&verifier)
             );
             h.pg.execute_batch(node, &stmt, None)
                 .map_err(|e| h.fail("ensure_replication_role", node, e))?;
@@ -531,9 +531,9 @@ pub fn create_module(host: Arc<Host>) -> Module {
         position `replayed` and counts the records that end after `received`. Returns
         #{bytes, commits, end_lsn, timeline}: the bytes of WAL and the committed transactions lost.",
         move |node: &str, replayed: &str, received: &str| -> R<Map> {
-            let start = crate::status::lsn_bytes(replayed)
+            let start = crate::commands::status::lsn_bytes(replayed)
                 .ok_or_else(|| h.error(Class::Runbook, format!("unshipped_wal: {replayed:?} is not an LSN")))?;
-            let recv = crate::status::lsn_bytes(received)
+            let recv = crate::commands::status::lsn_bytes(received)
                 .ok_or_else(|| h.error(Class::Runbook, format!("unshipped_wal: {received:?} is not an LSN")))?;
             let script = format!(
                 "tli=$(pg_controldata \"$PGDATA\" | sed -n \"s/^Latest checkpoint's TimeLineID: *//p\"); \
@@ -555,7 +555,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
                     .and_then(|t| t.trim().parse::<i64>().ok());
                 let lsn = line.split(" lsn: ").nth(1)
                     .and_then(|r| r.split(',').next())
-                    .and_then(|l| crate::status::lsn_bytes(l.trim()));
+                    .and_then(|l| crate::commands::status::lsn_bytes(l.trim()));
                 let (Some(tot), Some(lsn)) = (tot, lsn) else { continue };
                 if lsn < start {
                     continue;
@@ -634,8 +634,8 @@ pub fn create_module(host: Arc<Host>) -> Module {
             );
             let settings = format!(
                 "primary_conninfo = {}\nprimary_slot_name = {}\n",
-                crate::postgres::quote_literal(&conninfo),
-                crate::postgres::quote_literal(slot)
+                crate::clients::postgres::quote_literal(&conninfo),
+                crate::clients::postgres::quote_literal(slot)
             );
             let script = format!(
                 "set -e\n\

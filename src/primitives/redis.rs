@@ -5,8 +5,8 @@
 //! starts; a REPL session at its first journal call).
 
 use super::def;
-use crate::host::Host;
-use crate::journal::JOURNAL;
+use crate::clients::redis::JOURNAL;
+use crate::runtime::host::Host;
 use rhai::{Dynamic, Map, Module};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ fn fields_of(h: &Host, event: &str, data: &Map) -> BTreeMap<String, String> {
     }
     f.insert("event".into(), event.to_string());
     f.insert("run_id".into(), h.run.lock().unwrap().run_id.clone());
-    f.insert("ts".into(), crate::host::now_rfc3339());
+    f.insert("ts".into(), crate::runtime::host::now_rfc3339());
     f
 }
 
@@ -39,7 +39,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
             }
             h.learn_cluster();
             let f = fields_of(&h, "backup", &data);
-            h.journal.append(crate::journal::BACKUPS, f);
+            h.journal.append(crate::clients::redis::BACKUPS, f);
         }
     );
 

@@ -2,8 +2,8 @@
 //! API. `lab up` on a running lab changes nothing; everything it creates carries the lab's label,
 //! so `lab down` never removes a container or volume it did not make.
 
+use crate::clients::docker::{ContainerSpec, Docker, State};
 use crate::config::Config;
-use crate::docker::{ContainerSpec, Docker, State};
 use crate::embedded;
 use crate::errln;
 use anyhow::{bail, Context, Result};
@@ -385,7 +385,11 @@ impl<'a> Lab<'a> {
     }
 
     /// Waits until every node initialised as primary accepts connections.
-    pub fn wait_primaries(&self, pg: &crate::postgres::Postgres, timeout: Duration) -> Result<()> {
+    pub fn wait_primaries(
+        &self,
+        pg: &crate::clients::postgres::Postgres,
+        timeout: Duration,
+    ) -> Result<()> {
         let end = Instant::now() + timeout;
         for (name, n) in &self.config.nodes {
             if n.init != "primary" {

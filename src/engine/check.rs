@@ -16,9 +16,9 @@
 //! object map of the script may hold (a closure stored in a map is called as a method).
 
 use crate::engine;
+use crate::engine::runbook::{self, Runbook};
 use crate::error::{Class, Failure, Location};
-use crate::host::Host;
-use crate::runbook::{self, Runbook};
+use crate::runtime::host::Host;
 use rhai::{
     ASTFlags, ASTNode, Engine, Expr, FnAccess, FnCallExpr, OptimizationLevel, Position, Stmt,
     StmtBlock, AST,

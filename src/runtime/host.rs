@@ -3,12 +3,12 @@
 //! that goes to the journal.
 
 use crate::cancel::Cancel;
+use crate::clients::docker::Docker;
+use crate::clients::postgres::Postgres;
+use crate::clients::redis::{Journal, JOURNAL};
 use crate::config::Config;
-use crate::docker::Docker;
 use crate::error::{Class, Failure};
-use crate::journal::{Journal, JOURNAL};
 use crate::outln;
-use crate::postgres::Postgres;
 use rhai::{Dynamic, EvalAltResult, Position};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

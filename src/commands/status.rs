@@ -2,9 +2,9 @@
 //! state, role, timeline, LSNs, lag and slots; then the last backup and the last run from Redis.
 //! Read-only: it never changes anything, and a node that does not answer is shown as such.
 
-use crate::docker::State;
-use crate::host::Host;
-use crate::journal::{BACKUPS, JOURNAL};
+use crate::clients::docker::State;
+use crate::clients::redis::{BACKUPS, JOURNAL};
+use crate::runtime::host::Host;
 use rhai::{Dynamic, Map};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -31,10 +31,10 @@ pub struct NodeStatus {
 pub struct ClusterStatus {
     pub nodes: Vec<NodeStatus>,
     /// The newest backup entry's fields, typed in JSON (see docs/json.md).
-    #[serde(serialize_with = "crate::history::serialize_typed")]
+    #[serde(serialize_with = "crate::commands::journal::serialize_typed")]
     pub last_backup: Option<BTreeMap<String, String>>,
     /// The newest run end entry's fields, typed in JSON.
-    #[serde(serialize_with = "crate::history::serialize_typed")]
+    #[serde(serialize_with = "crate::commands::journal::serialize_typed")]
     pub last_run: Option<BTreeMap<String, String>>,
     pub redis: String,
     pub warnings: Vec<String>,
@@ -252,7 +252,7 @@ pub fn render(st: &ClusterStatus) -> String {
             b.get("node").map(String::as_str).unwrap_or("?"),
             b.get("ts").map(String::as_str).unwrap_or("?"),
             b.get("size")
-                .map(|v| crate::history::human_size_str(v))
+                .map(|v| crate::commands::journal::human_size_str(v))
                 .unwrap_or_else(|| "size unknown".into()),
         )),
         None => out.push_str(&format!(

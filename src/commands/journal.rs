@@ -8,7 +8,7 @@
 //! that are identifiers (`id`, `run_id`, `cluster`, `label`) stay strings even when they look like
 //! numbers. The schema is in docs/json.md.
 
-use crate::journal::Entry;
+use crate::clients::redis::Entry;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 

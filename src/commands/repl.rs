@@ -20,10 +20,10 @@
 #![allow(clippy::result_large_err)]
 
 use crate::config::Config;
+use crate::engine::runbook::{self, Runbook};
 use crate::engine::{self, Sources};
 use crate::error::{Class, Failure};
-use crate::host::Host;
-use crate::runbook::{self, Runbook};
+use crate::runtime::host::Host;
 use crate::{errln, out, outln};
 use rhai::{
     Dynamic, Engine, FnAccess, LexError, OptimizationLevel, ParseError, ParseErrorType, Position,
@@ -368,8 +368,8 @@ impl Session {
             "help" | "h" | "?" if args.is_empty() => print_commands(),
             "help" | "h" | "?" => self.help(args),
             "nodes" | "status" => {
-                let st = self.guarded(|s| crate::status::collect(&s.host));
-                out!("{}", crate::status::render(&st));
+                let st = self.guarded(|s| crate::commands::status::collect(&s.host));
+                out!("{}", crate::commands::status::render(&st));
             }
             "run" => self.run_runbook(args),
             "load" => self.load(args),
@@ -717,7 +717,7 @@ impl ReplHelper {
         parser.set_optimization_level(OptimizationLevel::None);
         parser.set_max_expr_depths(128, 64);
 
-        let mut words: Vec<String> = crate::check::known_function_names(host)
+        let mut words: Vec<String> = crate::engine::check::known_function_names(host)
             .into_iter()
             .filter(|n| n.starts_with(|c: char| c.is_alphabetic() || c == '_'))
             .collect();

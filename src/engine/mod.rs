@@ -1,11 +1,14 @@
 //! The Rhai engine pgrunbook runs scripts in: every primitive registered, `import "cluster"`
 //! resolved to the stdlib, limits set, and errors turned into `Failure`s with `file:line:col`.
 
+pub mod check;
+pub mod runbook;
+
 use crate::errln;
 use crate::error::{Class, Failure, Location};
-use crate::host::Host;
-use crate::runbook::{self, Runbook};
+use crate::runtime::host::Host;
 use rhai::{Dynamic, Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Shared, AST};
+use runbook::Runbook;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -181,7 +184,7 @@ pub fn to_failure(err: &EvalAltResult, top: &str, host: &Host, sources: &Sources
         ),
         EvalAltResult::ErrorFunctionNotFound(sig, _) => {
             let name = sig.split('(').next().unwrap_or(sig).trim();
-            let known = crate::check::known_function_names(host);
+            let known = crate::engine::check::known_function_names(host);
             let hint = crate::suggest::nearest(name, known.iter().map(String::as_str))
                 .map(|s| format!("; did you mean {s}?"))
                 .unwrap_or_default();

@@ -4,9 +4,9 @@
 //! differs, so the reference cannot drift from the code.
 
 use crate::engine;
+use crate::engine::runbook;
 use crate::error::Failure;
-use crate::host::Host;
-use crate::runbook;
+use crate::runtime::host::Host;
 use rhai::Engine;
 use std::fmt::Write;
 use std::sync::Arc;

@@ -1,0 +1,7 @@
+//! One module per command of the command line (`cli.rs` parses the arguments and calls them).
+
+pub mod journal;
+pub mod lab;
+pub mod reference;
+pub mod repl;
+pub mod status;
