@@ -15,6 +15,7 @@
 
 pub mod core;
 pub mod docker;
+pub mod logs;
 pub mod pgbackrest;
 pub mod postgres;
 pub mod redis;

@@ -1,0 +1,294 @@
+//! `pg_log`: a node's PostgreSQL log, as structured entries.
+//!
+//! Why a primitive: the log is where PostgreSQL says *why* (a standby that does not stream
+//! writes `FATAL: password authentication failed for user "replicator"` every few hundred
+//! milliseconds, and nothing else shows it). It is needed most when the server is down, so it
+//! never asks the server: it reads what the container wrote to stderr through the Docker API's
+//! logs endpoint (this works on a stopped container too), or, when the server writes its own
+//! files (`logging_collector = on`), the newest file of the log directory, through `docker exec`
+//! when the container runs and through a one-off container on its data volume when it does not.
+//!
+//! The parser understands any `log_line_prefix` that puts the level right after the prefix
+//! (`LOG:  `, `FATAL:  `, with PostgreSQL's two spaces): the default `%m [%p] `, the lab's, and
+//! the official image's. A time at the start of the prefix and a `[pid]` in it are picked up;
+//! `DETAIL`, `HINT`, `CONTEXT`, `STATEMENT` and `QUERY` lines are attached to the entry they
+//! belong to (same pid, right after it). Lines that are not PostgreSQL's (an entrypoint's
+//! output) are kept with an empty level.
+
+/// One entry of the log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogEntry {
+    /// The time at the start of the line, as written ("2026-11-26 15:00:00.123 UTC"); else the
+    /// time Docker recorded the line at; else empty.
+    pub time: String,
+    pub pid: Option<i64>,
+    /// LOG, WARNING, ERROR, FATAL, PANIC, ...; empty for lines that are not PostgreSQL's.
+    pub level: String,
+    pub message: String,
+    pub detail: String,
+    pub hint: String,
+    pub context: String,
+    pub statement: String,
+}
+
+impl LogEntry {
+    /// Every text of the entry, for `grep`.
+    pub fn text(&self) -> String {
+        [
+            &self.level,
+            &self.message,
+            &self.detail,
+            &self.hint,
+            &self.context,
+            &self.statement,
+        ]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+    }
+}
+
+const LEVELS: &[&str] = &[
+    "DEBUG5", "DEBUG4", "DEBUG3", "DEBUG2", "DEBUG1", "DEBUG", "INFO", "NOTICE", "WARNING",
+    "ERROR", "LOG", "FATAL", "PANIC",
+];
+const ATTACHED: &[&str] = &["DETAIL", "HINT", "CONTEXT", "STATEMENT", "QUERY", "LOCATION"];
+
+/// Where the level word starts and what it is: the first `WORD:  ` (two spaces, or a colon at
+/// the end of the line) whose word is a level or an attached field.
+fn find_level(line: &str) -> Option<(usize, &'static str, usize)> {
+    for (i, _) in line.match_indices(':') {
+        let before = &line[..i];
+        let word_start = before
+            .rfind(|c: char| !c.is_ascii_alphanumeric())
+            .map(|p| p + 1)
+            .unwrap_or(0);
+        let word = &before[word_start..];
+        let rest = &line[i + 1..];
+        if !(rest.starts_with("  ") || rest.is_empty()) {
+            continue;
+        }
+        if let Some(l) = LEVELS.iter().chain(ATTACHED).find(|l| **l == word) {
+            return Some((word_start, l, i + 1));
+        }
+    }
+    None
+}
+
+/// A timestamp at the start of the prefix: `YYYY-MM-DD HH:MM:SS[.fff][ TZ]`.
+fn leading_time(prefix: &str) -> Option<String> {
+    let b = prefix.as_bytes();
+    let looks = b.len() >= 19
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b' '
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[..4].iter().all(u8::is_ascii_digit);
+    if !looks {
+        return None;
+    }
+    // The time runs up to the first '[' (the pid) or the end of the prefix.
+    let end = prefix.find('[').unwrap_or(prefix.len());
+    Some(prefix[..end].trim().to_string())
+}
+
+fn bracket_pid(prefix: &str) -> Option<i64> {
+    let open = prefix.find('[')?;
+    let close = prefix[open..].find(']')? + open;
+    prefix[open + 1..close].trim().parse().ok()
+}
+
+/// Parses log lines (each optionally with the time Docker recorded it) into entries, oldest
+/// first.
+pub fn parse<'a>(lines: impl IntoIterator<Item = (Option<&'a str>, &'a str)>) -> Vec<LogEntry> {
+    let mut out: Vec<LogEntry> = Vec::new();
+    for (docker_time, raw) in lines {
+        let line = raw.trim_end_matches(['\r', '\n']);
+        if line.trim().is_empty() {
+            continue;
+        }
+        // A continuation of the previous entry's text (PostgreSQL indents them with a tab).
+        if line.starts_with('\t') {
+            if let Some(last) = out.last_mut() {
+                let target = if !last.statement.is_empty() {
+                    &mut last.statement
+                } else {
+                    &mut last.message
+                };
+                target.push('\n');
+                target.push_str(line.trim_start_matches('\t'));
+                continue;
+            }
+        }
+        match find_level(line) {
+            Some((start, level, after)) => {
+                let prefix = &line[..start];
+                let text = line[after..].trim_start().to_string();
+                let pid = bracket_pid(prefix);
+                let time = leading_time(prefix)
+                    .or_else(|| docker_time.map(str::to_string))
+                    .unwrap_or_default();
+                if ATTACHED.contains(&level) {
+                    if let Some(last) = out
+                        .last_mut()
+                        .filter(|l| pid.is_none() || l.pid == pid)
+                        .filter(|l| !l.level.is_empty())
+                    {
+                        let field = match level {
+                            "DETAIL" => &mut last.detail,
+                            "HINT" => &mut last.hint,
+                            "CONTEXT" => &mut last.context,
+                            "STATEMENT" | "QUERY" => &mut last.statement,
+                            _ => continue,
+                        };
+                        if !field.is_empty() {
+                            field.push('\n');
+                        }
+                        field.push_str(&text);
+                        continue;
+                    }
+                }
+                out.push(LogEntry {
+                    time,
+                    pid,
+                    level: level.to_string(),
+                    message: text,
+                    ..Default::default()
+                });
+            }
+            None => out.push(LogEntry {
+                time: docker_time.map(str::to_string).unwrap_or_default(),
+                message: line.to_string(),
+                ..Default::default()
+            }),
+        }
+    }
+    out
+}
+
+/// Splits a line Docker gave with `timestamps: true` ("2026-11-26T15:00:00.123456789Z text")
+/// into its time and text.
+pub fn split_docker_time(line: &str) -> (Option<&str>, &str) {
+    match line.split_once(' ') {
+        Some((t, rest)) if t.len() >= 20 && t.as_bytes()[4] == b'-' && t.contains('T') => {
+            (Some(t), rest)
+        }
+        _ => (None, line),
+    }
+}
+
+/// `since` as seconds: a number of seconds, or "90s", "15m", "2h", "1d".
+pub fn parse_since(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, "s"),
+    };
+    let n: i64 = num.parse().ok()?;
+    let mult = match unit {
+        "s" | "sec" | "secs" => 1,
+        "m" | "min" | "mins" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    };
+    Some(n * mult)
+}
+
+/// Keeps the entries whose text contains `grep` (case-insensitive), then the last `lines`.
+pub fn select(entries: Vec<LogEntry>, grep: Option<&str>, lines: usize) -> Vec<LogEntry> {
+    let needle = grep.map(str::to_lowercase);
+    let kept: Vec<LogEntry> = entries
+        .into_iter()
+        .filter(|e| match &needle {
+            Some(n) => e.text().to_lowercase().contains(n),
+            None => true,
+        })
+        .collect();
+    let skip = kept.len().saturating_sub(lines);
+    kept.into_iter().skip(skip).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Vec<LogEntry> {
+        parse(text.lines().map(|l| (None, l)))
+    }
+
+    #[test]
+    fn default_prefix_with_detail_and_hint() {
+        let e = p(
+            "2026-11-26 15:00:00.123 UTC [77] FATAL:  password authentication failed for user \"replicator\"\n\
+             2026-11-26 15:00:00.123 UTC [77] DETAIL:  Connection matched file \"/etc/postgresql/pg_hba.conf\" line 5: \"host replication replicator all scram-sha-256\"\n\
+             2026-11-26 15:00:01.000 UTC [1] LOG:  checkpoint starting: time\n",
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(e[0].time, "2026-11-26 15:00:00.123 UTC");
+        assert_eq!(e[0].pid, Some(77));
+        assert_eq!(e[0].level, "FATAL");
+        assert_eq!(
+            e[0].message,
+            "password authentication failed for user \"replicator\""
+        );
+        assert!(e[0].detail.starts_with("Connection matched file"), "{e:?}");
+        assert_eq!(e[1].level, "LOG");
+        assert_eq!(e[1].pid, Some(1));
+    }
+
+    #[test]
+    fn statements_continuations_and_foreign_lines() {
+        let e = p("PostgreSQL init process complete; ready for start up.\n\
+             2026-11-26 15:00:02.5 UTC [90] ERROR:  relation \"nope\" does not exist at character 15\n\
+             2026-11-26 15:00:02.5 UTC [90] STATEMENT:  SELECT * FROM\n\
+             \tnope\n\
+             2026-11-26 15:00:03 UTC [91] HINT:  orphan hint of another pid\n");
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert_eq!(e[0].level, "");
+        assert!(e[0].message.starts_with("PostgreSQL init process"));
+        assert_eq!(e[1].statement, "SELECT * FROM\nnope");
+        // A HINT of another pid is not attached to pid 90's error.
+        assert_eq!(e[2].level, "HINT");
+        assert_eq!(e[1].hint, "");
+    }
+
+    #[test]
+    fn a_colon_in_the_message_is_not_a_level() {
+        let e = p("2026-11-26 15:00:00 UTC [5] LOG:  started streaming WAL from primary at 0/3000000 on timeline 1\n\
+                   2026-11-26 15:00:00 UTC [5] FATAL:  could not connect to the primary server: connection to server at \"pg-bases2\" (172.18.0.2), port 5432 failed: FATAL:  password authentication failed for user \"replicator\"\n");
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[1].level, "FATAL");
+        assert!(e[1]
+            .message
+            .starts_with("could not connect to the primary server"));
+        assert!(e[1].message.ends_with("for user \"replicator\""));
+    }
+
+    #[test]
+    fn docker_times_fill_in_and_grep_and_lines_select() {
+        let raw = [
+            "2026-11-26T15:00:00.000000001Z LOG:  database system is ready to accept connections",
+            "2026-11-26T15:00:01.000000001Z FATAL:  password authentication failed for user \"replicator\"",
+            "2026-11-26T15:00:02.000000001Z FATAL:  password authentication failed for user \"replicator\"",
+        ];
+        let e = parse(raw.iter().map(|l| split_docker_time(l)));
+        assert_eq!(e[0].time, "2026-11-26T15:00:00.000000001Z");
+        let sel = select(e.clone(), Some("PASSWORD"), 1);
+        assert_eq!(sel.len(), 1);
+        assert_eq!(sel[0].time, "2026-11-26T15:00:02.000000001Z");
+        assert_eq!(select(e, None, 10).len(), 3);
+    }
+
+    #[test]
+    fn since_accepts_units() {
+        assert_eq!(parse_since("90"), Some(90));
+        assert_eq!(parse_since("15m"), Some(900));
+        assert_eq!(parse_since("2h"), Some(7200));
+        assert_eq!(parse_since("1d"), Some(86400));
+        assert_eq!(parse_since("soon"), None);
+    }
+}
