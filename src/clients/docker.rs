@@ -755,6 +755,48 @@ impl Docker {
             ..Default::default()
         })
     }
+
+    /// What the container wrote to stdout and stderr (Docker's logs endpoint), oldest first,
+    /// each line starting with the time Docker recorded it (RFC 3339). Works on a stopped
+    /// container. `since`: Unix seconds; `tail`: at most that many lines from the end.
+    pub fn logs(
+        &self,
+        container: &str,
+        since: Option<i64>,
+        tail: Option<usize>,
+        cancel: &Cancel,
+    ) -> Result<Vec<String>> {
+        let c = self.client()?;
+        self.must_exist(container)?;
+        let opts = qp::LogsOptions {
+            follow: false,
+            stdout: true,
+            stderr: true,
+            timestamps: true,
+            since: since.unwrap_or(0).clamp(0, i32::MAX as i64) as i32,
+            tail: tail.map(|n| n.to_string()).unwrap_or_else(|| "all".into()),
+            ..Default::default()
+        };
+        let what = format!("reading the logs of '{container}'");
+        let out = self.rt.block_on(async {
+            collect_output(Box::pin(c.logs(container, Some(opts))), cancel, &what, &mut |_| {})
+                .await
+        })?;
+        // stdout and stderr arrive as separate streams; the timestamps put them back in order.
+        let mut lines: Vec<String> = out
+            .stdout
+            .lines()
+            .chain(out.stderr.lines())
+            .map(str::to_string)
+            .collect();
+        // (RFC 3339 with trimmed fractions does not sort as text: parse it; the sort is stable.)
+        lines.sort_by_key(|l| {
+            l.split(' ')
+                .next()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        });
+        Ok(lines)
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,182 @@
 //! belong to (same pid, right after it). Lines that are not PostgreSQL's (an entrypoint's
 //! output) are kept with an empty level.
 
+use super::def;
+use crate::error::Class;
+use crate::runtime::host::Host;
+use rhai::{Array, Dynamic, EvalAltResult, Map, Module};
+use std::sync::Arc;
+
+type R<T> = Result<T, Box<EvalAltResult>>;
+
+/// How many lines of Docker's log are read when no `since` is given.
+const DOCKER_TAIL: usize = 5000;
+
+/// The options of `pg_log`: #{lines, since, grep}.
+struct Options {
+    lines: usize,
+    since_s: Option<i64>,
+    grep: Option<String>,
+}
+
+fn options(h: &Host, node: &str, opts: &Map) -> R<Options> {
+    let bad = |what: String| h.error(Class::Usage, format!("pg_log on {node}: {what}"));
+    let mut o = Options {
+        lines: 50,
+        since_s: None,
+        grep: None,
+    };
+    for (k, v) in opts {
+        match k.as_str() {
+            "lines" => {
+                o.lines = v
+                    .as_int()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad(format!("lines must be a positive integer, not {v}")))?
+                    as usize
+            }
+            "since" => {
+                let s = v.to_string();
+                o.since_s = Some(parse_since(&s).ok_or_else(|| {
+                    bad(format!(
+                        "since must be seconds or a duration such as \"90s\", \"15m\", \"2h\", \"1d\", not {s:?}"
+                    ))
+                })?)
+            }
+            "grep" => o.grep = Some(v.to_string()).filter(|s| !s.is_empty()),
+            other => {
+                return Err(bad(format!(
+                    "unknown option '{other}' (known: lines, since, grep)"
+                )))
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// The directory the logging collector writes to, from the postmaster's last "redirecting log
+/// output" message on stderr (its HINT names the directory); None when the server logs to
+/// stderr.
+fn collector_dir(entries: &[LogEntry]) -> Option<String> {
+    let last = entries
+        .iter()
+        .rev()
+        .find(|e| e.message.contains("redirecting log output to logging collector process"))?;
+    let hint = &last.hint;
+    let start = hint.find('"')? + 1;
+    let end = hint[start..].find('"')? + start;
+    Some(hint[start..end].to_string())
+}
+
+fn entry_map(e: LogEntry) -> Dynamic {
+    let mut m = Map::new();
+    m.insert("time".into(), e.time.into());
+    m.insert(
+        "pid".into(),
+        e.pid.map(Dynamic::from_int).unwrap_or(Dynamic::UNIT),
+    );
+    m.insert("level".into(), e.level.into());
+    m.insert("message".into(), e.message.into());
+    m.insert("detail".into(), e.detail.into());
+    m.insert("hint".into(), e.hint.into());
+    m.insert("context".into(), e.context.into());
+    m.insert("statement".into(), e.statement.into());
+    m.into()
+}
+
+fn read(h: &Host, node: &str, o: &Options) -> R<Vec<LogEntry>> {
+    let container = h.container("pg_log", node)?;
+    let since = o
+        .since_s
+        .map(|s| chrono::Utc::now().timestamp() - s);
+    let tail = if since.is_some() { None } else { Some(DOCKER_TAIL) };
+    let lines = h
+        .docker
+        .logs(&container, since, tail, &h.cancel)
+        .map_err(|e| h.fail("pg_log", node, e))?;
+    let mut entries = parse(lines.iter().map(|l| split_docker_time(l)));
+    if let Some(dir) = collector_dir(&entries) {
+        // The server writes its own files: the newest .log file of that directory.
+        let script = format!(
+            "d={dir}; case \"$d\" in /*) ;; *) d=\"$PGDATA/$d\";; esac; \
+             f=$(ls -t \"$d\"/*.log 2>/dev/null | head -n 1); \
+             if [ -n \"$f\" ]; then tail -n {n} \"$f\"; fi",
+            dir = crate::primitives::postgres::sh_quote(&dir),
+            n = DOCKER_TAIL,
+        );
+        let out = crate::primitives::docker::run_on_data_dir(h, "pg_log", node, &script)?;
+        let from_file = parse(out.stdout.lines().map(|l| (None, l)));
+        let from_file = match since {
+            Some(t) => from_file
+                .into_iter()
+                .filter(|e| entry_unix_time(&e.time).is_none_or(|u| u >= t))
+                .collect(),
+            None => from_file,
+        };
+        entries.extend(from_file);
+    }
+    Ok(entries)
+}
+
+/// The Unix time of a log line's time when it can be read ("2026-11-26 15:00:00.123 UTC", or
+/// with a numeric offset); None for other time zones (such entries are kept by `since`).
+fn entry_unix_time(t: &str) -> Option<i64> {
+    let t = t.trim();
+    let (base, zone) = t.rsplit_once(' ')?;
+    let fmt = if base.contains('.') {
+        "%Y-%m-%d %H:%M:%S%.f"
+    } else {
+        "%Y-%m-%d %H:%M:%S"
+    };
+    let naive = chrono::NaiveDateTime::parse_from_str(base, fmt).ok()?;
+    match zone {
+        "UTC" | "GMT" => Some(naive.and_utc().timestamp()),
+        z => {
+            let sign = match z.chars().next()? {
+                '+' => 1,
+                '-' => -1,
+                _ => return None,
+            };
+            let hours: i64 = z[1..].get(..2)?.parse().ok()?;
+            Some(naive.and_utc().timestamp() - sign * hours * 3600)
+        }
+    }
+}
+
+pub fn create_module(host: Arc<Host>) -> Module {
+    let mut m = Module::new();
+
+    let h = host.clone();
+    def!(&mut m, "pg_log", ["node: &str", "options: Map", "Array"],
+        "The node's PostgreSQL log, newest last, as entries #{time, pid, level, message, detail,
+        hint, context, statement}. Reads what the container wrote to stderr through Docker (the
+        official image and the lab log there), or, when the server runs a logging collector, the
+        newest .log file of its log directory. Works on a stopped container, which is when it is
+        needed most. Options: `lines` (the last n entries, default 50), `since` (seconds, or
+        \"15m\", \"2h\", \"1d\"), `grep` (only entries whose text contains it, any case):
+        `pg_log(standby, #{grep: \"FATAL\", since: \"10m\"})`. Lines that are not PostgreSQL's
+        (an entrypoint's) have an empty level. A read: it runs in a dry run too.",
+        move |node: &str, opts: Map| -> R<Array> {
+            let o = options(&h, node, &opts)?;
+            let entries = read(&h, node, &o)?;
+            Ok(select(entries, o.grep.as_deref(), o.lines).into_iter().map(entry_map).collect())
+        }
+    );
+
+    let h = host.clone();
+    def!(&mut m, "pg_log", ["node: &str", "Array"],
+        "The last 50 entries of the node's PostgreSQL log: `pg_log(node, #{})`.",
+        move |node: &str| -> R<Array> {
+            let o = options(&h, node, &Map::new())?;
+            let entries = read(&h, node, &o)?;
+            Ok(select(entries, None, o.lines).into_iter().map(entry_map).collect())
+        }
+    );
+
+    m
+}
+
 /// One entry of the log.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LogEntry {

@@ -51,6 +51,7 @@ pub fn modules(host: &Arc<Host>) -> Vec<(&'static str, Module)> {
     vec![
         ("core", core::create_module(host.clone())),
         ("docker", docker::create_module(host.clone())),
+        ("logs", logs::create_module(host.clone())),
         ("postgres", postgres::create_module(host.clone())),
         ("pgbackrest", pgbackrest::create_module(host.clone())),
         ("redis", redis::create_module(host.clone())),
