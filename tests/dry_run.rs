@@ -44,6 +44,60 @@ fn snapshot(lab: &TestLab) -> Snapshot {
     }
 }
 
+/// Lines of a dry run's output that claim a change or a success that a dry run does not make:
+/// a past-tense change ("created", "promoted", "streams from") not said as "would", "already" or
+/// a fact read ("exists", "unchanged"), a check counted "ok" that was not checked, a run that
+/// ends "ok". Tables of reads (status, checks) and the plan are facts and pass.
+fn claims(stdout: &str) -> Vec<String> {
+    const CHANGES: &[&str] = &[
+        "created", "dropped", "promoted", "fenced", "rewound", "cloned", "removed", "written",
+        "wrote", "started", "stopped", "restarted", "reset", "archived", "backed up",
+        "backing up", "recorded", "streams from", "is now", "rejoined", "configured",
+    ];
+    const HONEST: &[&str] = &[
+        "would", "[dry run]", "dry run", "already", "exists", "unchanged", "nothing to do",
+        "plan:",
+    ];
+    stdout
+        .lines()
+        .filter(|l| {
+            let low = l.to_lowercase();
+            let planned = l.trim_start().split('.').next().is_some_and(|n| {
+                !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())
+            });
+            let unchecked_ok = low.contains("| ok ")
+                && (low.contains("not checked") || low.contains("skipped"));
+            if unchecked_ok {
+                return true;
+            }
+            if planned || HONEST.iter().any(|h| low.contains(h)) {
+                return false;
+            }
+            let change = CHANGES.iter().any(|c| low.contains(c));
+            let ends_ok = low.trim_end().ends_with(": ok");
+            change || ends_ok
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_claims_detector_finds_claims_and_passes_plans() {
+    let out = "    stanza bases2-db created\n\
+               pg-replica streams from pg-bases2 through slot replica1.\n\
+               row replicated | pg-replica | ok     | not checked in a dry run\n\
+               runbook setup: ok\n\
+               \x20   [dry run] would create replication slot replica1 on pg-bases2\n\
+               pg-replica would stream from pg-bases2\n\
+               \x20 3. create replication slot replica1 on pg-bases2\n\
+               pg-replica already streams from pg-bases2\n\
+               \x20   slot replica1 exists\n";
+    let found = claims(out);
+    assert_eq!(found.len(), 4, "{found:#?}");
+    assert!(found[0].contains("created") && found[2].contains("not checked"));
+    assert!(found[3].contains("runbook setup: ok"));
+}
+
 fn dry_runs_change_nothing(lab: &TestLab, runs: &[&[&str]]) {
     let before = snapshot(lab);
     let journal_before = lab.stream("journal").len();
@@ -51,7 +105,14 @@ fn dry_runs_change_nothing(lab: &TestLab, runs: &[&[&str]]) {
         let mut a: Vec<&str> = vec!["run"];
         a.extend_from_slice(args);
         a.push("--dry-run");
-        lab.pgrunbook(&a).succeeds().stdout_has("plan:");
+        let r = lab.pgrunbook(&a).succeeds().stdout_has("plan:");
+        let claimed = claims(&r.stdout);
+        assert!(
+            claimed.is_empty(),
+            "dry run of {args:?} claims what it did not do:\n{}\n--- whole output\n{}",
+            claimed.join("\n"),
+            r.stdout
+        );
         assert_eq!(
             snapshot(lab),
             before,
