@@ -557,23 +557,21 @@ impl Docker {
         Ok(())
     }
 
-    pub fn image_exists(&self, image: &str) -> Result<bool> {
+    /// `None` when the image is missing.
+    fn inspect_image(&self, image: &str) -> Result<Option<bollard::models::ImageInspect>> {
         let c = self.client()?;
-        let found = self
-            .block_on(c.inspect_image(image))
+        self.block_on(c.inspect_image(image))
             .ok_if_not_found()
-            .with_context(|| format!("cannot inspect image '{image}'"))?;
-        Ok(found.is_some())
+            .with_context(|| format!("cannot inspect image '{image}'"))
+    }
+
+    pub fn image_exists(&self, image: &str) -> Result<bool> {
+        Ok(self.inspect_image(image)?.is_some())
     }
 
     /// `None` when the image is missing, else the value of one of its labels.
     pub fn image_label(&self, image: &str, label: &str) -> Result<Option<Option<String>>> {
-        let c = self.client()?;
-        let found = self
-            .block_on(c.inspect_image(image))
-            .ok_if_not_found()
-            .with_context(|| format!("cannot inspect image '{image}'"))?;
-        Ok(found.map(|i| {
+        Ok(self.inspect_image(image)?.map(|i| {
             i.config
                 .and_then(|c| c.labels)
                 .and_then(|l| l.get(label).cloned())
@@ -655,15 +653,12 @@ impl Docker {
         })
     }
 
+    /// Creates the network unless it exists; `true` when it was created.
     pub fn ensure_network(&self, name: &str, labels: &HashMap<String, String>) -> Result<bool> {
-        let c = self.client()?;
-        let found = self
-            .block_on(c.inspect_network(name, None::<qp::InspectNetworkOptions>))
-            .ok_if_not_found()
-            .with_context(|| format!("cannot inspect network '{name}'"))?;
-        if found.is_some() {
+        if self.network_exists(name)? {
             return Ok(false);
         }
+        let c = self.client()?;
         let req = NetworkCreateRequest {
             name: name.to_string(),
             driver: Some("bridge".into()),
@@ -692,15 +687,12 @@ impl Docker {
         Ok(())
     }
 
+    /// Creates the volume unless it exists; `true` when it was created.
     pub fn ensure_volume(&self, name: &str, labels: &HashMap<String, String>) -> Result<bool> {
-        let c = self.client()?;
-        let found = self
-            .block_on(c.inspect_volume(name))
-            .ok_if_not_found()
-            .with_context(|| format!("cannot inspect volume '{name}'"))?;
-        if found.is_some() {
+        if self.volume_exists(name)? {
             return Ok(false);
         }
+        let c = self.client()?;
         let req = VolumeCreateRequest {
             name: Some(name.to_string()),
             labels: Some(labels.clone()),
