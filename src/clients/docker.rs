@@ -22,6 +22,7 @@
 //!   1.41), so the client negotiates the version on first use.
 
 use crate::cancel::Cancel;
+use crate::error::{Class, Failure};
 use anyhow::{anyhow, bail, Context, Result};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig, Mount, MountType,
@@ -172,6 +173,11 @@ fn ok_if_status<T>(
     }
 }
 
+/// A failure of class `Infrastructure` (exit 5): the engine or a container is not there.
+fn infrastructure(message: impl Into<String>) -> anyhow::Error {
+    anyhow!(Failure::new(Class::Infrastructure, message))
+}
+
 impl Default for Docker {
     fn default() -> Self {
         Self::new()
@@ -204,12 +210,7 @@ impl Docker {
             .map_err(|_| format!("Docker engine unreachable at {host}: no answer in 5 s"))?
             .map_err(|e| format!("Docker engine unreachable at {host}: {e}"))
         });
-        r.as_ref().map_err(|e| {
-            anyhow!(crate::error::Failure::new(
-                crate::error::Class::Infrastructure,
-                e.clone()
-            ))
-        })
+        r.as_ref().map_err(|e| infrastructure(e.clone()))
     }
 
     /// Runs one bollard future to completion on this client's runtime. Nothing inside may call
@@ -244,12 +245,8 @@ impl Docker {
     }
 
     fn must_exist(&self, container: &str) -> Result<ContainerInspectResponse> {
-        self.inspect(container)?.ok_or_else(|| {
-            anyhow!(crate::error::Failure::new(
-                crate::error::Class::Infrastructure,
-                format!("container '{container}' does not exist"),
-            ))
-        })
+        self.inspect(container)?
+            .ok_or_else(|| infrastructure(format!("container '{container}' does not exist")))
     }
 
     /// Stops a container (its stop signal, then SIGKILL after `timeout_s`). Stopping a stopped
@@ -388,9 +385,8 @@ impl Docker {
         let info = self.must_exist(container)?;
         let running = info.state.and_then(|s| s.running).unwrap_or(false);
         if !running {
-            return Err(anyhow!(crate::error::Failure::new(
-                crate::error::Class::Infrastructure,
-                format!("container '{container}' is not running"),
+            return Err(infrastructure(format!(
+                "container '{container}' is not running"
             )));
         }
         let opts = bollard::exec::CreateExecOptions::<String> {
@@ -827,7 +823,16 @@ mod tests {
             format!("{err:#}"),
             "cannot inspect volume 'v': Docker responded with status code 500: status 500"
         );
-        let class = crate::error::class_of(&err, crate::error::Class::Runbook);
-        assert_eq!(class, crate::error::Class::Runbook);
+        assert_eq!(crate::error::class_of(&err, Class::Runbook), Class::Runbook);
+    }
+
+    #[test]
+    fn missing_engine_or_container_is_infrastructure() {
+        let err = infrastructure("container 'pg1' does not exist");
+        assert_eq!(err.to_string(), "container 'pg1' does not exist");
+        assert_eq!(
+            crate::error::class_of(&err, Class::Runbook),
+            Class::Infrastructure
+        );
     }
 }
