@@ -394,11 +394,7 @@ impl Docker {
             attach_stderr: Some(true),
             cmd: Some(cmd.to_vec()),
             user: user.map(str::to_string),
-            env: if env.is_empty() {
-                None
-            } else {
-                Some(env.to_vec())
-            },
+            env: (!env.is_empty()).then(|| env.to_vec()),
             ..Default::default()
         };
         self.block_on(async {
@@ -492,11 +488,7 @@ impl Docker {
             m.insert(
                 n.clone(),
                 EndpointSettings {
-                    aliases: if spec.aliases.is_empty() {
-                        None
-                    } else {
-                        Some(spec.aliases.clone())
-                    },
+                    aliases: (!spec.aliases.is_empty()).then(|| spec.aliases.clone()),
                     ..Default::default()
                 },
             );
@@ -519,17 +511,9 @@ impl Docker {
             labels: Some(spec.labels.clone()),
             host_config: Some(HostConfig {
                 mounts: Some(mounts),
-                binds: if spec.binds.is_empty() {
-                    None
-                } else {
-                    Some(spec.binds.clone())
-                },
+                binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
                 network_mode: spec.network.clone(),
-                port_bindings: if port_bindings.is_empty() {
-                    None
-                } else {
-                    Some(port_bindings)
-                },
+                port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
                 restart_policy: spec.restart_unless_stopped.then_some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,
