@@ -1,14 +1,28 @@
-//! The Docker backend: every call pgrunbook makes to the Docker Engine, through bollard.
+//! The Docker backend: every call pgrunbook makes to the Docker Engine, through bollard. The
+//! primitives and the `lab` commands see plain sync functions (inspect, start, stop, exec, run a
+//! one-off container, ensure a network or volume, build or import an image); nothing above this
+//! file knows bollard.
 //!
-//! bollard is async; pgrunbook's primitives are sync (Rhai calls them one at a time). This file
-//! owns a small current-thread Tokio runtime and blocks on it. The sync `postgres` client runs its
-//! own runtime, so nothing here may call PostgreSQL while inside `block_on`: every function below
-//! returns before any SQL runs.
+//! Why it is shaped this way:
 //!
-//! The engine here may be older than bollard's default API version (Debian's 20.10 speaks 1.41),
-//! so the client negotiates the version on first use.
+//! - bollard is async; pgrunbook's primitives are sync (Rhai calls them one at a time). This file
+//!   owns a small current-thread Tokio runtime and blocks on it (`Docker::block_on`). The sync
+//!   `postgres` client runs its own runtime, so nothing here may call PostgreSQL while inside
+//!   `block_on`: every function below returns before any SQL runs.
+//! - Runbooks are idempotent, so many Docker answers that are errors to bollard are results here:
+//!   404 on inspect means "missing", 404 on remove means "already gone", 304 on start or stop
+//!   means "already so", 409 on kill means "not running". Each operation names the one answer it
+//!   accepts (`ok_if_not_found`, `ok_if_not_modified`, `ok_if_conflict` from `Expected`) and
+//!   names itself in the context of every other error ("cannot stop container 'x'"). Such errors
+//!   carry no class of their own (the caller's default applies); only "unreachable" and
+//!   "container missing / not running" are `Failure`s of class `Infrastructure`.
+//! - A long operation (exec, a one-off container) watches the cancel flag (`crate::cancel`) while
+//!   it streams output, so Ctrl-C or a timeout stops the wait.
+//! - The engine here may be older than bollard's default API version (Debian's 20.10 speaks
+//!   1.41), so the client negotiates the version on first use.
 
 use crate::cancel::Cancel;
+use crate::error::{Class, Failure};
 use anyhow::{anyhow, bail, Context, Result};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig, Mount, MountType,
@@ -115,24 +129,53 @@ pub struct Docker {
     client: OnceLock<std::result::Result<bollard::Docker, String>>,
 }
 
-fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
+/// The Engine API answers that some operations expect and take as done, by name, so that each
+/// operation says which answer it accepts: `inspect(..).ok_if_not_found()` reads "missing is an
+/// answer", `stop(..).ok_if_not_modified()` reads "already stopped is fine".
+///
+/// Each turns the expected answer into `Ok(None)` (the call returned its value: `Ok(Some(v))`)
+/// and leaves every other error as it is, for `with_context` to name the operation. The error
+/// stays a bollard error under that context, as before this helper: no `Failure` is added, so
+/// `class_of` gives such errors the caller's default class.
+trait Expected<T> {
+    /// 404: no such container, image, network or volume.
+    fn ok_if_not_found(self) -> Result<Option<T>, bollard::errors::Error>;
+    /// 304: already in the state asked for (start a running container, stop a stopped one).
+    fn ok_if_not_modified(self) -> Result<Option<T>, bollard::errors::Error>;
+    /// 409: the object's state forbids the call (kill a container that is not running).
+    fn ok_if_conflict(self) -> Result<Option<T>, bollard::errors::Error>;
 }
 
-fn is_not_modified(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 304,
-            ..
+impl<T> Expected<T> for Result<T, bollard::errors::Error> {
+    fn ok_if_not_found(self) -> Result<Option<T>, bollard::errors::Error> {
+        ok_if_status(self, 404)
+    }
+    fn ok_if_not_modified(self) -> Result<Option<T>, bollard::errors::Error> {
+        ok_if_status(self, 304)
+    }
+    fn ok_if_conflict(self) -> Result<Option<T>, bollard::errors::Error> {
+        ok_if_status(self, 409)
+    }
+}
+
+fn ok_if_status<T>(
+    r: Result<T, bollard::errors::Error>,
+    expected: u16,
+) -> Result<Option<T>, bollard::errors::Error> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code, .. })
+            if status_code == expected =>
+        {
+            Ok(None)
         }
-    )
+        Err(e) => Err(e),
+    }
+}
+
+/// A failure of class `Infrastructure` (exit 5): the engine or a container is not there.
+fn infrastructure(message: impl Into<String>) -> anyhow::Error {
+    anyhow!(Failure::new(Class::Infrastructure, message))
 }
 
 impl Default for Docker {
@@ -161,19 +204,20 @@ impl Docker {
             let c = bollard::Docker::connect_with_defaults()
                 .map_err(|e| format!("Docker engine unreachable at {host}: {e}"))?
                 .with_timeout(Duration::from_secs(600));
-            self.rt
-                .block_on(async {
-                    tokio::time::timeout(Duration::from_secs(5), c.negotiate_version()).await
-                })
-                .map_err(|_| format!("Docker engine unreachable at {host}: no answer in 5 s"))?
-                .map_err(|e| format!("Docker engine unreachable at {host}: {e}"))
+            self.block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), c.negotiate_version()).await
+            })
+            .map_err(|_| format!("Docker engine unreachable at {host}: no answer in 5 s"))?
+            .map_err(|e| format!("Docker engine unreachable at {host}: {e}"))
         });
-        r.as_ref().map_err(|e| {
-            anyhow!(crate::error::Failure::new(
-                crate::error::Class::Infrastructure,
-                e.clone()
-            ))
-        })
+        r.as_ref().map_err(|e| infrastructure(e.clone()))
+    }
+
+    /// Runs one bollard future to completion on this client's runtime. Nothing inside may call
+    /// the sync `postgres` client: it blocks on a runtime of its own, and Tokio refuses to start
+    /// a runtime inside another (it panics).
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
     }
 
     /// Fails with a clear error when the engine cannot be reached.
@@ -183,14 +227,9 @@ impl Docker {
 
     pub fn inspect(&self, container: &str) -> Result<Option<ContainerInspectResponse>> {
         let c = self.client()?;
-        match self
-            .rt
-            .block_on(c.inspect_container(container, None::<qp::InspectContainerOptions>))
-        {
-            Ok(r) => Ok(Some(r)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(anyhow!(e).context(format!("cannot inspect container '{container}'"))),
-        }
+        self.block_on(c.inspect_container(container, None::<qp::InspectContainerOptions>))
+            .ok_if_not_found()
+            .with_context(|| format!("cannot inspect container '{container}'"))
     }
 
     pub fn state(&self, container: &str) -> Result<State> {
@@ -206,12 +245,8 @@ impl Docker {
     }
 
     fn must_exist(&self, container: &str) -> Result<ContainerInspectResponse> {
-        self.inspect(container)?.ok_or_else(|| {
-            anyhow!(crate::error::Failure::new(
-                crate::error::Class::Infrastructure,
-                format!("container '{container}' does not exist"),
-            ))
-        })
+        self.inspect(container)?
+            .ok_or_else(|| infrastructure(format!("container '{container}' does not exist")))
     }
 
     /// Stops a container (its stop signal, then SIGKILL after `timeout_s`). Stopping a stopped
@@ -223,11 +258,10 @@ impl Docker {
             t: Some(timeout_s),
             ..Default::default()
         };
-        match self.rt.block_on(c.stop_container(container, Some(opts))) {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_modified(&e) => Ok(()),
-            Err(e) => Err(anyhow!(e).context(format!("cannot stop container '{container}'"))),
-        }
+        self.block_on(c.stop_container(container, Some(opts)))
+            .ok_if_not_modified()
+            .with_context(|| format!("cannot stop container '{container}'"))?;
+        Ok(())
     }
 
     /// Sends a signal (SIGKILL by default) to a container's main process.
@@ -237,33 +271,21 @@ impl Docker {
         let opts = qp::KillContainerOptions {
             signal: signal.to_string(),
         };
-        match self.rt.block_on(c.kill_container(container, Some(opts))) {
-            Ok(()) => Ok(()),
-            Err(
-                e @ bollard::errors::Error::DockerResponseServerError {
-                    status_code: 409, ..
-                },
-            ) => {
-                // Not running: nothing to kill.
-                let _ = e;
-                Ok(())
-            }
-            Err(e) => Err(anyhow!(e).context(format!("cannot kill container '{container}'"))),
-        }
+        // A conflict here means the container is not running: nothing to kill.
+        self.block_on(c.kill_container(container, Some(opts)))
+            .ok_if_conflict()
+            .with_context(|| format!("cannot kill container '{container}'"))?;
+        Ok(())
     }
 
     /// Starts a container; starting a running one is fine.
     pub fn start(&self, container: &str) -> Result<()> {
         let c = self.client()?;
         self.must_exist(container)?;
-        match self
-            .rt
-            .block_on(c.start_container(container, None::<qp::StartContainerOptions>))
-        {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_modified(&e) => Ok(()),
-            Err(e) => Err(anyhow!(e).context(format!("cannot start container '{container}'"))),
-        }
+        self.block_on(c.start_container(container, None::<qp::StartContainerOptions>))
+            .ok_if_not_modified()
+            .with_context(|| format!("cannot start container '{container}'"))?;
+        Ok(())
     }
 
     pub fn remove(&self, container: &str) -> Result<()> {
@@ -273,11 +295,10 @@ impl Docker {
             v: false,
             link: false,
         };
-        match self.rt.block_on(c.remove_container(container, Some(opts))) {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(anyhow!(e).context(format!("cannot remove container '{container}'"))),
-        }
+        self.block_on(c.remove_container(container, Some(opts)))
+            .ok_if_not_found()
+            .with_context(|| format!("cannot remove container '{container}'"))?;
+        Ok(())
     }
 
     /// Whether a container has ever been started (a created-only container has not).
@@ -312,8 +333,7 @@ impl Docker {
             },
             ..Default::default()
         };
-        self.rt
-            .block_on(c.upload_to_container(container, Some(opts), bollard::body_full(body.into())))
+        self.block_on(c.upload_to_container(container, Some(opts), bollard::body_full(body.into())))
             .with_context(|| format!("cannot copy {path} into container '{container}'"))
     }
 
@@ -329,7 +349,6 @@ impl Docker {
             ..Default::default()
         };
         let list = self
-            .rt
             .block_on(c.list_containers(Some(opts)))
             .with_context(|| format!("cannot list the containers that mount volume '{volume}'"))?;
         Ok(list
@@ -366,9 +385,8 @@ impl Docker {
         let info = self.must_exist(container)?;
         let running = info.state.and_then(|s| s.running).unwrap_or(false);
         if !running {
-            return Err(anyhow!(crate::error::Failure::new(
-                crate::error::Class::Infrastructure,
-                format!("container '{container}' is not running"),
+            return Err(infrastructure(format!(
+                "container '{container}' is not running"
             )));
         }
         let opts = bollard::exec::CreateExecOptions::<String> {
@@ -376,14 +394,10 @@ impl Docker {
             attach_stderr: Some(true),
             cmd: Some(cmd.to_vec()),
             user: user.map(str::to_string),
-            env: if env.is_empty() {
-                None
-            } else {
-                Some(env.to_vec())
-            },
+            env: (!env.is_empty()).then(|| env.to_vec()),
             ..Default::default()
         };
-        self.rt.block_on(async {
+        self.block_on(async {
             let created = c
                 .create_exec(container, opts)
                 .await
@@ -415,7 +429,7 @@ impl Docker {
         self.remove(&spec.name)?;
         self.create(spec)?;
         let name = spec.name.clone();
-        let result = self.rt.block_on(async {
+        let result = self.block_on(async {
             c.start_container(&name, None::<qp::StartContainerOptions>)
                 .await
                 .with_context(|| format!("cannot start one-off container '{name}'"))?;
@@ -474,11 +488,7 @@ impl Docker {
             m.insert(
                 n.clone(),
                 EndpointSettings {
-                    aliases: if spec.aliases.is_empty() {
-                        None
-                    } else {
-                        Some(spec.aliases.clone())
-                    },
+                    aliases: (!spec.aliases.is_empty()).then(|| spec.aliases.clone()),
                     ..Default::default()
                 },
             );
@@ -501,17 +511,9 @@ impl Docker {
             labels: Some(spec.labels.clone()),
             host_config: Some(HostConfig {
                 mounts: Some(mounts),
-                binds: if spec.binds.is_empty() {
-                    None
-                } else {
-                    Some(spec.binds.clone())
-                },
+                binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
                 network_mode: spec.network.clone(),
-                port_bindings: if port_bindings.is_empty() {
-                    None
-                } else {
-                    Some(port_bindings)
-                },
+                port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
                 restart_policy: spec.restart_unless_stopped.then_some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,
@@ -525,8 +527,7 @@ impl Docker {
             name: Some(spec.name.clone()),
             platform: String::new(),
         };
-        self.rt
-            .block_on(c.create_container(Some(opts), body))
+        self.block_on(c.create_container(Some(opts), body))
             .with_context(|| {
                 format!(
                     "cannot create container '{}' from image '{}'",
@@ -536,27 +537,25 @@ impl Docker {
         Ok(())
     }
 
-    pub fn image_exists(&self, image: &str) -> Result<bool> {
+    /// `None` when the image is missing.
+    fn inspect_image(&self, image: &str) -> Result<Option<bollard::models::ImageInspect>> {
         let c = self.client()?;
-        match self.rt.block_on(c.inspect_image(image)) {
-            Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(anyhow!(e).context(format!("cannot inspect image '{image}'"))),
-        }
+        self.block_on(c.inspect_image(image))
+            .ok_if_not_found()
+            .with_context(|| format!("cannot inspect image '{image}'"))
+    }
+
+    pub fn image_exists(&self, image: &str) -> Result<bool> {
+        Ok(self.inspect_image(image)?.is_some())
     }
 
     /// `None` when the image is missing, else the value of one of its labels.
     pub fn image_label(&self, image: &str, label: &str) -> Result<Option<Option<String>>> {
-        let c = self.client()?;
-        match self.rt.block_on(c.inspect_image(image)) {
-            Ok(i) => Ok(Some(
-                i.config
-                    .and_then(|c| c.labels)
-                    .and_then(|l| l.get(label).cloned()),
-            )),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(anyhow!(e).context(format!("cannot inspect image '{image}'"))),
-        }
+        Ok(self.inspect_image(image)?.map(|i| {
+            i.config
+                .and_then(|c| c.labels)
+                .and_then(|l| l.get(label).cloned())
+        }))
     }
 
     /// Imports a root file system tarball as an image (`docker import`): `POST /images/create`
@@ -584,7 +583,7 @@ impl Docker {
             tag: Some(tag.to_string()),
             ..Default::default()
         };
-        self.rt.block_on(async {
+        self.block_on(async {
             let mut s = c.create_image(Some(opts), Some(bollard::body_try_stream(chunks)), None);
             while let Some(r) = s.next().await {
                 let info =
@@ -616,7 +615,7 @@ impl Docker {
             labels: Some(labels),
             ..Default::default()
         };
-        self.rt.block_on(async {
+        self.block_on(async {
             let mut s = c.build_image(opts, None, Some(bollard::body_full(context_tar.into())));
             while let Some(r) = s.next().await {
                 let info = r.with_context(|| format!("building {image}"))?;
@@ -634,86 +633,71 @@ impl Docker {
         })
     }
 
+    /// Creates the network unless it exists; `true` when it was created.
     pub fn ensure_network(&self, name: &str, labels: &HashMap<String, String>) -> Result<bool> {
-        let c = self.client()?;
-        match self
-            .rt
-            .block_on(c.inspect_network(name, None::<qp::InspectNetworkOptions>))
-        {
-            Ok(_) => return Ok(false),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(anyhow!(e).context(format!("cannot inspect network '{name}'"))),
+        if self.network_exists(name)? {
+            return Ok(false);
         }
+        let c = self.client()?;
         let req = NetworkCreateRequest {
             name: name.to_string(),
             driver: Some("bridge".into()),
             labels: Some(labels.clone()),
             ..Default::default()
         };
-        self.rt
-            .block_on(c.create_network(req))
+        self.block_on(c.create_network(req))
             .with_context(|| format!("cannot create network '{name}'"))?;
         Ok(true)
     }
 
     pub fn network_exists(&self, name: &str) -> Result<bool> {
         let c = self.client()?;
-        match self
-            .rt
+        let found = self
             .block_on(c.inspect_network(name, None::<qp::InspectNetworkOptions>))
-        {
-            Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(anyhow!(e).context(format!("cannot inspect network '{name}'"))),
-        }
+            .ok_if_not_found()
+            .with_context(|| format!("cannot inspect network '{name}'"))?;
+        Ok(found.is_some())
     }
 
     pub fn remove_network(&self, name: &str) -> Result<()> {
         let c = self.client()?;
-        match self.rt.block_on(c.remove_network(name)) {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(anyhow!(e).context(format!("cannot remove network '{name}'"))),
-        }
+        self.block_on(c.remove_network(name))
+            .ok_if_not_found()
+            .with_context(|| format!("cannot remove network '{name}'"))?;
+        Ok(())
     }
 
+    /// Creates the volume unless it exists; `true` when it was created.
     pub fn ensure_volume(&self, name: &str, labels: &HashMap<String, String>) -> Result<bool> {
-        let c = self.client()?;
-        match self.rt.block_on(c.inspect_volume(name)) {
-            Ok(_) => return Ok(false),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(anyhow!(e).context(format!("cannot inspect volume '{name}'"))),
+        if self.volume_exists(name)? {
+            return Ok(false);
         }
+        let c = self.client()?;
         let req = VolumeCreateRequest {
             name: Some(name.to_string()),
             labels: Some(labels.clone()),
             ..Default::default()
         };
-        self.rt
-            .block_on(c.create_volume(req))
+        self.block_on(c.create_volume(req))
             .with_context(|| format!("cannot create volume '{name}'"))?;
         Ok(true)
     }
 
     pub fn volume_exists(&self, name: &str) -> Result<bool> {
         let c = self.client()?;
-        match self.rt.block_on(c.inspect_volume(name)) {
-            Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(anyhow!(e).context(format!("cannot inspect volume '{name}'"))),
-        }
+        let found = self
+            .block_on(c.inspect_volume(name))
+            .ok_if_not_found()
+            .with_context(|| format!("cannot inspect volume '{name}'"))?;
+        Ok(found.is_some())
     }
 
     pub fn remove_volume(&self, name: &str) -> Result<()> {
         let c = self.client()?;
-        match self
-            .rt
-            .block_on(c.remove_volume(name, Some(qp::RemoveVolumeOptions { force: true })))
-        {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(anyhow!(e).context(format!("cannot remove volume '{name}'"))),
-        }
+        self.block_on(c.remove_volume(name, Some(qp::RemoveVolumeOptions { force: true })))
+            .ok_if_not_found()
+            .with_context(|| format!("cannot remove volume '{name}'"))?;
+        Ok(())
     }
 
     /// A spec for a one-off container that sees what `container` sees: same image, volumes and
@@ -808,5 +792,73 @@ mod tests {
         assert_eq!(State::Missing.as_str(), "missing");
         assert!(State::Present("running".into()).is_running());
         assert!(!State::Present("exited".into()).is_running());
+    }
+
+    fn answered(status_code: u16) -> std::result::Result<u8, bollard::errors::Error> {
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message: format!("status {status_code}"),
+        })
+    }
+
+    fn status_kept(r: std::result::Result<Option<u8>, bollard::errors::Error>) -> Option<u16> {
+        match r {
+            Err(bollard::errors::Error::DockerResponseServerError { status_code, .. }) => {
+                Some(status_code)
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_value_is_some_whatever_is_expected() {
+        assert_eq!(Ok::<u8, _>(7).ok_if_not_found().unwrap(), Some(7));
+        assert_eq!(Ok::<u8, _>(7).ok_if_not_modified().unwrap(), Some(7));
+        assert_eq!(Ok::<u8, _>(7).ok_if_conflict().unwrap(), Some(7));
+    }
+
+    #[test]
+    fn the_expected_status_is_none() {
+        assert_eq!(answered(404).ok_if_not_found().unwrap(), None);
+        assert_eq!(answered(304).ok_if_not_modified().unwrap(), None);
+        assert_eq!(answered(409).ok_if_conflict().unwrap(), None);
+    }
+
+    #[test]
+    fn other_statuses_stay_errors() {
+        for code in [304, 409, 500] {
+            assert_eq!(status_kept(answered(code).ok_if_not_found()), Some(code));
+        }
+        for code in [404, 409, 500] {
+            assert_eq!(status_kept(answered(code).ok_if_not_modified()), Some(code));
+        }
+        for code in [304, 404, 500] {
+            assert_eq!(status_kept(answered(code).ok_if_conflict()), Some(code));
+        }
+        let other: std::result::Result<u8, _> = Err(bollard::errors::Error::RequestTimeoutError);
+        assert!(other.ok_if_not_found().is_err());
+    }
+
+    #[test]
+    fn context_names_the_operation_and_keeps_the_class() {
+        let err = answered(500)
+            .ok_if_not_found()
+            .with_context(|| "cannot inspect volume 'v'")
+            .unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "cannot inspect volume 'v': Docker responded with status code 500: status 500"
+        );
+        assert_eq!(crate::error::class_of(&err, Class::Runbook), Class::Runbook);
+    }
+
+    #[test]
+    fn missing_engine_or_container_is_infrastructure() {
+        let err = infrastructure("container 'pg1' does not exist");
+        assert_eq!(err.to_string(), "container 'pg1' does not exist");
+        assert_eq!(
+            crate::error::class_of(&err, Class::Runbook),
+            Class::Infrastructure
+        );
     }
 }
