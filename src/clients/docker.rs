@@ -762,7 +762,7 @@ impl Docker {
             ..Default::default()
         };
         let what = format!("reading the logs of '{container}'");
-        let out = self.rt.block_on(async {
+        let out = self.block_on(async {
             collect_output(Box::pin(c.logs(container, Some(opts))), cancel, &what, &mut |_| {})
                 .await
         })?;
