@@ -606,6 +606,10 @@ pub fn format_value(v: &Dynamic) -> Option<String> {
             return Some(format!("{}\n", s.trim_end_matches('\n')));
         }
     }
+    // A caught primitive error shows as its message (Rust's Debug gives only the type's name).
+    if let Some(e) = v.read_lock::<crate::error::PrimitiveError>() {
+        return Some(format!("=> {:?}\n", e.to_string()));
+    }
     Some(format!("=> {v:?}\n"))
 }
 
