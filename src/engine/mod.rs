@@ -9,7 +9,7 @@ use crate::error::{Class, Failure, Location, PrimitiveError};
 use crate::runtime::host::Host;
 use rhai::{Dynamic, Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Shared, AST};
 use runbook::Runbook;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -131,6 +131,33 @@ pub fn register_error_type(engine: &mut Engine) {
         .register_get("node", move |e: &mut PrimitiveError| opt(&e.node));
 }
 
+/// Rhai keywords called like functions that the engine's function list does not name.
+pub const KEYWORD_FUNCTIONS: &[&str] = &[
+    "print",
+    "debug",
+    "type_of",
+    "eval",
+    "Fn",
+    "call",
+    "curry",
+    "is_shared",
+    "is_def_var",
+    "is_def_fn",
+];
+
+/// Names of every function `engine` can call natively (primitives, Rhai packages), plus the
+/// keywords that are called like functions. Includes operators and property accessors.
+pub fn function_names(engine: &Engine) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = engine
+        .gen_fn_signatures(true)
+        .into_iter()
+        .filter_map(|s| s.split('(').next().map(|n| n.trim().to_string()))
+        .filter(|n| !n.is_empty() && !n.contains(' '))
+        .collect();
+    names.extend(KEYWORD_FUNCTIONS.iter().map(|k| k.to_string()));
+    names
+}
+
 /// Compiles a script, mapping a syntax error to a `Failure` at its position.
 pub fn compile(engine: &Engine, name: &str, text: &str) -> Result<AST, Failure> {
     match engine.compile(text) {
@@ -159,8 +186,15 @@ fn locate(f: &mut Failure, file: &str, pos: Position, text: &str) {
 
 /// Turns a Rhai error into a `Failure`: the innermost position (where the failing call is),
 /// the call frames it passed through, and the class the primitive raised it with (carried by the
-/// `PrimitiveError` value; anything else a script throws is a runbook error).
-pub fn to_failure(err: &EvalAltResult, top: &str, host: &Host, sources: &Sources) -> Failure {
+/// `PrimitiveError` value; anything else a script throws is a runbook error). `engine` is the
+/// one that ran the script: it knows the functions a missing one is compared with.
+pub fn to_failure(
+    engine: &Engine,
+    err: &EvalAltResult,
+    top: &str,
+    host: &Host,
+    sources: &Sources,
+) -> Failure {
     let mut frames: Vec<(String, Position, String)> = vec![]; // (file, pos, what)
     let mut file = top.to_string();
     let mut e = err;
@@ -203,7 +237,7 @@ pub fn to_failure(err: &EvalAltResult, top: &str, host: &Host, sources: &Sources
         ),
         EvalAltResult::ErrorFunctionNotFound(sig, _) => {
             let name = sig.split('(').next().unwrap_or(sig).trim();
-            let known = crate::engine::check::known_function_names(host);
+            let known = function_names(engine);
             let hint = crate::suggest::nearest(name, known.iter().map(String::as_str))
                 .map(|s| format!("; did you mean {s}?"))
                 .unwrap_or_default();
@@ -316,7 +350,7 @@ pub fn run(
     *host.deadline.lock().unwrap() = None;
     let failure = result
         .err()
-        .map(|e| to_failure(&e, &rb.display_path, host, &sources));
+        .map(|e| to_failure(&engine, &e, &rb.display_path, host, &sources));
     host.end_run(failure.as_ref());
     match failure {
         Some(f) => Err(f),
@@ -337,7 +371,7 @@ mod tests {
         let sources: Sources = Default::default();
         let engine = build(host, &sources);
         let err = engine.run(script).expect_err("the script fails");
-        to_failure(&err, "t.rhai", host, &sources)
+        to_failure(&engine, &err, "t.rhai", host, &sources)
     }
 
     #[test]
@@ -347,7 +381,8 @@ mod tests {
         let h = host();
         let refused = h.error(Class::Refused, "the same words");
         let unreachable = h.error(Class::Infrastructure, "the same words");
-        let map = |e: &EvalAltResult| to_failure(e, "t.rhai", &h, &Default::default());
+        let engine = build(&h, &Default::default());
+        let map = |e: &EvalAltResult| to_failure(&engine, e, "t.rhai", &h, &Default::default());
         let (a, b) = (map(&refused), map(&unreachable));
         assert_eq!(
             (a.class, a.message.as_str()),
@@ -383,7 +418,13 @@ mod tests {
             pe.to_string(),
             "sql on pg-bases2: cannot connect: connection refused"
         );
-        let f = to_failure(&err, "t", &h, &Default::default());
+        let f = to_failure(
+            &build(&h, &Default::default()),
+            &err,
+            "t",
+            &h,
+            &Default::default(),
+        );
         assert_eq!(f.class, Class::Infrastructure);
         assert_eq!(f.message, pe.to_string());
     }
