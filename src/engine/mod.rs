@@ -158,6 +158,37 @@ pub fn function_names(engine: &Engine) -> BTreeSet<String> {
     names
 }
 
+/// What to add to `function not found: SIG` when `name` is not called with arguments it takes:
+/// the signatures it has, when it exists (for other arguments), else the nearest name.
+fn missing_function_hint(engine: &Engine, name: &str) -> String {
+    /// How many signatures are listed; more are counted.
+    const SHOWN: usize = 4;
+    let signatures: Vec<String> = engine
+        .gen_fn_signatures(true)
+        .into_iter()
+        .filter(|s| s.split('(').next().map(str::trim) == Some(name))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !signatures.is_empty() {
+        let mut list = signatures[..signatures.len().min(SHOWN)].join(", ");
+        if signatures.len() > SHOWN {
+            list.push_str(&format!(" and {} more", signatures.len() - SHOWN));
+        }
+        return format!("; {name} exists for: {list}");
+    }
+    if KEYWORD_FUNCTIONS.contains(&name) {
+        return format!("; {name} takes other arguments");
+    }
+    let known = function_names(engine);
+    crate::suggest::nearest(
+        name,
+        known.iter().map(String::as_str).filter(|k| *k != name),
+    )
+    .map(|s| format!("; did you mean {s}?"))
+    .unwrap_or_default()
+}
+
 /// Compiles a script, mapping a syntax error to a `Failure` at its position.
 pub fn compile(engine: &Engine, name: &str, text: &str) -> Result<AST, Failure> {
     match engine.compile(text) {
@@ -237,10 +268,7 @@ pub fn to_failure(
         ),
         EvalAltResult::ErrorFunctionNotFound(sig, _) => {
             let name = sig.split('(').next().unwrap_or(sig).trim();
-            let known = function_names(engine);
-            let hint = crate::suggest::nearest(name, known.iter().map(String::as_str))
-                .map(|s| format!("; did you mean {s}?"))
-                .unwrap_or_default();
+            let hint = missing_function_hint(engine, name);
             (Class::Runbook, format!("function not found: {sig}{hint}"))
         }
         other => {
@@ -473,5 +501,26 @@ mod tests {
             r#"fn again() { try { refuse("not now"); } catch (e) { throw e; } } again();"#,
         );
         assert_eq!((f.class, f.message.as_str()), (Class::Refused, "not now"));
+    }
+
+    #[test]
+    fn a_function_called_with_arguments_it_does_not_take_lists_what_it_takes() {
+        let h = host();
+        let f = failure_of(&h, "clear();");
+        assert_eq!(f.class, Class::Runbook);
+        assert!(
+            f.message
+                .starts_with("function not found: clear (); clear exists for: clear("),
+            "{}",
+            f.message
+        );
+        assert!(!f.message.contains("did you mean"), "{}", f.message);
+        // A name that does not exist still gets the nearest one.
+        let f = failure_of(&h, "let a = [1]; cleer(a);");
+        assert!(
+            f.message.ends_with("; did you mean clear?"),
+            "{}",
+            f.message
+        );
     }
 }
