@@ -191,6 +191,10 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A backend error of a command that runs no runbook (`lab`, `status`, `journal`...) as a
+/// `Failure`: unreachable (exit 5) unless a `Failure` in the chain has its own class, and the
+/// whole chain as its text. Kept: the commands' backends return `anyhow` errors, and this is the
+/// one place that picks their class and text.
 fn infra(e: anyhow::Error) -> Failure {
     let class = crate::error::class_of(&e, Class::Infrastructure);
     let msg = e
@@ -201,7 +205,10 @@ fn infra(e: anyhow::Error) -> Failure {
     Failure::new(class, dedup_chain(&msg))
 }
 
-/// `a: a: b` (anyhow chains repeat a Failure's text) as `a: b`.
+/// `a: b: b: c` as `a: b: c`. Not for our own errors (a `Failure` has no source, and our contexts
+/// do not repeat what they wrap) but for library errors whose text already ends with their
+/// source's, which the chain then gives again: bollard's `HyperLegacyError` ("Error in the hyper
+/// legacy client: {err}", with `err` as its source) and its URL/URI/header/base64 errors.
 fn dedup_chain(s: &str) -> String {
     let mut parts: Vec<&str> = vec![];
     for p in s.split(": ") {

@@ -138,6 +138,52 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// The error a primitive raises, as it travels through Rhai: its class (so the exit code), the
+/// primitive and the node it was about, and what went wrong. `Host::error` and `Host::fail` wrap
+/// it in `EvalAltResult::ErrorRuntime`; a script that catches it gets this value (its text is the
+/// message, see `engine::register_error_type`); a script that throws it again keeps its class;
+/// `engine::to_failure` reads the class from it. So no error is ever classified by its text.
+///
+/// It lives here, beside `Class` and `Failure`, because it is plain data that three layers share:
+/// `runtime` raises it, `engine` registers it with Rhai and turns it into a `Failure`, `commands`
+/// may show it. Nothing here knows Rhai.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrimitiveError {
+    pub class: Class,
+    /// The primitive that raised it, when its raiser said so (`Host::fail` does; the callers of
+    /// `Host::error` write it into `cause` themselves, as in `"node_info: unknown node"`).
+    pub primitive: Option<String>,
+    /// The node it was about, when there is one.
+    pub node: Option<String>,
+    /// What went wrong (secrets masked), without the primitive and node.
+    pub cause: String,
+}
+
+impl PrimitiveError {
+    /// An error whose text is `message` as it is: the primitive and node, if any, are in it.
+    pub fn new(class: Class, message: impl Into<String>) -> PrimitiveError {
+        PrimitiveError {
+            class,
+            primitive: None,
+            node: None,
+            cause: message.into(),
+        }
+    }
+}
+
+/// The message: `primitive on node: cause`, `primitive: cause`, or the cause alone.
+impl fmt::Display for PrimitiveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.primitive, &self.node) {
+            (Some(p), Some(n)) => write!(f, "{p} on {n}: {}", self.cause),
+            (Some(p), None) => write!(f, "{p}: {}", self.cause),
+            (None, _) => f.write_str(&self.cause),
+        }
+    }
+}
+
+impl std::error::Error for PrimitiveError {}
+
 /// Finds the class of an `anyhow` error: a `Failure` inside keeps its class, anything else is
 /// `default`.
 pub fn class_of(err: &anyhow::Error, default: Class) -> Class {

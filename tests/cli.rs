@@ -191,3 +191,39 @@ fn size_parameters_are_shown_and_accepted_as_sizes() {
     .stderr_has("8MB")
     .stderr_has("8388608");
 }
+
+#[test]
+fn a_function_that_exists_for_other_arguments_says_what_it_takes() {
+    // `clear` exists, for arrays, maps, strings and blobs, not with no argument: the error says
+    // so, and does not suggest the very name that was typed. Nothing here needs a backend; the
+    // ports are closed and Docker is elsewhere, so no lab that happens to run is touched.
+    let d = dir();
+    std::fs::write(
+        d.path().join("x.rhai"),
+        "//! Calls clear without its argument.\nclear();\n",
+    )
+    .unwrap();
+    let (p1, p2, p3) = (
+        free_port().to_string(),
+        free_port().to_string(),
+        free_port().to_string(),
+    );
+    let redis = format!("redis://127.0.0.1:{p3}");
+    let data = d.path().join("data");
+    let r = pgrunbook_in(
+        d.path(),
+        &["run", "./x.rhai"],
+        &[
+            ("PGRUNBOOK_NODES__PG_BASES2__PORT", p1.as_str()),
+            ("PGRUNBOOK_NODES__PG_REPLICA__PORT", p2.as_str()),
+            ("PGRUNBOOK_REDIS__URL", redis.as_str()),
+            ("PGRUNBOOK_DATA_DIR", data.to_str().unwrap()),
+            ("DOCKER_HOST", "unix:///tmp/nonexistent.sock"),
+        ],
+    )
+    .fails_with(3)
+    .stderr_has("error: function not found: clear (); clear exists for: clear(")
+    .stderr_has("clear(array: &mut array)")
+    .stderr_has("--> ./x.rhai:2:1");
+    assert!(!r.stderr.contains("did you mean"), "{}", r.stderr);
+}

@@ -289,7 +289,7 @@ impl Session {
             .engine
             .module_resolver()
             .resolve(&self.engine, None, path, Position::NONE)
-            .map_err(|e| engine::to_failure(&e, SOURCE, &self.host, &self.sources))?;
+            .map_err(|e| engine::to_failure(&self.engine, &e, SOURCE, &self.host, &self.sources))?;
         self.engine.register_static_module(alias, module);
         Ok(())
     }
@@ -340,7 +340,13 @@ impl Session {
                     let _ = self.import(&path, &alias);
                 }
             }
-            Err(e) => show_failure(&engine::to_failure(&e, SOURCE, &self.host, &self.sources)),
+            Err(e) => show_failure(&engine::to_failure(
+                &self.engine,
+                &e,
+                SOURCE,
+                &self.host,
+                &self.sources,
+            )),
         }
     }
 
@@ -605,6 +611,10 @@ pub fn format_value(v: &Dynamic) -> Option<String> {
         if s.contains('\n') {
             return Some(format!("{}\n", s.trim_end_matches('\n')));
         }
+    }
+    // A caught primitive error shows as its message (Rust's Debug gives only the type's name).
+    if let Some(e) = v.read_lock::<crate::error::PrimitiveError>() {
+        return Some(format!("=> {:?}\n", e.to_string()));
     }
     Some(format!("=> {v:?}\n"))
 }

@@ -26,42 +26,16 @@ use rhai::{
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-/// Rhai keywords called like functions that the engine's function list does not name.
-const KEYWORD_FUNCTIONS: &[&str] = &[
-    "print",
-    "debug",
-    "type_of",
-    "eval",
-    "Fn",
-    "call",
-    "curry",
-    "is_shared",
-    "is_def_var",
-    "is_def_fn",
-];
-
 /// Prefix Rhai gives the functions it makes of closures (`|x| ...`).
 const ANONYMOUS_PREFIX: &str = "anon$";
 
-/// Names of every function `engine` can call natively (primitives, Rhai packages), plus the
-/// keywords that are called like functions. Includes operators and property accessors.
-fn engine_function_names(engine: &Engine) -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = engine
-        .gen_fn_signatures(true)
-        .into_iter()
-        .filter_map(|s| s.split('(').next().map(|n| n.trim().to_string()))
-        .filter(|n| !n.is_empty() && !n.contains(' '))
-        .collect();
-    names.extend(KEYWORD_FUNCTIONS.iter().map(|k| k.to_string()));
-    names
-}
-
-/// Every function name a script can call: primitives and Rhai's own.
+/// Every function name a script can call: primitives and Rhai's own. Builds an engine to ask;
+/// with an engine at hand, `engine::function_names(&engine)` gives the same without that.
 pub fn known_function_names(host: &Host) -> Vec<String> {
     let sources = Arc::new(Mutex::new(HashMap::new()));
     let h = Arc::new(Host::new(host.config.clone()));
     let e = engine::build(&h, &sources);
-    engine_function_names(&e).into_iter().collect()
+    engine::function_names(&e).into_iter().collect()
 }
 
 /// Checks one runbook (or stdlib module): its syntax, then the calls, imports and variables its
@@ -75,7 +49,7 @@ pub fn check(host: &Arc<Host>, rb: &Runbook) -> Vec<Failure> {
         Ok(ast) => ast,
         Err(f) => return vec![f],
     };
-    let natives = engine_function_names(&e);
+    let natives = engine::function_names(&e);
     let mut top_level: Vec<String> = rb.meta.params.iter().map(|p| p.name.clone()).collect();
     top_level.push("params".to_string());
     let mut checker = Checker::new(&e, &natives, &rb.display_path, &rb.source, &ast);

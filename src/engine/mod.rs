@@ -5,11 +5,11 @@ pub mod check;
 pub mod runbook;
 
 use crate::errln;
-use crate::error::{Class, Failure, Location};
+use crate::error::{Class, Failure, Location, PrimitiveError};
 use crate::runtime::host::Host;
 use rhai::{Dynamic, Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Shared, AST};
 use runbook::Runbook;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,6 +69,7 @@ impl ModuleResolver for StdlibResolver {
 pub fn build(host: &Arc<Host>, sources: &Sources) -> Engine {
     let mut engine = Engine::new();
     crate::primitives::register_all(&mut engine, host);
+    register_error_type(&mut engine);
     engine.set_module_resolver(StdlibResolver {
         cache: Mutex::new(HashMap::new()),
         sources: sources.clone(),
@@ -113,6 +114,81 @@ pub fn build(host: &Arc<Host>, sources: &Sources) -> Engine {
     engine
 }
 
+/// Makes the errors primitives raise (`PrimitiveError`) usable in scripts that catch them: their
+/// text is the message (`print(e)`, `` `${e}` ``, `"" + e`), and their parts are properties:
+/// `e.message`, `e.class` ("refused", "unreachable"...), `e.primitive`, `e.node` (`()` when
+/// unknown), `e.cause`. `throw e` raises it again, class and all.
+pub fn register_error_type(engine: &mut Engine) {
+    let opt = |v: &Option<String>| v.clone().map_or(Dynamic::UNIT, Dynamic::from);
+    engine
+        .register_type_with_name::<PrimitiveError>("PrimitiveError")
+        .register_fn("to_string", |e: &mut PrimitiveError| e.to_string())
+        .register_fn("to_debug", |e: &mut PrimitiveError| format!("{e:?}"))
+        .register_get("message", |e: &mut PrimitiveError| e.to_string())
+        .register_get("class", |e: &mut PrimitiveError| e.class.name().to_string())
+        .register_get("cause", |e: &mut PrimitiveError| e.cause.clone())
+        .register_get("primitive", move |e: &mut PrimitiveError| opt(&e.primitive))
+        .register_get("node", move |e: &mut PrimitiveError| opt(&e.node));
+}
+
+/// Rhai keywords called like functions that the engine's function list does not name.
+pub const KEYWORD_FUNCTIONS: &[&str] = &[
+    "print",
+    "debug",
+    "type_of",
+    "eval",
+    "Fn",
+    "call",
+    "curry",
+    "is_shared",
+    "is_def_var",
+    "is_def_fn",
+];
+
+/// Names of every function `engine` can call natively (primitives, Rhai packages), plus the
+/// keywords that are called like functions. Includes operators and property accessors.
+pub fn function_names(engine: &Engine) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = engine
+        .gen_fn_signatures(true)
+        .into_iter()
+        .filter_map(|s| s.split('(').next().map(|n| n.trim().to_string()))
+        .filter(|n| !n.is_empty() && !n.contains(' '))
+        .collect();
+    names.extend(KEYWORD_FUNCTIONS.iter().map(|k| k.to_string()));
+    names
+}
+
+/// What to add to `function not found: SIG` when `name` is not called with arguments it takes:
+/// the signatures it has, when it exists (for other arguments), else the nearest name.
+fn missing_function_hint(engine: &Engine, name: &str) -> String {
+    /// How many signatures are listed; more are counted.
+    const SHOWN: usize = 4;
+    let signatures: Vec<String> = engine
+        .gen_fn_signatures(true)
+        .into_iter()
+        .filter(|s| s.split('(').next().map(str::trim) == Some(name))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !signatures.is_empty() {
+        let mut list = signatures[..signatures.len().min(SHOWN)].join(", ");
+        if signatures.len() > SHOWN {
+            list.push_str(&format!(" and {} more", signatures.len() - SHOWN));
+        }
+        return format!("; {name} exists for: {list}");
+    }
+    if KEYWORD_FUNCTIONS.contains(&name) {
+        return format!("; {name} takes other arguments");
+    }
+    let known = function_names(engine);
+    crate::suggest::nearest(
+        name,
+        known.iter().map(String::as_str).filter(|k| *k != name),
+    )
+    .map(|s| format!("; did you mean {s}?"))
+    .unwrap_or_default()
+}
+
 /// Compiles a script, mapping a syntax error to a `Failure` at its position.
 pub fn compile(engine: &Engine, name: &str, text: &str) -> Result<AST, Failure> {
     match engine.compile(text) {
@@ -140,8 +216,16 @@ fn locate(f: &mut Failure, file: &str, pos: Position, text: &str) {
 }
 
 /// Turns a Rhai error into a `Failure`: the innermost position (where the failing call is),
-/// the call frames it passed through, and the class the primitive raised it with.
-pub fn to_failure(err: &EvalAltResult, top: &str, host: &Host, sources: &Sources) -> Failure {
+/// the call frames it passed through, and the class the primitive raised it with (carried by the
+/// `PrimitiveError` value; anything else a script throws is a runbook error). `engine` is the
+/// one that ran the script: it knows the functions a missing one is compared with.
+pub fn to_failure(
+    engine: &Engine,
+    err: &EvalAltResult,
+    top: &str,
+    host: &Host,
+    sources: &Sources,
+) -> Failure {
     let mut frames: Vec<(String, Position, String)> = vec![]; // (file, pos, what)
     let mut file = top.to_string();
     let mut e = err;
@@ -163,10 +247,10 @@ pub fn to_failure(err: &EvalAltResult, top: &str, host: &Host, sources: &Sources
         }
     }
     let (class, message) = match e {
-        EvalAltResult::ErrorRuntime(v, _) => {
-            let m = v.to_string();
-            (host.class_of_message(&m).unwrap_or(Class::Runbook), m)
-        }
+        EvalAltResult::ErrorRuntime(v, _) => match v.read_lock::<PrimitiveError>() {
+            Some(pe) => (pe.class, pe.to_string()),
+            None => (Class::Runbook, v.to_string()),
+        },
         EvalAltResult::ErrorTerminated(v, _) => (Class::Interrupted, v.to_string()),
         EvalAltResult::ErrorTooManyOperations(_) => (
             Class::Interrupted,
@@ -184,10 +268,7 @@ pub fn to_failure(err: &EvalAltResult, top: &str, host: &Host, sources: &Sources
         ),
         EvalAltResult::ErrorFunctionNotFound(sig, _) => {
             let name = sig.split('(').next().unwrap_or(sig).trim();
-            let known = crate::engine::check::known_function_names(host);
-            let hint = crate::suggest::nearest(name, known.iter().map(String::as_str))
-                .map(|s| format!("; did you mean {s}?"))
-                .unwrap_or_default();
+            let hint = missing_function_hint(engine, name);
             (Class::Runbook, format!("function not found: {sig}{hint}"))
         }
         other => {
@@ -297,10 +378,149 @@ pub fn run(
     *host.deadline.lock().unwrap() = None;
     let failure = result
         .err()
-        .map(|e| to_failure(&e, &rb.display_path, host, &sources));
+        .map(|e| to_failure(&engine, &e, &rb.display_path, host, &sources));
     host.end_run(failure.as_ref());
     match failure {
         Some(f) => Err(f),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Arc<Host> {
+        Arc::new(Host::new(crate::config::Config::defaults()))
+    }
+
+    /// Runs `script` in an engine built like a runbook's; its error, as a `Failure`.
+    fn failure_of(host: &Arc<Host>, script: &str) -> Failure {
+        let sources: Sources = Default::default();
+        let engine = build(host, &sources);
+        let err = engine.run(script).expect_err("the script fails");
+        to_failure(&engine, &err, "t.rhai", host, &sources)
+    }
+
+    #[test]
+    fn the_exit_class_travels_with_the_error_not_its_text() {
+        // Two errors with the same text and different classes: a table from text to class
+        // would give both the class of whichever was raised last.
+        let h = host();
+        let refused = h.error(Class::Refused, "the same words");
+        let unreachable = h.error(Class::Infrastructure, "the same words");
+        let engine = build(&h, &Default::default());
+        let map = |e: &EvalAltResult| to_failure(&engine, e, "t.rhai", &h, &Default::default());
+        let (a, b) = (map(&refused), map(&unreachable));
+        assert_eq!(
+            (a.class, a.message.as_str()),
+            (Class::Refused, "the same words")
+        );
+        assert_eq!(b.class, Class::Infrastructure);
+        assert_eq!(
+            map(&refused).class,
+            Class::Refused,
+            "asked again, still refused"
+        );
+        // A script that throws those very words is the runbook's own error.
+        let f = failure_of(&h, r#"throw "the same words";"#);
+        assert_eq!(
+            (f.class, f.message.as_str()),
+            (Class::Runbook, "the same words")
+        );
+    }
+
+    #[test]
+    fn a_backend_error_names_the_primitive_and_node_and_keeps_its_class() {
+        let h = host();
+        let down = anyhow::anyhow!(Failure::new(Class::Infrastructure, "connection refused"));
+        let err = h.fail("sql", "pg-bases2", down.context("cannot connect"));
+        let EvalAltResult::ErrorRuntime(v, _) = &*err else {
+            panic!("{err:?}")
+        };
+        let pe = v.clone().try_cast::<PrimitiveError>().expect("typed");
+        assert_eq!(pe.class, Class::Infrastructure);
+        assert_eq!(pe.primitive.as_deref(), Some("sql"));
+        assert_eq!(pe.node.as_deref(), Some("pg-bases2"));
+        assert_eq!(
+            pe.to_string(),
+            "sql on pg-bases2: cannot connect: connection refused"
+        );
+        let f = to_failure(
+            &build(&h, &Default::default()),
+            &err,
+            "t",
+            &h,
+            &Default::default(),
+        );
+        assert_eq!(f.class, Class::Infrastructure);
+        assert_eq!(f.message, pe.to_string());
+    }
+
+    #[test]
+    fn a_caught_error_reads_as_its_message_and_thrown_again_keeps_its_class() {
+        let h = host();
+        let engine = build(&h, &Default::default());
+        let seen: rhai::Array = engine
+            .eval(
+                r#"
+                let seen = [];
+                try { refuse("not now"); } catch (e) {
+                    record("why", e);
+                    seen.push(`${e}`);
+                    seen.push("" + e);
+                    seen.push(e.to_string());
+                    seen.push(e.message);
+                    seen.push(e.class);
+                    seen.push(e.cause);
+                    seen.push(e.node);
+                    seen.push(type_of(e));
+                }
+                seen
+                "#,
+            )
+            .unwrap();
+        let seen: Vec<String> = seen.iter().map(|v| v.to_string()).collect();
+        assert_eq!(
+            seen,
+            [
+                "not now",
+                "not now",
+                "not now",
+                "not now",
+                "refused",
+                "not now",
+                "",
+                "PrimitiveError"
+            ]
+        );
+        let why = h.run.lock().unwrap().metrics.get("why").cloned();
+        assert_eq!(why.as_deref(), Some("not now"), "recorded as its message");
+        let f = failure_of(
+            &h,
+            r#"fn again() { try { refuse("not now"); } catch (e) { throw e; } } again();"#,
+        );
+        assert_eq!((f.class, f.message.as_str()), (Class::Refused, "not now"));
+    }
+
+    #[test]
+    fn a_function_called_with_arguments_it_does_not_take_lists_what_it_takes() {
+        let h = host();
+        let f = failure_of(&h, "clear();");
+        assert_eq!(f.class, Class::Runbook);
+        assert!(
+            f.message
+                .starts_with("function not found: clear (); clear exists for: clear("),
+            "{}",
+            f.message
+        );
+        assert!(!f.message.contains("did you mean"), "{}", f.message);
+        // A name that does not exist still gets the nearest one.
+        let f = failure_of(&h, "let a = [1]; cleer(a);");
+        assert!(
+            f.message.ends_with("; did you mean clear?"),
+            "{}",
+            f.message
+        );
     }
 }

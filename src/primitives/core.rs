@@ -2,7 +2,7 @@
 
 use super::def;
 use crate::errln;
-use crate::error::Class;
+use crate::error::{Class, PrimitiveError};
 use crate::runtime::host::Host;
 use rhai::{Array, Dynamic, ImmutableString, Map, Module};
 use std::sync::Arc;
@@ -26,7 +26,15 @@ pub fn create_module(host: Arc<Host>) -> Module {
         "record",
         ["key: &str", "value: Dynamic"],
         "Records a measured value (a time, an LSN, bytes lost) in the run's journal entry.",
-        move |key: &str, value: Dynamic| h.record(key, value.to_string())
+        move |key: &str, value: Dynamic| {
+            // A caught error is recorded as its message (Rust's Display of a Dynamic holding a
+            // custom type gives only the type's name).
+            let text = match value.read_lock::<PrimitiveError>() {
+                Some(e) => e.to_string(),
+                None => value.to_string(),
+            };
+            h.record(key, text)
+        }
     );
 
     let h = host.clone();

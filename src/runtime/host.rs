@@ -7,10 +7,10 @@ use crate::clients::docker::Docker;
 use crate::clients::postgres::Postgres;
 use crate::clients::redis::{Journal, JOURNAL};
 use crate::config::Config;
-use crate::error::{Class, Failure};
+use crate::error::{Class, Failure, PrimitiveError};
 use crate::outln;
 use rhai::{Dynamic, EvalAltResult, Position};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -74,8 +74,6 @@ pub struct Host {
     pub cancel: Cancel,
     dry_run: AtomicBool,
     pub run: Mutex<RunState>,
-    /// The class of each error message a primitive raised, to pick the exit code.
-    failures: Mutex<HashMap<String, Class>>,
     /// Whether stdout is a terminal (progress bars) or not (plain lines).
     pub tty: bool,
     /// When the run under way must stop (`runbook.timeout_s`); waits check it, so a long
@@ -92,7 +90,6 @@ impl Host {
             cancel: Cancel::new(),
             dry_run: AtomicBool::new(false),
             run: Mutex::new(RunState::new("repl")),
-            failures: Mutex::new(HashMap::new()),
             tty: std::io::IsTerminal::is_terminal(&std::io::stdout()),
             deadline: Mutex::new(None),
             config,
@@ -135,31 +132,32 @@ impl Host {
         false
     }
 
-    /// A Rhai error carrying `message`, remembered with its class for the exit code.
+    /// A Rhai error of class `class` whose text is `message` (which names the primitive, by
+    /// convention). The class travels with the error, typed: see `PrimitiveError`.
     pub fn error(&self, class: Class, message: impl Into<String>) -> Box<EvalAltResult> {
-        let message = self.scrub(&message.into());
-        self.failures.lock().unwrap().insert(message.clone(), class);
+        self.raise(PrimitiveError::new(class, message))
+    }
+
+    /// Converts a backend error into a Rhai error that names the primitive and node (`node`
+    /// empty: none), with the class a `Failure` in the chain gives (else Runbook).
+    pub fn fail(&self, primitive: &str, node: &str, err: anyhow::Error) -> Box<EvalAltResult> {
+        self.raise(PrimitiveError {
+            class: crate::error::class_of(&err, Class::Runbook),
+            primitive: Some(primitive.to_string()),
+            node: (!node.is_empty()).then(|| node.to_string()),
+            cause: format!("{err:#}"),
+        })
+    }
+
+    /// Masks secrets in the error's text and wraps it for Rhai: the value a script catches, and
+    /// the one `engine::to_failure` takes the class from.
+    fn raise(&self, mut err: PrimitiveError) -> Box<EvalAltResult> {
+        err.cause = self.scrub(&err.cause);
+        err.node = err.node.map(|n| self.scrub(&n));
         Box::new(EvalAltResult::ErrorRuntime(
-            Dynamic::from(message),
+            Dynamic::from(err),
             Position::NONE,
         ))
-    }
-
-    /// Converts a backend error into a Rhai error that names the primitive and node.
-    pub fn fail(&self, primitive: &str, node: &str, err: anyhow::Error) -> Box<EvalAltResult> {
-        let class = crate::error::class_of(&err, Class::Runbook);
-        let cause = format!("{err:#}");
-        let message = if node.is_empty() {
-            format!("{primitive}: {cause}")
-        } else {
-            format!("{primitive} on {node}: {cause}")
-        };
-        self.error(class, message)
-    }
-
-    /// The class a message was raised with (Runbook for errors of the script itself).
-    pub fn class_of_message(&self, message: &str) -> Option<Class> {
-        self.failures.lock().unwrap().get(message).copied()
     }
 
     /// The container of a node, or a clear error naming the known nodes.
@@ -167,7 +165,14 @@ impl Host {
         self.config
             .node(node)
             .map(|n| n.container.clone())
-            .map_err(|e| self.error(Class::Runbook, format!("{primitive}: {e}")))
+            .map_err(|e| {
+                self.raise(PrimitiveError {
+                    class: Class::Runbook,
+                    primitive: Some(primitive.to_string()),
+                    node: None,
+                    cause: e.to_string(),
+                })
+            })
     }
 
     /// Checks a node name.
