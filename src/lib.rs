@@ -34,6 +34,7 @@ pub mod cancel;
 pub mod config;
 pub mod error;
 pub mod output;
+pub mod secrets;
 pub mod suggest;
 pub mod table;
 

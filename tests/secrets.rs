@@ -157,23 +157,41 @@ fn stat_mode(lab: &TestLab, container: &str, path: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A runbook that tries every way a script has to show a password: a step name, print, warn,
-/// debug, a table, a measured value, a journal entry, and an error whose source line holds one.
+/// A runbook that tries every way a script has to show a password it got from where passwords
+/// are (the standby's primary_conninfo, its postgresql.auto.conf, the container's environment):
+/// a step name, print, warn, debug, a table, a measured value, a journal entry, and an error.
+/// It runs after failback, when pg-replica is the standby.
 fn leaky_runbook() -> String {
-    format!(
-        r#"//! Tries to show the passwords.
-let pw = "{PASSWORD}";
-let rpw = "{REPL_PASSWORD}";
-step(`Leak ${{pw}}`);
-print(`print ${{pw}} ${{rpw}}`);
-warn(`warn ${{pw}} ${{rpw}}`);
-debug(`debug ${{pw}}`);
-print_table([#{{ secret: pw, other: rpw }}]);
-record("secret", pw);
-redis_log("leak", #{{ pw: pw, rpw: rpw }});
-throw "thrown {PASSWORD} {REPL_PASSWORD}";
+    r#"//! Tries to show the passwords.
+let ci = setting("pg-replica", "primary_conninfo");
+let conf = docker_exec("pg-replica", "cat \"$PGDATA/postgresql.auto.conf\"").stdout;
+let env = docker_exec("pg-bases2", "env | grep -i password").stdout;
+step(`Leak ${ci}`);
+print(`print ${ci}`);
+print(`conf ${conf}`);
+print(`env ${env}`);
+warn(`warn ${ci}`);
+debug(`debug ${ci}`);
+print_table([#{ secret: ci, other: env }]);
+record("secret", ci);
+redis_log("leak", #{ pw: ci, rpw: conf });
+throw `thrown ${ci}`;
 "#
-    )
+    .to_string()
+}
+
+#[test]
+fn a_guessed_password_is_not_confirmed_by_masking() {
+    // Masking by value would print "x ******** y" and so confirm the guess; by shape it does not.
+    let lab = TestLab::new("guess");
+    let guess = lab.script(
+        "guess.rhai",
+        &format!("print(\"x {REPL_PASSWORD} y\");\nprint(\"password=anything\");\n"),
+    );
+    lab.pgrunbook(&["run", &guess])
+        .succeeds()
+        .stdout_has(&format!("x {REPL_PASSWORD} y"))
+        .stdout_has("password=********");
 }
 
 #[test]
@@ -229,13 +247,15 @@ fn no_password_in_command_lines_output_journal_spool_or_logs() {
     let leaky = lab.script("leaky.rhai", &leaky_runbook());
     run(&["run", &leaky])
         .fails_with(3)
-        .stdout_has("print ******** ********")
-        .stdout_has("==> [1] Leak ********")
-        .stderr_has("warn ******** ********")
-        .stderr_has("debug: leaky.rhai:7:")
-        .stderr_has("debug ********")
-        .stderr_has("error: thrown ******** ********")
-        .stderr_has("11 | throw \"thrown ******** ********\";");
+        .stdout_has("print user=replicator password=******** ")
+        .stdout_has("password=******** ")
+        .stdout_has("POSTGRES_PASSWORD=********")
+        .stdout_has("==> [1] Leak user=replicator password=******** ")
+        .stderr_has("warn user=replicator password=******** ")
+        .stderr_has("debug: leaky.rhai:10:")
+        .stderr_has("debug user=replicator password=******** ")
+        .stderr_has("error: thrown user=replicator password=******** ")
+        .stderr_has("14 | throw `thrown ${ci}`;");
 
     //    ...with Redis down, into the spool file, which only its owner can read.
     let spool = lab.dir.path().join("spool.jsonl");
@@ -246,11 +266,11 @@ fn no_password_in_command_lines_output_journal_spool_or_logs() {
     //    Reading commands with Redis down show what is spooled: masked too.
     run(&["journal", "--last", "100", "--json"])
         .succeeds()
-        .stdout_has("\"pw\": \"********\"");
+        .stdout_has("password=********");
     lab.start_redis();
     let spooled = std::fs::read_to_string(&spool).unwrap();
     assert!(
-        spooled.contains("\"pw\":\"********\""),
+        spooled.contains("\"pw\":\"user=replicator password=********"),
         "the leaky entry is spooled, masked: {spooled}"
     );
     assert!(
@@ -309,7 +329,7 @@ fn no_password_in_command_lines_output_journal_spool_or_logs() {
     );
     assert!(leak
         .iter()
-        .all(|e| e["pw"] == "********" && e["rpw"] == "********"));
+        .all(|e| e["pw"].contains("password=********") && e["rpw"].contains("password=********")));
     assert_eq!(lab.stream("backups").len(), 2);
 
     // Container logs (the primary logged every statement pgrunbook sent).

@@ -763,8 +763,13 @@ impl Docker {
         };
         let what = format!("reading the logs of '{container}'");
         let out = self.block_on(async {
-            collect_output(Box::pin(c.logs(container, Some(opts))), cancel, &what, &mut |_| {})
-                .await
+            collect_output(
+                Box::pin(c.logs(container, Some(opts))),
+                cancel,
+                &what,
+                &mut |_| {},
+            )
+            .await
         })?;
         // stdout and stderr arrive as separate streams; the timestamps put them back in order.
         let mut lines: Vec<String> = out

@@ -223,13 +223,10 @@ impl Journal {
     }
 
     fn scrub(&self, mut fields: BTreeMap<String, String>) -> BTreeMap<String, String> {
+        // The journal is kept: mask by value and by shape (see `crate::secrets`).
         let secrets = self.config.secrets();
         for v in fields.values_mut() {
-            for s in &secrets {
-                if v.contains(s.as_str()) {
-                    *v = v.replace(s.as_str(), "********");
-                }
-            }
+            *v = crate::secrets::mask_shapes(&crate::secrets::mask_values(v, &secrets));
         }
         fields
     }

@@ -334,7 +334,7 @@ impl Session {
         match result {
             Ok(value) => {
                 if let Some(text) = format_value(&value) {
-                    out!("{}", self.host.scrub(&text));
+                    out!("{}", self.host.mask(&text));
                 }
                 for (path, alias) in imports_in(text) {
                     let _ = self.import(&path, &alias);
@@ -398,7 +398,7 @@ impl Session {
                 }
                 for (name, constant, value) in self.scope.iter() {
                     let kind = if constant { "const" } else { "let" };
-                    outln!("{kind} {name} = {}", self.host.scrub(&format!("{value:?}")));
+                    outln!("{kind} {name} = {}", self.host.mask(&format!("{value:?}")));
                 }
             }
             "quit" | "q" | "exit" => return Flow::Quit,

@@ -88,7 +88,7 @@ pub fn build(host: &Arc<Host>, sources: &Sources) -> Engine {
             (Some(src), Some(l)) => format!("{src}:{l}: "),
             _ => String::new(),
         };
-        errln!("{}", h.scrub(&format!("debug: {at}{s}")));
+        errln!("{}", h.mask(&format!("debug: {at}{s}")));
     });
     let h = host.clone();
     let timeout = Duration::from_secs(limits.timeout_s);
@@ -279,7 +279,8 @@ pub fn to_failure(
             (Class::Runbook, text)
         }
     };
-    let mut f = Failure::new(class, host.scrub(&message));
+    // A primitive's error was scrubbed when raised; the rest is the script's own text.
+    let mut f = Failure::new(class, host.mask(&message));
     let pos = e.position();
     let srcs = sources.lock().unwrap();
     let text = |file: &str| srcs.get(file).cloned().unwrap_or_default();
@@ -307,7 +308,7 @@ pub fn to_failure(
     }
     f.step = host.current_step();
     // The caret's source line is printed too: a password written into a runbook stays masked.
-    f.source_line = f.source_line.map(|l| host.scrub(&l));
+    f.source_line = f.source_line.map(|l| host.mask(&l));
     f
 }
 

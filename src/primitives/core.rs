@@ -205,7 +205,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
         "warn",
         ["message: &str"],
         "Prints a warning on stderr.",
-        move |msg: ImmutableString| errln!("warning: {}", h.scrub(&msg))
+        move |msg: ImmutableString| errln!("warning: {}", h.mask(&msg))
     );
 
     m

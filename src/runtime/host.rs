@@ -104,20 +104,23 @@ impl Host {
         self.dry_run.store(on, Ordering::SeqCst);
     }
 
-    /// Prints a line to stdout with secrets masked. A line that cannot be written (nobody reads
-    /// stdout any more) is dropped and the run goes on: see `crate::output`.
+    /// Prints a line to stdout with secrets masked by their shape (`crate::secrets`). A line
+    /// that cannot be written (nobody reads stdout any more) is dropped and the run goes on: see
+    /// `crate::output`.
     pub fn say(&self, text: &str) {
-        outln!("{}", self.scrub(text));
+        outln!("{}", self.mask(text));
     }
 
+    /// Masks secrets in text pgrunbook itself wrote (backend errors): by shape and by the
+    /// configured passwords' values.
     pub fn scrub(&self, text: &str) -> String {
-        let mut t = text.to_string();
-        for s in self.config.secrets() {
-            if t.contains(&s) {
-                t = t.replace(&s, "********");
-            }
-        }
-        t
+        crate::secrets::mask_shapes(&crate::secrets::mask_values(text, &self.config.secrets()))
+    }
+
+    /// Masks secrets in text a script or a user wrote (`print`, `debug`, `warn`, REPL values):
+    /// by shape only, so that output never confirms a guessed password.
+    pub fn mask(&self, text: &str) -> String {
+        crate::secrets::mask_shapes(text)
     }
 
     /// A change a primitive is about to make. In a dry run it is printed and recorded, and the
