@@ -11,6 +11,13 @@ use rhai::Engine;
 use std::fmt::Write;
 use std::sync::Arc;
 
+/// `reference`: the Markdown on stdout.
+pub fn run() -> Result<(), Failure> {
+    let host = Arc::new(Host::new(crate::config::Config::defaults()));
+    crate::out!("{}", markdown(&host)?);
+    Ok(())
+}
+
 /// One documented function.
 #[derive(Debug, Clone)]
 pub struct FnDoc {

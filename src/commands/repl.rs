@@ -19,7 +19,6 @@
 // `Failure` is the error of every command (see `cli`), large or not.
 #![allow(clippy::result_large_err)]
 
-use crate::config::Config;
 use crate::engine::runbook::{self, Runbook};
 use crate::engine::{self, Sources};
 use crate::error::{Class, Failure};
@@ -38,6 +37,7 @@ use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{CompletionType, Context, Editor, Helper};
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -94,8 +94,8 @@ pub fn module_alias(name: &str) -> &str {
 }
 
 /// Runs the REPL until `:quit` or Ctrl-D.
-pub fn run(config: Config) -> Result<(), Failure> {
-    let host = Arc::new(Host::new(config));
+pub fn run(config: Option<&Path>) -> Result<(), Failure> {
+    let host = Arc::new(Host::new(super::load_config(config)?));
     let running = Arc::new(AtomicBool::new(false));
     let mut session = Session::new(host.clone(), running.clone());
     let mut aliases = vec![];
