@@ -312,8 +312,9 @@ fn wrap(text: &str, indent: usize) -> Vec<String> {
 
 fn print_commands() {
     outln!("Type Rhai statements: variables and functions stay for the session. The stdlib");
+    outln!("modules are imported under their names, as runbooks import them (`import \"cluster\"");
     outln!(
-        "modules are imported (cluster::primary(), repl::..., lsn::..., health::..., backup::...)."
+        "as cluster;`): cluster::primary(), replication::..., lsn::..., health::..., backup::..."
     );
     outln!();
     for (name, args, what) in COMMANDS {

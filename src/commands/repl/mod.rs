@@ -3,8 +3,9 @@
 //! Modelled on rhai's own `rhai-repl`: one `Scope` lives for the whole session (`session`), each
 //! input is compiled on its own and its functions are kept, so `let` variables and `fn`
 //! definitions persist from one input to the next. On top of that:
-//! - the stdlib modules are imported under the names the runbooks use (`cluster`, `repl`, `lsn`,
-//!   `health`, `backup`), and an `import` typed at the prompt stays imported;
+//! - the stdlib modules are imported under their own names, as the runbooks and the docs import
+//!   them (`import "replication" as replication;`), and an `import` typed at the prompt stays
+//!   imported;
 //! - Tab completes primitives, Rhai functions, `module::function`, node and runbook names and the
 //!   `:` commands (`completer`); Enter on an unfinished statement (an open `{`, `(`, `[`) goes on
 //!   to the next line (`input`);
@@ -37,12 +38,10 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-/// The name a stdlib module is imported as, the one the shipped runbooks use.
+/// The name a stdlib module is imported as in the session: its own, as the runbooks, the stdlib
+/// and the reference (`docs/primitives.md`) import it.
 pub fn module_alias(name: &str) -> &str {
-    match name {
-        "replication" => "repl",
-        n => n,
-    }
+    name
 }
 
 /// Runs the REPL until `:quit` or Ctrl-D.
@@ -137,4 +136,44 @@ fn editor_error(e: ReadlineError) -> Failure {
         Class::Infrastructure,
         format!("repl: cannot start the line editor: {e}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The alias the session imports each stdlib module as is the one the reference documents
+    /// (`## Stdlib: \`import "NAME" as ALIAS;\``) and the one every shipped runbook and stdlib
+    /// module imports it as.
+    #[test]
+    fn modules_are_imported_as_documented() {
+        let host = Arc::new(Host::new(crate::config::Config::defaults()));
+        let reference = crate::commands::reference::markdown(&host).unwrap();
+        let names = runbook::module_names();
+        assert!(names.iter().any(|n| n == "replication"), "{names:?}");
+        for name in &names {
+            let alias = module_alias(name);
+            let documented = format!("`import \"{name}\" as {alias};`");
+            assert!(
+                reference.contains(&documented),
+                "the reference does not document {documented}"
+            );
+        }
+        let engine = crate::engine::build(&host, &Default::default());
+        for (file, text) in crate::embedded::RUNBOOKS
+            .iter()
+            .chain(crate::embedded::STDLIB.iter())
+        {
+            let ast = engine.compile(text).unwrap();
+            for (path, alias) in session::imports_of(&ast) {
+                if names.contains(&path) {
+                    assert_eq!(
+                        alias,
+                        module_alias(&path),
+                        "{file} imports {path:?} as {alias}"
+                    );
+                }
+            }
+        }
+    }
 }
