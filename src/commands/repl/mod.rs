@@ -13,10 +13,12 @@
 //!   under its position, and the session goes on (`show`);
 //! - `:help`, `:nodes`, `:run`, `:load`, `:dry`, `:vars`, `:clear`, `:quit` (`commands`);
 //! - Ctrl-C while a statement runs stops it, a SQL query included (cancelled on the server); at the
-//!   prompt it clears the line (`signals`). Ctrl-D or `:quit` leaves.
+//!   prompt it clears the line (`signals`). Ctrl-D or `:quit` leaves;
+//! - the history file never holds a configured password (`history`).
 
 mod commands;
 mod completer;
+mod history;
 mod input;
 mod session;
 mod show;
@@ -69,11 +71,8 @@ pub fn run(config: Option<&Path>) -> Result<(), Failure> {
     let mut rl: Editor<ReplHelper, FileHistory> =
         Editor::with_config(editor_config).map_err(editor_error)?;
     rl.set_helper(Some(helper));
-    let history = crate::config::data_dir().join("repl_history");
-    if let Some(dir) = history.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let _ = rl.load_history(&history);
+    let history = history::History::new(host.config.secrets());
+    history.load(&mut rl);
     // After the editor, which installs a SIGINT handler of its own: this one replaces it.
     signals::install_interrupt(&host, &running);
 
@@ -96,7 +95,7 @@ pub fn run(config: Option<&Path>) -> Result<(), Failure> {
             Err(ReadlineError::Interrupted) => continue,
             Err(ReadlineError::Eof) => break,
             Err(e) => {
-                let _ = rl.save_history(&history);
+                history.save(&mut rl);
                 return Err(Failure::new(
                     Class::Infrastructure,
                     format!("repl: cannot read input: {e}"),
@@ -106,8 +105,7 @@ pub fn run(config: Option<&Path>) -> Result<(), Failure> {
         if input.trim().is_empty() {
             continue;
         }
-        let _ = rl.add_history_entry(input.as_str());
-        let _ = rl.save_history(&history);
+        history.add(&mut rl, &input);
         let flow = match input::meta_command(&input) {
             Some(line) => commands::command(&mut session, line),
             None => {
@@ -127,7 +125,7 @@ pub fn run(config: Option<&Path>) -> Result<(), Failure> {
             Flow::Quit => break,
         }
     }
-    let _ = rl.save_history(&history);
+    history.save(&mut rl);
     Ok(())
 }
 
