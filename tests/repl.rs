@@ -443,3 +443,48 @@ fn repl_history_keeps_no_password() {
         & 0o777;
     assert_eq!(mode, 0o600, "the history file's mode");
 }
+
+/// `()` is shown for an expression whose value it is (so a call that answers "nothing" is seen
+/// to answer), not after a statement nor after a call that prints. No lab is needed.
+#[test]
+fn repl_shows_unit_values_of_expressions_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pgrunbook.toml");
+    std::fs::write(&config, "").unwrap();
+    let mut r = Repl::spawn(dir.path(), &config, &dir.path().join("data"));
+    r.prompt("the first prompt");
+    let unit = |out: &str| lines(out).contains(&"=> ()");
+    for (input, shown) in [
+        ("let u = ();", false),
+        ("u", true),
+        ("fn nothing() { }", false),
+        ("nothing()", true),
+        ("nothing();", true),
+        ("()", true),
+        ("u = 1", false),
+        ("const C = ();", false),
+        ("if u == 1 { }", false),
+        ("print(\"said\")", false),
+        ("debug(1)", false),
+    ] {
+        let out = r.run(input);
+        assert_eq!(
+            unit(&out),
+            shown,
+            "{input:?} {} show `=> ()`:\n{out}",
+            if shown { "should" } else { "should not" }
+        );
+    }
+    let out = r.run("print(\"said\")");
+    assert!(lines(&out).contains(&"said"), "print prints:\n{out}");
+    // `clear()` is not Rhai; the error says what clears the screen.
+    let out = r.run("clear()");
+    assert!(
+        out.contains(":clear"),
+        "clear() should point at :clear:\n{out}"
+    );
+    r.run(":clear");
+    assert!(r.alive(), ":clear ended the session\n{}", r.log);
+    let out = r.run("1 + 1");
+    assert!(lines(&out).contains(&"=> 2"), "after :clear:\n{out}");
+}
