@@ -1,19 +1,13 @@
-//! The command line. Each command returns `Result<(), Failure>`; `main` prints the failure with
-//! its source line and caret and exits with the failure's class code (see `docs/errors.md`).
+//! The command line: the arguments (clap), `main`, and `dispatch`, which calls the command's
+//! function in `commands/`. Each command returns `Result<(), Failure>`; `main` prints the failure
+//! with its source line and caret and exits with the failure's class code (see `docs/errors.md`).
 
-use crate::clients::redis::{Entry, BACKUPS, JOURNAL};
-use crate::commands::journal::{self, Run};
-use crate::commands::lab::Lab;
-use crate::config::Config;
-use crate::engine;
-use crate::engine::runbook::Runbook;
-use crate::error::{Class, Failure};
-use crate::runtime::host::Host;
-use crate::{err, errln, out, outln};
+use crate::commands::{self, lab::Flavour};
+use crate::err;
+use crate::error::Failure;
 use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -142,6 +136,16 @@ pub enum CompletionShell {
     Fish,
 }
 
+impl From<CompletionShell> for clap_complete::Shell {
+    fn from(s: CompletionShell) -> Self {
+        match s {
+            CompletionShell::Bash => clap_complete::Shell::Bash,
+            CompletionShell::Zsh => clap_complete::Shell::Zsh,
+            CompletionShell::Fish => clap_complete::Shell::Fish,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub enum LabCommand {
     /// Creates or starts the lab; builds its image when missing. Changes nothing when it runs.
@@ -152,7 +156,7 @@ pub enum LabCommand {
         /// lab: pgrunbook's own image, prepared for everything. official: like the official
         /// postgres image with Debian's pgBackRest (no archiving, no stop signal), as users have it.
         #[arg(long, value_enum, default_value = "lab")]
-        flavour: crate::commands::lab::Flavour,
+        flavour: Flavour,
     },
     /// Removes the lab's containers; with --volumes also its data, repository and network.
     #[command(after_help = "Examples:\n  pgrunbook lab down\n  pgrunbook lab down --volumes")]
@@ -169,7 +173,7 @@ pub enum LabCommand {
     )]
     Build {
         #[arg(long, value_enum, default_value = "lab")]
-        flavour: crate::commands::lab::Flavour,
+        flavour: Flavour,
     },
 }
 
@@ -191,481 +195,36 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// A backend error of a command that runs no runbook (`lab`, `status`, `journal`...) as a
-/// `Failure`: unreachable (exit 5) unless a `Failure` in the chain has its own class, and the
-/// whole chain as its text. Kept: the commands' backends return `anyhow` errors, and this is the
-/// one place that picks their class and text.
-fn infra(e: anyhow::Error) -> Failure {
-    let class = crate::error::class_of(&e, Class::Infrastructure);
-    let msg = e
-        .chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ");
-    Failure::new(class, dedup_chain(&msg))
-}
-
-/// `a: b: b: c` as `a: b: c`. Not for our own errors (a `Failure` has no source, and our contexts
-/// do not repeat what they wrap) but for library errors whose text already ends with their
-/// source's, which the chain then gives again: bollard's `HyperLegacyError` ("Error in the hyper
-/// legacy client: {err}", with `err` as its source) and its URL/URI/header/base64 errors.
-fn dedup_chain(s: &str) -> String {
-    let mut parts: Vec<&str> = vec![];
-    for p in s.split(": ") {
-        if parts.last() != Some(&p) {
-            parts.push(p);
-        }
-    }
-    parts.join(": ")
-}
-
-/// The runbooks `list` could not load: each shown on stderr, then one failure for the exit code.
-fn unloadable(problems: Vec<Failure>) -> Result<(), Failure> {
-    let mut problems = problems;
-    match problems.len() {
-        0 => Ok(()),
-        1 => Err(problems.remove(0)),
-        n => {
-            for f in &problems {
-                err!("{}", f.render());
-            }
-            Err(Failure::new(
-                Class::Runbook,
-                format!("{n} runbooks could not be loaded"),
-            ))
-        }
-    }
-}
-
-fn load_config(path: &Option<PathBuf>) -> Result<Config, Failure> {
-    Config::load(path.as_deref()).map_err(|e| Failure::usage(format!("{e:#}")))
-}
-
-fn parse_sets(sets: &[String]) -> Result<Vec<(String, String)>, Failure> {
-    sets.iter()
-        .map(|s| {
-            s.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
-                .ok_or_else(|| Failure::usage(format!("--set takes KEY=VALUE, not {s:?}")))
-        })
-        .collect()
-}
-
-/// Ctrl-C sets the cancel flag and cancels the query under way; a second Ctrl-C exits at once.
-fn install_ctrlc(host: &Arc<Host>) {
-    let h = host.clone();
-    let _ = ctrlc::set_handler(move || {
-        if h.cancel.is_cancelled() {
-            errln!("\ninterrupted again: exiting now");
-            std::process::exit(130);
-        }
-        errln!("\ninterrupt: stopping at the next safe point (Ctrl-C again to exit now)");
-        h.cancel.cancel();
-        h.pg.cancel_inflight();
-    });
-}
-
-fn print_params(rb: &Runbook) {
-    outln!("{}: {}", rb.name, rb.meta.description);
-    outln!(
-        "usage: pgrunbook run {} [--set KEY=VALUE ...] [--dry-run]",
-        rb.name
-    );
-    if rb.meta.params.is_empty() {
-        outln!("  (no parameters)");
-    }
-    for p in &rb.meta.params {
-        let choices = if p.choices.is_empty() {
-            String::new()
-        } else {
-            format!(" one of {}", p.choices.join("|"))
-        };
-        outln!(
-            "  --set {}=<{}{}>  default {}  {}",
-            p.name,
-            p.kind(),
-            choices,
-            p.default_shown(),
-            p.help
-        );
-    }
-}
-
+/// Runs the command the arguments name.
 pub fn dispatch(cli: Cli) -> Result<(), Failure> {
+    use commands::*;
+    let config = cli.config.as_deref();
     match cli.command {
         Command::Run {
-            runbook,
+            runbook: None,
+            help,
+            ..
+        } => run::missing_runbook(Cli::command(), help),
+        Command::Run {
+            runbook: Some(runbook),
             set,
             dry_run,
             help,
-        } => {
-            let Some(runbook) = runbook else {
-                use clap::CommandFactory;
-                let mut cmd = Cli::command();
-                let run = cmd.find_subcommand_mut("run").expect("run subcommand");
-                if help {
-                    let _ = run.print_long_help();
-                    return Ok(());
-                }
-                return Err(Failure::usage(format!(
-                    "run needs a runbook name or path\n\n{}",
-                    run.render_usage()
-                )));
-            };
-            let rb = Runbook::find(&runbook)?;
-            if help {
-                print_params(&rb);
-                return Ok(());
-            }
-            let sets = parse_sets(&set)?;
-            let params = engine::bind_params(&rb, &sets)?;
-            let config = load_config(&cli.config)?;
-            let host = Arc::new(Host::new(config));
-            host.set_dry_run(dry_run);
-            install_ctrlc(&host);
-            host.learn_cluster();
-            host.journal.flush_spool();
-            if dry_run {
-                outln!(
-                    "dry run of {}: reads are real, changes are printed",
-                    rb.name
-                );
-            }
-            let r = engine::run(&host, &rb, params);
-            if dry_run {
-                let planned = host.run.lock().unwrap().planned.clone();
-                outln!("\nplan: {} change(s) would be made", planned.len());
-                for (i, p) in planned.iter().enumerate() {
-                    outln!("  {}. {p}", i + 1);
-                }
-            }
-            r
-        }
-        Command::List => {
-            let (found, problems) = Runbook::scan();
-            for rb in found {
-                let origin = if rb.shipped { "shipped" } else { "local" };
-                outln!("{:<24} {} ({origin})", rb.name, rb.meta.description);
-                for p in &rb.meta.params {
-                    outln!(
-                        "{:<26}--set {}=<{}> {} {}",
-                        "",
-                        p.name,
-                        p.kind(),
-                        p.default_shown(),
-                        p.help
-                    );
-                }
-            }
-            unloadable(problems)
-        }
-        Command::Check { runbooks } => {
-            let config = load_config(&cli.config)?;
-            let host = Arc::new(Host::new(config));
-            let (list, unloaded): (Vec<Runbook>, Vec<Failure>) = if runbooks.is_empty() {
-                Runbook::scan()
-            } else {
-                let list = runbooks
-                    .iter()
-                    .map(|n| Runbook::find(n))
-                    .collect::<Result<_, _>>()?;
-                (list, vec![])
-            };
-            let mut problems = unloaded.len();
-            for f in unloaded {
-                err!("{}", f.render());
-            }
-            for rb in &list {
-                let found = crate::engine::check::check(&host, rb);
-                if found.is_empty() {
-                    outln!("ok      {}", rb.display_path);
-                }
-                for f in found {
-                    problems += 1;
-                    err!("{}", f.render());
-                }
-            }
-            if problems > 0 {
-                return Err(Failure::new(
-                    Class::Runbook,
-                    format!("check found {problems} problem(s)"),
-                ));
-            }
-            Ok(())
-        }
-        Command::Lab(cmd) => {
-            let config = load_config(&cli.config)?;
-            let host = Host::new(config);
-            let flavour = match cmd {
-                LabCommand::Up { flavour } | LabCommand::Build { flavour } => flavour,
-                _ => crate::commands::lab::Flavour::Lab,
-            };
-            let lab = Lab::new(&host.config, &host.docker).with_flavour(flavour);
-            match cmd {
-                LabCommand::Up { .. } => {
-                    let did = lab.up().map_err(infra)?;
-                    lab.wait_primaries(&host.pg, std::time::Duration::from_secs(120))
-                        .map_err(infra)?;
-                    if did.is_empty() {
-                        outln!("lab: already up, nothing changed");
-                    }
-                    for d in did {
-                        outln!("lab: {d}");
-                    }
-                    Ok(())
-                }
-                LabCommand::Down { volumes } => {
-                    let did = lab.down(volumes).map_err(infra)?;
-                    if did.is_empty() {
-                        outln!("lab: nothing to remove");
-                    }
-                    for d in did {
-                        outln!("lab: {d}");
-                    }
-                    Ok(())
-                }
-                LabCommand::Status => {
-                    let rows = lab.status().map_err(infra)?;
-                    let cols: Vec<String> = ["container", "role", "state", "port"]
-                        .map(String::from)
-                        .to_vec();
-                    let cells: Vec<Vec<String>> = rows
-                        .into_iter()
-                        .map(|r| vec![r.name, r.role, r.state, format!("127.0.0.1:{}", r.port)])
-                        .collect();
-                    out!("{}", crate::table::render_cells(&cols, &cells));
-                    Ok(())
-                }
-                LabCommand::Build { .. } => lab.ensure_image().map_err(infra),
-            }
-        }
-        Command::Backups { last, json } => show_stream(&cli.config, BACKUPS, last, json),
-        Command::Journal { run, last, json } => show_journal(&cli.config, run, last, json),
-        Command::Status { json } => {
-            let config = load_config(&cli.config)?;
-            let host = Host::new(config);
-            host.docker.ping().map_err(infra)?;
-            let st = crate::commands::status::collect(&host);
-            if json {
-                outln!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
-            } else {
-                out!("{}", crate::commands::status::render(&st));
-            }
-            Ok(())
-        }
-        Command::Reference => {
-            let host = Arc::new(Host::new(Config::defaults()));
-            out!("{}", crate::commands::reference::markdown(&host)?);
-            Ok(())
-        }
-        Command::Definitions { dir } => {
-            let host = Arc::new(Host::new(Config::defaults()));
-            let sources = Default::default();
-            let engine = engine::build(&host, &sources);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
-            engine
-                .definitions()
-                .with_headers(true)
-                .write_to_dir(&dir)
-                .map_err(|e| {
-                    Failure::usage(format!(
-                        "cannot write definitions to {}: {e}",
-                        dir.display()
-                    ))
-                })?;
-            outln!("wrote Rhai definitions to {}", dir.display());
-            Ok(())
-        }
-        Command::Config => {
-            let config = load_config(&cli.config)?;
-            outln!("# from {}", config.source);
-            out!("{}", config.to_masked_toml());
-            Ok(())
-        }
-        Command::Repl => crate::commands::repl::run(load_config(&cli.config)?),
-        Command::Completions { shell } => {
-            use clap_complete::Shell;
-            let shell = match shell {
-                CompletionShell::Bash => Shell::Bash,
-                CompletionShell::Zsh => Shell::Zsh,
-                CompletionShell::Fish => Shell::Fish,
-            };
-            let mut buf = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "pgrunbook", &mut buf);
-            out!("{}", String::from_utf8_lossy(&buf));
-            Ok(())
-        }
-        Command::Man => {
-            let mut buf = Vec::new();
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut buf)
-                .expect("rendering to memory does not fail");
-            out!("{}", String::from_utf8_lossy(&buf));
-            Ok(())
-        }
+        } => run::run(config, &runbook, &set, dry_run, help),
+        Command::List => list::run(),
+        Command::Check { runbooks } => check::run(config, &runbooks),
+        Command::Lab(LabCommand::Up { flavour }) => lab::up(config, flavour),
+        Command::Lab(LabCommand::Down { volumes }) => lab::down(config, volumes),
+        Command::Lab(LabCommand::Status) => lab::status(config),
+        Command::Lab(LabCommand::Build { flavour }) => lab::build(config, flavour),
+        Command::Backups { last, json } => backups::run(config, last, json),
+        Command::Journal { run, last, json } => journal::run(config, run.as_deref(), last, json),
+        Command::Status { json } => status::run(config, json),
+        Command::Reference => reference::run(),
+        Command::Definitions { dir } => definitions::run(&dir),
+        Command::Config => commands::config::run(config),
+        Command::Repl => repl::run(config),
+        Command::Completions { shell } => completions::run(shell.into(), Cli::command()),
+        Command::Man => man::run(Cli::command()),
     }
-}
-
-/// The journal host, its spool delivered, and the newest entries of `stream` from Redis and from
-/// this cluster's spool. With Redis down, what is still spooled is used (with a warning); only
-/// with nothing spooled either is Redis being down an error.
-fn open_stream(config: &Option<PathBuf>) -> Result<Host, Failure> {
-    let config = load_config(config)?;
-    let host = Host::new(config);
-    host.learn_cluster();
-    host.journal.flush_spool();
-    Ok(host)
-}
-
-fn read_stream(host: &Host, stream: &str, n: usize) -> Result<Vec<Entry>, Failure> {
-    let j = &host.journal;
-    let (entries, unreachable) = j.last_with_spool(stream, n);
-    if let Some(e) = unreachable {
-        if !j.has_spooled() {
-            return Err(infra(e));
-        }
-        errln!(
-            "warning: {e:#}; showing the entries still spooled in {} (not delivered yet)",
-            host.config.spool_path().display()
-        );
-    }
-    Ok(entries)
-}
-
-/// `journal`: one line per run, newest first (`--last` counts runs); with a run id, that run.
-/// `--json` prints the entries of those runs, their values typed.
-fn show_journal(
-    config: &Option<PathBuf>,
-    run: Option<String>,
-    last: usize,
-    json: bool,
-) -> Result<(), Failure> {
-    let host = open_stream(config)?;
-    let runs = match &run {
-        Some(prefix) => {
-            let entries = read_stream(&host, JOURNAL, 1 << 30)?;
-            let runs: Vec<Run> = journal::group(&entries)
-                .into_iter()
-                .filter(|r| r.run_id.starts_with(prefix.as_str()))
-                .collect();
-            match runs.len() {
-                0 => {
-                    return Err(Failure::usage(format!(
-                        "no run {prefix:?} in the journal; `pgrunbook journal` lists the runs"
-                    )))
-                }
-                1 => runs,
-                n => {
-                    let ids: Vec<&str> = runs.iter().take(5).map(|r| r.run_id.as_str()).collect();
-                    return Err(Failure::usage(format!(
-                        "{prefix:?} is the start of {n} run ids ({}{}); give more of it",
-                        ids.join(", "),
-                        if n > 5 { ", ..." } else { "" }
-                    )));
-                }
-            }
-        }
-        None => {
-            // Enough entries for `last` runs: more are read until the stream (or spool) is
-            // exhausted or a run older than the `last` newest shows up.
-            let mut want = (last.max(1) * 64).max(256);
-            loop {
-                let entries = read_stream(&host, JOURNAL, want)?;
-                let mut runs = journal::group(&entries);
-                if runs.len() > last || entries.len() < want || want >= 1 << 24 {
-                    runs.truncate(last);
-                    break runs;
-                }
-                want *= 8;
-            }
-        }
-    };
-    if json {
-        let entries: Vec<serde_json::Value> = runs
-            .iter()
-            .flat_map(|r| r.entries.iter().rev().map(journal::typed_entry))
-            .collect();
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&entries).unwrap_or_default()
-        );
-        return Ok(());
-    }
-    match (run, runs.first()) {
-        (Some(_), Some(r)) => out!("{}", journal::render_run(r)),
-        (None, None) => outln!("(no journal entries in Redis or in the spool)"),
-        (None, Some(_)) => out!("{}", journal::render_runs(&runs)),
-        (Some(_), None) => {}
-    }
-    Ok(())
-}
-
-/// `backups`: the newest entries, from Redis and from this cluster's spool. With
-/// Redis down, what is still spooled is shown (exit 0); only with nothing spooled either is
-/// Redis being down an error.
-fn show_stream(
-    config: &Option<PathBuf>,
-    stream: &str,
-    last: usize,
-    json: bool,
-) -> Result<(), Failure> {
-    let host = open_stream(config)?;
-    let entries = read_stream(&host, stream, last)?;
-    if json {
-        let typed: Vec<serde_json::Value> = entries.iter().map(journal::typed_entry).collect();
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&typed).unwrap_or_default()
-        );
-        return Ok(());
-    }
-    if entries.is_empty() {
-        outln!("(no {stream} entries in Redis or in the spool)");
-        return Ok(());
-    }
-    let mut cols: Vec<String> = vec![];
-    for e in &entries {
-        for k in e.fields.keys() {
-            if !cols.contains(k)
-                && k != "run_id"
-                && k != "params"
-                && k != "metrics"
-                && k != "planned"
-                && k != "cluster"
-            {
-                cols.push(k.clone());
-            }
-        }
-    }
-    let order = [
-        "ts",
-        "spooled",
-        "runbook",
-        "event",
-        "step",
-        "outcome",
-        "duration_ms",
-        "type",
-        "label",
-        "node",
-    ];
-    cols.sort_by_key(|c| order.iter().position(|o| o == c).unwrap_or(order.len()));
-    let cells: Vec<Vec<String>> = entries
-        .iter()
-        .map(|e| {
-            cols.iter()
-                .map(|c| {
-                    let v = e.fields.get(c).cloned().unwrap_or_default();
-                    if c == "size" || c.ends_with("_size") || c.ends_with("_bytes") {
-                        journal::human_size_str(&v)
-                    } else {
-                        v
-                    }
-                })
-                .collect()
-        })
-        .collect();
-    out!("{}", crate::table::render_cells(&cols, &cells));
-    Ok(())
 }

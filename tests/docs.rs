@@ -92,3 +92,61 @@ fn definitions_are_written_for_editors() {
     );
     assert!(text.contains("fn create_slot("));
 }
+
+/// Every `import "MODULE" as ALIAS` of a stdlib module, in the docs, the README, the shipped
+/// runbooks and the stdlib, uses the alias the REPL imports the module as: its own name.
+#[test]
+fn stdlib_modules_are_imported_under_one_name_everywhere() {
+    use pgrunbook::commands::repl::module_alias;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let modules: Vec<String> = pgrunbook::engine::runbook::module_names();
+    assert_eq!(module_alias("replication"), "replication");
+    let mut files = vec![root.join("README.md")];
+    for (dir, ext) in [
+        ("docs", "md"),
+        ("runbooks", "rhai"),
+        ("runbooks/examples", "rhai"),
+        ("stdlib", "rhai"),
+    ] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == ext) {
+                files.push(e.path());
+            }
+        }
+    }
+    let mut seen = 0;
+    let mut wrong = vec![];
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (at, _) in text.match_indices("import \"") {
+            let rest = &text[at + "import \"".len()..];
+            let Some((module, rest)) = rest.split_once('"') else {
+                continue;
+            };
+            let Some(alias) = rest.trim_start().strip_prefix("as ") else {
+                continue;
+            };
+            let alias: String = alias
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !modules.iter().any(|m| m == module) {
+                continue;
+            }
+            seen += 1;
+            if alias != module_alias(module) {
+                wrong.push(format!(
+                    "{}: import \"{module}\" as {alias}",
+                    file.display()
+                ));
+            }
+        }
+    }
+    assert!(seen > 10, "only {seen} imports of stdlib modules found");
+    assert!(
+        wrong.is_empty(),
+        "imported under another name:\n{}",
+        wrong.join("\n")
+    );
+}

@@ -12,6 +12,7 @@ use common::*;
 use rexpect::process::WaitStatus;
 use rexpect::reader::Options;
 use rexpect::session::{spawn_with_options, PtySession};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A fresh prompt (normal or dry run), nothing typed yet.
@@ -25,13 +26,25 @@ struct Repl {
 
 impl Repl {
     fn start(lab: &TestLab) -> Repl {
+        Repl::spawn(
+            lab.dir.path(),
+            &lab.config_path,
+            &lab.dir.path().join("data"),
+        )
+    }
+
+    /// A session in `dir` with the configuration file `config` and the data directory `data`
+    /// (where the history file is).
+    fn spawn(dir: &Path, config: &Path, data: &Path) -> Repl {
         let mut cmd = std::process::Command::new(BIN);
         cmd.arg("repl")
-            .current_dir(lab.dir.path())
-            .env("PGRUNBOOK_CONFIG", &lab.config_path)
-            .env("PGRUNBOOK_DATA_DIR", lab.dir.path().join("data"))
+            .current_dir(dir)
+            .env("PGRUNBOOK_CONFIG", config)
+            .env("PGRUNBOOK_DATA_DIR", data)
             .env("TERM", "xterm")
-            .env_remove("NO_COLOR");
+            .env_remove("NO_COLOR")
+            .env_remove("PGRUNBOOK_PASSWORD")
+            .env_remove("PGRUNBOOK_REPLICATION_PASSWORD");
         let s = spawn_with_options(
             cmd,
             Options::new()
@@ -91,6 +104,20 @@ impl Repl {
 
     fn alive(&self) -> bool {
         matches!(self.s.process().status(), Some(WaitStatus::StillAlive))
+    }
+
+    /// Ctrl-D at the prompt; the exit status (within 10 s).
+    fn leave(&mut self) -> Option<WaitStatus> {
+        self.s.send_control('d').unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.s.process().status() {
+                Some(WaitStatus::StillAlive) if Instant::now() < end => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                other => break other,
+            }
+        }
     }
 }
 
@@ -313,16 +340,7 @@ fn repl_session_end_to_end() {
     );
 
     // Ctrl-D leaves with exit status 0, and the history is in the data directory.
-    r.s.send_control('d').unwrap();
-    let end = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        match r.s.process().status() {
-            Some(WaitStatus::StillAlive) if Instant::now() < end => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            other => break other,
-        }
-    };
+    let status = r.leave();
     assert!(
         matches!(status, Some(WaitStatus::Exited(_, 0))),
         "Ctrl-D should exit with 0, got {status:?}\n{}",
@@ -334,4 +352,139 @@ fn repl_session_end_to_end() {
         history.contains("twice(21)"),
         "history lacks twice(21):\n{history}"
     );
+}
+
+/// The history file never holds a configured password: an input holding one is not added at all
+/// (the other inputs are), and a history written before (by an older pgrunbook) that holds one
+/// has it masked. No lab is needed: the inputs only assign variables.
+#[test]
+fn repl_history_keeps_no_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = dir.path().join("pgrunbook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cluster]\npassword = \"{PASSWORD}\"\nreplication_password = \"{REPL_PASSWORD}\"\n"
+        ),
+    )
+    .unwrap();
+    let history_file = data.join("repl_history");
+    std::fs::write(
+        &history_file,
+        format!("#V2\nlet old = \"{REPL_PASSWORD}\";\nlet kept_from_before = 1;\n"),
+    )
+    .unwrap();
+    let read_history = || std::fs::read_to_string(&history_file).expect("the history file");
+
+    let mut r = Repl::spawn(dir.path(), &config, &data);
+    let banner = r.prompt("the first prompt");
+    assert!(
+        banner.contains("replication"),
+        "the banner names the modules:\n{banner}"
+    );
+    r.run(&format!("let pw = \"{PASSWORD}\";"));
+    r.run("let ordinary = 40 + 2;");
+    // The history is saved after each input: no password in it while the session goes on either.
+    let during = read_history();
+    assert!(
+        !during.contains(PASSWORD) && !during.contains(REPL_PASSWORD),
+        "a password is in the history file during the session:\n{during}"
+    );
+    assert!(
+        during.contains("let ordinary = 40 + 2;"),
+        "an ordinary input is missing from the history:\n{during}"
+    );
+    let out = r.run(&format!("pw == \"{PASSWORD}\""));
+    assert!(
+        lines(&out).contains(&"=> true"),
+        "the input holding the password still runs:\n{out}"
+    );
+    // The alias the session imports `replication` as is the documented one.
+    let out = r.run(":help replication");
+    assert!(
+        out.contains("import \"replication\" as replication;")
+            && out.contains("replication::is_streaming("),
+        ":help replication:\n{out}"
+    );
+    let status = r.leave();
+    assert!(
+        matches!(status, Some(WaitStatus::Exited(_, 0))),
+        "Ctrl-D should exit with 0, got {status:?}\n{}",
+        r.log
+    );
+
+    let history = read_history();
+    assert!(
+        !history.contains(PASSWORD) && !history.contains(REPL_PASSWORD),
+        "a password is in the history file:\n{history}"
+    );
+    for kept in [
+        "let ordinary = 40 + 2;",
+        "let kept_from_before = 1;",
+        "let old = \"********\";",
+        ":help replication",
+    ] {
+        assert!(
+            history.lines().any(|l| l == kept),
+            "the history lacks {kept:?}:\n{history}"
+        );
+    }
+    assert!(
+        !history.contains("let pw"),
+        "the input holding the password is in the history (masked or not):\n{history}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&history_file)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the history file's mode");
+}
+
+/// `()` is shown for an expression whose value it is (so a call that answers "nothing" is seen
+/// to answer), not after a statement nor after a call that prints. No lab is needed.
+#[test]
+fn repl_shows_unit_values_of_expressions_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pgrunbook.toml");
+    std::fs::write(&config, "").unwrap();
+    let mut r = Repl::spawn(dir.path(), &config, &dir.path().join("data"));
+    r.prompt("the first prompt");
+    let unit = |out: &str| lines(out).contains(&"=> ()");
+    for (input, shown) in [
+        ("let u = ();", false),
+        ("u", true),
+        ("fn nothing() { }", false),
+        ("nothing()", true),
+        ("nothing();", true),
+        ("()", true),
+        ("u = 1", false),
+        ("const C = ();", false),
+        ("if u == 1 { }", false),
+        ("print(\"said\")", false),
+        ("debug(1)", false),
+    ] {
+        let out = r.run(input);
+        assert_eq!(
+            unit(&out),
+            shown,
+            "{input:?} {} show `=> ()`:\n{out}",
+            if shown { "should" } else { "should not" }
+        );
+    }
+    let out = r.run("print(\"said\")");
+    assert!(lines(&out).contains(&"said"), "print prints:\n{out}");
+    // `clear()` is not Rhai; the error says what clears the screen.
+    let out = r.run("clear()");
+    assert!(
+        out.contains(":clear"),
+        "clear() should point at :clear:\n{out}"
+    );
+    r.run(":clear");
+    assert!(r.alive(), ":clear ended the session\n{}", r.log);
+    let out = r.run("1 + 1");
+    assert!(lines(&out).contains(&"=> 2"), "after :clear:\n{out}");
 }

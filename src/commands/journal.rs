@@ -1,5 +1,6 @@
-//! Reading the journal back: runs grouped from their entries (`pgrunbook journal`, one line per
-//! run like `patronictl history`, and `pgrunbook journal RUN_ID`), the conversion of the stored
+//! Reading the journal back: `pgrunbook journal` (one line per run like `patronictl history`)
+//! and `pgrunbook journal RUN_ID`, runs grouped from their entries, the reading of a stream from
+//! Redis and the spool (`backups` reads its stream the same way), the conversion of the stored
 //! strings to typed JSON values, and sizes for people.
 //!
 //! Redis stores every field as a string. The `--json` outputs convert at output, field by field
@@ -8,9 +9,108 @@
 //! that are identifiers (`id`, `run_id`, `cluster`, `label`) stay strings even when they look like
 //! numbers. The schema is in docs/json.md.
 
-use crate::clients::redis::Entry;
+use super::{infra, load_config};
+use crate::clients::redis::{Entry, JOURNAL};
+use crate::error::Failure;
+use crate::runtime::host::Host;
+use crate::{errln, out, outln};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::path::Path;
+
+/// `journal`: one line per run, newest first (`last` counts runs); with a run id (or a unique
+/// prefix of one), that run. `json` prints the entries of those runs, their values typed.
+pub fn run(
+    config: Option<&Path>,
+    run: Option<&str>,
+    last: usize,
+    json: bool,
+) -> Result<(), Failure> {
+    let host = open_streams(config)?;
+    let runs = match run {
+        Some(prefix) => {
+            let entries = read_stream(&host, JOURNAL, 1 << 30)?;
+            let runs: Vec<Run> = group(&entries)
+                .into_iter()
+                .filter(|r| r.run_id.starts_with(prefix))
+                .collect();
+            match runs.len() {
+                0 => {
+                    return Err(Failure::usage(format!(
+                        "no run {prefix:?} in the journal; `pgrunbook journal` lists the runs"
+                    )))
+                }
+                1 => runs,
+                n => {
+                    let ids: Vec<&str> = runs.iter().take(5).map(|r| r.run_id.as_str()).collect();
+                    return Err(Failure::usage(format!(
+                        "{prefix:?} is the start of {n} run ids ({}{}); give more of it",
+                        ids.join(", "),
+                        if n > 5 { ", ..." } else { "" }
+                    )));
+                }
+            }
+        }
+        None => {
+            // Enough entries for `last` runs: more are read until the stream (or spool) is
+            // exhausted or a run older than the `last` newest shows up.
+            let mut want = (last.max(1) * 64).max(256);
+            loop {
+                let entries = read_stream(&host, JOURNAL, want)?;
+                let mut runs = group(&entries);
+                if runs.len() > last || entries.len() < want || want >= 1 << 24 {
+                    runs.truncate(last);
+                    break runs;
+                }
+                want *= 8;
+            }
+        }
+    };
+    if json {
+        let entries: Vec<Value> = runs
+            .iter()
+            .flat_map(|r| r.entries.iter().rev().map(typed_entry))
+            .collect();
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&entries).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    match (run, runs.first()) {
+        (Some(_), Some(r)) => out!("{}", render_run(r)),
+        (None, None) => outln!("(no journal entries in Redis or in the spool)"),
+        (None, Some(_)) => out!("{}", render_runs(&runs)),
+        (Some(_), None) => {}
+    }
+    Ok(())
+}
+
+/// The host the journal streams are read with, its spool delivered first.
+pub fn open_streams(config: Option<&Path>) -> Result<Host, Failure> {
+    let host = Host::new(load_config(config)?);
+    host.learn_cluster();
+    host.journal.flush_spool();
+    Ok(host)
+}
+
+/// The newest `n` entries of `stream`, from Redis and from this cluster's spool. With Redis down,
+/// what is still spooled is used (with a warning); only with nothing spooled either is Redis
+/// being down an error.
+pub fn read_stream(host: &Host, stream: &str, n: usize) -> Result<Vec<Entry>, Failure> {
+    let j = &host.journal;
+    let (entries, unreachable) = j.last_with_spool(stream, n);
+    if let Some(e) = unreachable {
+        if !j.has_spooled() {
+            return Err(infra(e));
+        }
+        errln!(
+            "warning: {e:#}; showing the entries still spooled in {} (not delivered yet)",
+            host.config.spool_path().display()
+        );
+    }
+    Ok(entries)
+}
 
 /// Fields that stay strings whatever they hold: identifiers, not quantities.
 const IDENTIFIERS: [&str; 4] = ["id", "run_id", "cluster", "label"];

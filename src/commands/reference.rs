@@ -11,6 +11,13 @@ use rhai::Engine;
 use std::fmt::Write;
 use std::sync::Arc;
 
+/// `reference`: the Markdown on stdout.
+pub fn run() -> Result<(), Failure> {
+    let host = Arc::new(Host::new(crate::config::Config::defaults()));
+    crate::out!("{}", markdown(&host)?);
+    Ok(())
+}
+
 /// One documented function.
 #[derive(Debug, Clone)]
 pub struct FnDoc {
@@ -174,11 +181,16 @@ pub fn markdown(host: &Arc<Host>) -> Result<String, Failure> {
     Ok(s)
 }
 
-/// Every documented name with its signature and doc, for `:help NAME`.
-pub fn lookup(host: &Arc<Host>, name: &str) -> Result<Vec<FnDoc>, Failure> {
+/// Every documented function: the primitives, then the stdlib's.
+pub fn all(host: &Arc<Host>) -> Result<Vec<FnDoc>, Failure> {
     let mut all: Vec<FnDoc> = primitives(host).into_iter().flat_map(|(_, f)| f).collect();
     all.extend(stdlib(host)?.into_iter().flat_map(|(_, _, f)| f));
-    Ok(all
+    Ok(all)
+}
+
+/// The documented functions named `name` (each overload), or `module::name`, for `:help NAME`.
+pub fn lookup(host: &Arc<Host>, name: &str) -> Result<Vec<FnDoc>, Failure> {
+    Ok(all(host)?
         .into_iter()
         .filter(|f| f.name == name || f.name.ends_with(&format!("::{name}")))
         .collect())

@@ -2,12 +2,30 @@
 //! state, role, timeline, LSNs, lag and slots; then the last backup and the last run from Redis.
 //! Read-only: it never changes anything, and a node that does not answer is shown as such.
 
+use super::{infra, load_config};
 use crate::clients::docker::State;
 use crate::clients::redis::{BACKUPS, JOURNAL};
+use crate::error::Failure;
 use crate::runtime::host::Host;
+use crate::{out, outln};
 use rhai::{Dynamic, Map};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::path::Path;
+
+/// `status`: a table, or with `json` the same as a JSON object (docs/json.md). Fails only when
+/// Docker does not answer.
+pub fn run(config: Option<&Path>, json: bool) -> Result<(), Failure> {
+    let host = Host::new(load_config(config)?);
+    host.docker.ping().map_err(infra)?;
+    let st = collect(&host);
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+    } else {
+        out!("{}", render(&st));
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct NodeStatus {

@@ -1,0 +1,77 @@
+//! `pgrunbook lab up|down|status|build`: the lab's subcommands, over `resources` (the image,
+//! containers, network and volumes the lab is made of).
+
+mod resources;
+
+pub use resources::{Flavour, Lab};
+
+use super::{infra, load_config};
+use crate::error::Failure;
+use crate::runtime::host::Host;
+use crate::{out, outln};
+use std::path::Path;
+use std::time::Duration;
+
+/// How long `lab up` waits for the primaries to accept connections.
+const WAIT_PRIMARIES: Duration = Duration::from_secs(120);
+
+/// `lab up`: creates or starts what is missing, then waits for the primaries.
+pub fn up(config: Option<&Path>, flavour: Flavour) -> Result<(), Failure> {
+    with_lab(config, flavour, |lab, host| {
+        let did = lab.up().map_err(infra)?;
+        lab.wait_primaries(&host.pg, WAIT_PRIMARIES)
+            .map_err(infra)?;
+        if did.is_empty() {
+            outln!("lab: already up, nothing changed");
+        }
+        for d in did {
+            outln!("lab: {d}");
+        }
+        Ok(())
+    })
+}
+
+/// `lab down`: removes the containers; with `volumes`, the data, repository and network too.
+pub fn down(config: Option<&Path>, volumes: bool) -> Result<(), Failure> {
+    with_lab(config, Flavour::Lab, |lab, _| {
+        let did = lab.down(volumes).map_err(infra)?;
+        if did.is_empty() {
+            outln!("lab: nothing to remove");
+        }
+        for d in did {
+            outln!("lab: {d}");
+        }
+        Ok(())
+    })
+}
+
+/// `lab status`: the lab's containers, their role, state and port.
+pub fn status(config: Option<&Path>) -> Result<(), Failure> {
+    with_lab(config, Flavour::Lab, |lab, _| {
+        let rows = lab.status().map_err(infra)?;
+        let cols: Vec<String> = ["container", "role", "state", "port"]
+            .map(String::from)
+            .to_vec();
+        let cells: Vec<Vec<String>> = rows
+            .into_iter()
+            .map(|r| vec![r.name, r.role, r.state, format!("127.0.0.1:{}", r.port)])
+            .collect();
+        out!("{}", crate::table::render_cells(&cols, &cells));
+        Ok(())
+    })
+}
+
+/// `lab build`: builds the flavour's image if it is missing.
+pub fn build(config: Option<&Path>, flavour: Flavour) -> Result<(), Failure> {
+    with_lab(config, flavour, |lab, _| lab.ensure_image().map_err(infra))
+}
+
+fn with_lab(
+    config: Option<&Path>,
+    flavour: Flavour,
+    f: impl FnOnce(&Lab, &Host) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let host = Host::new(load_config(config)?);
+    let lab = Lab::new(&host.config, &host.docker).with_flavour(flavour);
+    f(&lab, &host)
+}
