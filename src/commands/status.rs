@@ -16,9 +16,10 @@ use std::path::Path;
 /// `status`: a table, or with `json` the same as a JSON object (docs/json.md). Fails only when
 /// Docker does not answer.
 pub fn run(config: Option<&Path>, json: bool) -> Result<(), Failure> {
-    let host = Host::new(load_config(config)?);
+    let host = std::sync::Arc::new(Host::new(load_config(config)?));
     host.docker.ping().map_err(infra)?;
-    let st = collect(&host);
+    let mut st = collect(&host);
+    explain(&host, &mut st);
     if json {
         outln!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
     } else {
@@ -43,6 +44,8 @@ pub struct NodeStatus {
     pub streaming_from: Option<String>,
     pub slots: Vec<String>,
     pub error: Option<String>,
+    /// Why a node that should stream from the primary does not (`diagnose::reason`).
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -209,6 +212,44 @@ pub fn collect(host: &Host) -> ClusterStatus {
         Err(e) => st.redis = format!("unreachable: {e:#}"),
     }
     st
+}
+
+/// Beside each node that should stream from the primary and does not, the first cause the
+/// stdlib's `diagnose::reason` finds (the checks `pgrunbook run diagnose` runs): one line, in
+/// the warning and in the JSON's `reason`.
+pub fn explain(host: &std::sync::Arc<Host>, st: &mut ClusterStatus) {
+    let primaries: Vec<String> = st
+        .nodes
+        .iter()
+        .filter(|n| n.role == "primary")
+        .map(|n| n.name.clone())
+        .collect();
+    let [primary] = primaries.as_slice() else {
+        return;
+    };
+    for n in st.nodes.iter_mut() {
+        if &n.name == primary || n.streaming_from.is_some() || n.role == "missing" {
+            continue;
+        }
+        let reason = crate::engine::call_stdlib(
+            host,
+            "diagnose",
+            "reason",
+            vec![primary.clone().into(), n.name.clone().into()],
+        );
+        let text = match reason {
+            Ok(r) if r.to_string().is_empty() => "no cause found: pgrunbook run diagnose".into(),
+            Ok(r) => r.to_string(),
+            Err(f) => format!("diagnose could not run: {}", f.message),
+        };
+        let plain = format!("{} is a standby but does not stream", n.name);
+        st.warnings.retain(|w| !w.starts_with(&plain));
+        st.warnings.push(format!(
+            "{} does not stream from {primary}: {text}",
+            n.name
+        ));
+        n.reason = Some(text);
+    }
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {

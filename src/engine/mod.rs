@@ -348,6 +348,34 @@ pub fn bind_params(
 }
 
 /// Runs a runbook from start to end: parameters into the scope, the run journaled.
+/// Calls `module::function(args...)` of the stdlib (or a `./stdlib` override) outside any run:
+/// nothing is journaled. For commands that reuse the stdlib's words (`status` asks
+/// `diagnose::reason`), so that a check is written once, in Rhai, where users read it.
+pub fn call_stdlib(
+    host: &Arc<Host>,
+    module: &str,
+    function: &str,
+    args: Vec<Dynamic>,
+) -> Result<Dynamic, Failure> {
+    let sources: Sources = Arc::new(Mutex::new(HashMap::new()));
+    let engine = build(host, &sources);
+    let names: Vec<String> = (0..args.len()).map(|i| format!("arg{i}")).collect();
+    let text = format!(
+        "import \"{module}\" as m;\nm::{function}({})",
+        names.join(", ")
+    );
+    let display = format!("<{module}::{function}>");
+    sources.lock().unwrap().insert(display.clone(), text.clone());
+    let ast = compile(&engine, &display, &text)?;
+    let mut scope = Scope::new();
+    for (n, v) in names.iter().zip(args) {
+        scope.push_constant(n.as_str(), v);
+    }
+    engine
+        .eval_ast_with_scope::<Dynamic>(&mut scope, &ast)
+        .map_err(|e| to_failure(&engine, &e, &display, host, &sources))
+}
+
 pub fn run(
     host: &Arc<Host>,
     rb: &Runbook,

@@ -57,7 +57,11 @@ pub fn command(session: &mut Session, line: &str) -> Flow {
         "help" | "h" | "?" if args.is_empty() => print_commands(),
         "help" | "h" | "?" => help(session, args),
         "nodes" | "status" => {
-            let st = session.guarded(|s| crate::commands::status::collect(&s.host));
+            let st = session.guarded(|s| {
+                let mut st = crate::commands::status::collect(&s.host);
+                crate::commands::status::explain(&s.host, &mut st);
+                st
+            });
             out!("{}", crate::commands::status::render(&st));
         }
         "run" => run_runbook(session, args),
