@@ -3,9 +3,9 @@
 //! Read-only: it never changes anything, and a node that does not answer is shown as such.
 
 use crate::clients::docker::State;
+use crate::clients::postgres::{PgError, Rows, Value};
 use crate::clients::redis::{BACKUPS, JOURNAL};
 use crate::runtime::host::Host;
-use rhai::{Dynamic, Map};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -40,20 +40,21 @@ pub struct ClusterStatus {
     pub warnings: Vec<String>,
 }
 
-fn q(host: &Host, node: &str, sql: &str) -> anyhow::Result<Vec<Map>> {
-    let rows = host.pg.query(node, sql, &[], false, &host.cancel)?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| r.try_cast::<Map>())
-        .collect())
+fn q(host: &Host, node: &str, sql: &str) -> Result<Rows, PgError> {
+    host.pg.query(node, sql, &[], false, &host.cancel)
 }
 
-fn s(m: &Map, k: &str) -> Option<String> {
-    m.get(k).filter(|v| !v.is_unit()).map(|v| v.to_string())
+/// Column `k` of the first row as text (an LSN as PostgreSQL writes it), `None` when NULL.
+fn s(r: &Rows, k: &str) -> Option<String> {
+    match r.get(0, k)? {
+        Value::Text(t) => Some(t.clone()),
+        Value::Lsn(l) => Some(l.to_string()),
+        _ => None,
+    }
 }
 
-fn i(m: &Map, k: &str) -> Option<i64> {
-    m.get(k).and_then(|v: &Dynamic| v.as_int().ok())
+fn i(r: &Rows, k: &str) -> Option<i64> {
+    r.get(0, k).and_then(Value::as_int)
 }
 
 pub fn lsn_bytes(lsn: &str) -> Option<i64> {
@@ -98,15 +99,14 @@ pub fn collect(host: &Host) -> ClusterStatus {
                  (SELECT sender_host FROM pg_stat_wal_receiver WHERE status = 'streaming') AS sender, \
                  CASE WHEN pg_is_in_recovery() THEN NULL ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS cur_tli",
             ) {
-                Ok(rows) if !rows.is_empty() => {
-                    let r = &rows[0];
-                    let rec = r.get("rec").and_then(|v| v.as_bool().ok()).unwrap_or(false);
+                Ok(r) if !r.rows.is_empty() => {
+                    let rec = r.get(0, "rec").and_then(Value::as_bool).unwrap_or(false);
                     ns.role = if rec { "standby".into() } else { "primary".into() };
-                    ns.lsn = s(r, "lsn");
-                    ns.receive_lsn = s(r, "receive");
-                    ns.replay_lsn = s(r, "replay");
-                    ns.timeline = i(r, "cur_tli").or(i(r, "recv_tli")).or(i(r, "ckpt_tli"));
-                    ns.streaming_from = s(r, "sender").map(|h| {
+                    ns.lsn = s(&r, "lsn");
+                    ns.receive_lsn = s(&r, "receive");
+                    ns.replay_lsn = s(&r, "replay");
+                    ns.timeline = i(&r, "cur_tli").or(i(&r, "recv_tli")).or(i(&r, "ckpt_tli"));
+                    ns.streaming_from = s(&r, "sender").map(|h| {
                         host.config
                             .node_by_container(&h)
                             .map(|(n, _)| n.clone())
@@ -125,17 +125,12 @@ pub fn collect(host: &Host) -> ClusterStatus {
                 "SELECT slot_name::text AS name, active FROM pg_replication_slots ORDER BY 1",
             ) {
                 ns.slots = rows
+                    .rows
                     .iter()
                     .map(|r| {
-                        let active = r
-                            .get("active")
-                            .and_then(|v| v.as_bool().ok())
-                            .unwrap_or(false);
-                        format!(
-                            "{}{}",
-                            s(r, "name").unwrap_or_default(),
-                            if active { "" } else { " (unused)" }
-                        )
+                        let name = r.first().and_then(Value::as_str).unwrap_or_default();
+                        let active = r.get(1).and_then(Value::as_bool).unwrap_or(false);
+                        format!("{name}{}", if active { "" } else { " (unused)" })
                     })
                     .collect();
             }

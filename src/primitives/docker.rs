@@ -73,12 +73,14 @@ fn read_data_file(h: &Host, primitive: &str, node: &str, file: &str) -> R<Option
         if let Ok(rows) = h.pg.query(
             node,
             "SELECT pg_read_file($1, 0, 4096, true) AS f",
-            &[file.into()],
+            &[&Dynamic::from(file.to_string())],
             false,
             &h.cancel,
         ) {
-            let v = crate::primitives::postgres::first_value(&rows);
-            return Ok((!v.is_unit()).then(|| v.to_string()));
+            return Ok(rows
+                .first_value()
+                .and_then(|v| v.as_str())
+                .map(str::to_string));
         }
     }
     let script = format!(

@@ -3,10 +3,11 @@
 //! and literals are always passed as parameters or quoted by the host, never pasted into SQL.
 
 use super::def;
+use crate::clients::postgres::{Rows, SqlParam, SqlState, Value};
 use crate::error::Class;
 use crate::runtime::host::Host;
 use crate::runtime::progress::Progress;
-use rhai::{Array, Dynamic, EvalAltResult, Map, Module};
+use rhai::{Array, Dynamic, EvalAltResult, ImmutableString, Map, Module};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,45 +78,141 @@ pub fn is_read_only(query: &str) -> bool {
         && !q.contains("into ")
 }
 
-/// Runs a query; in a dry run a statement that writes is printed instead of run.
-pub fn run_sql(h: &Host, primitive: &str, node: &str, query: &str, params: &[Dynamic]) -> R<Array> {
-    h.check_node(primitive, node)?;
-    if h.dry_run() {
-        if !is_read_only(query) {
-            h.change(node, &format!("run SQL: {}", query.trim()));
-            return Ok(Array::new());
-        }
-        match h.pg.query(node, query, params, true, &h.cancel) {
-            Ok(rows) => return Ok(rows),
-            Err(e)
-                if format!("{e:#}").contains("SQLSTATE 25006")
-                    || format!("{e:#}").contains("SQLSTATE 25001") =>
-            {
-                h.change(node, &format!("run SQL: {}", query.trim()));
-                return Ok(Array::new());
-            }
-            Err(e) => return Err(h.fail(primitive, node, e)),
+/// A Rhai value as a parameter `$n`: the client binds it to the type the server expects, and
+/// names it as Rhai writes it when it does not fit.
+impl SqlParam for Dynamic {
+    fn is_null(&self) -> bool {
+        self.is_unit()
+    }
+    fn to_bool(&self) -> Option<bool> {
+        self.as_bool().ok()
+    }
+    fn to_int(&self) -> Option<i64> {
+        self.as_int().ok()
+    }
+    fn to_float(&self) -> Option<f64> {
+        self.as_float().ok()
+    }
+    fn to_text(&self) -> String {
+        match self.read_lock::<ImmutableString>() {
+            Some(s) => s.to_string(),
+            None => self.to_string(),
         }
     }
-    h.pg.query(node, query, params, false, &h.cancel)
-        .map_err(|e| h.fail(primitive, node, e))
+    fn shown(&self) -> String {
+        format!("{self:?}")
+    }
+    fn kind(&self) -> String {
+        if self.is_string() {
+            "a string".into()
+        } else if self.is_int() {
+            "an integer".into()
+        } else if self.is_float() {
+            "a float".into()
+        } else if self.is_bool() {
+            "a boolean".into()
+        } else if self.is_array() {
+            "an array".into()
+        } else if self.is_map() {
+            "a map".into()
+        } else {
+            format!("a {}", self.type_name())
+        }
+    }
+}
+
+/// Rhai values as the client's parameters.
+fn params_of(params: &[Dynamic]) -> Vec<&dyn SqlParam> {
+    params.iter().map(|p| p as &dyn SqlParam).collect()
+}
+
+/// A value of a row as Rhai sees it: NULL is `()`, integers INT, floats and numerics FLOAT (INT
+/// when whole), text STRING, LSNs, timestamps (ISO 8601) and dates strings, json a map, bytea a
+/// blob, arrays arrays.
+pub fn to_dynamic(v: Value) -> Dynamic {
+    match v {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => Dynamic::from_bool(b),
+        Value::Int(i) => Dynamic::from_int(i),
+        Value::Float(f) => Dynamic::from_float(f),
+        Value::Text(s) => Dynamic::from(s),
+        Value::Lsn(l) => Dynamic::from(l.to_string()),
+        Value::TimestampTz(t) => {
+            Dynamic::from(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        }
+        Value::Timestamp(t) => Dynamic::from(t.to_string()),
+        Value::Date(d) => Dynamic::from(d.to_string()),
+        Value::Json(j) => rhai::serde::to_dynamic(j).unwrap_or(Dynamic::UNIT),
+        Value::Bytes(b) => Dynamic::from_blob(b),
+        Value::Array(a) => Dynamic::from_array(a.into_iter().map(to_dynamic).collect()),
+    }
+}
+
+/// Rows as Rhai sees them: an array of maps, column name to value.
+pub fn to_array(rows: Rows) -> Array {
+    let Rows { columns, rows } = rows;
+    rows.into_iter()
+        .map(|values| {
+            let mut m = Map::new();
+            for (c, v) in columns.iter().zip(values) {
+                m.insert(c.as_str().into(), to_dynamic(v));
+            }
+            Dynamic::from_map(m)
+        })
+        .collect()
 }
 
 /// The first column of the first row, or `()`.
-pub fn first_value(rows: &Array) -> Dynamic {
-    rows.first()
-        .and_then(|r| {
-            r.read_lock::<Map>()
-                .and_then(|m| m.values().next().cloned())
-        })
+pub fn first_value(rows: Rows) -> Dynamic {
+    rows.rows
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .map(to_dynamic)
         .unwrap_or(Dynamic::UNIT)
 }
 
-fn query_value(h: &Host, primitive: &str, node: &str, q: &str, params: &[Dynamic]) -> R<Dynamic> {
+/// Runs a query; in a dry run a statement that writes is printed instead of run (and gives no
+/// rows).
+pub fn run_sql(h: &Host, primitive: &str, node: &str, query: &str, params: &[Dynamic]) -> R<Rows> {
     h.check_node(primitive, node)?;
-    h.pg.query(node, q, params, false, &h.cancel)
-        .map(|rows| first_value(&rows))
-        .map_err(|e| h.fail(primitive, node, e))
+    let params = params_of(params);
+    if h.dry_run() {
+        if !is_read_only(query) {
+            h.change(node, &format!("run SQL: {}", query.trim()));
+            return Ok(Rows::default());
+        }
+        return match h.pg.query(node, query, &params, true, &h.cancel) {
+            Ok(rows) => Ok(rows),
+            // It writes after all (a function the classifier does not know): a change.
+            Err(e)
+                if e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+                    || e.code() == Some(&SqlState::ACTIVE_SQL_TRANSACTION) =>
+            {
+                h.change(node, &format!("run SQL: {}", query.trim()));
+                Ok(Rows::default())
+            }
+            Err(e) => Err(h.fail(primitive, node, e.into())),
+        };
+    }
+    h.pg.query(node, query, &params, false, &h.cancel)
+        .map_err(|e| h.fail(primitive, node, e.into()))
+}
+
+/// Runs a query (also in a dry run: for reads) and returns its rows.
+fn query_rows(h: &Host, primitive: &str, node: &str, q: &str, params: &[Dynamic]) -> R<Rows> {
+    h.check_node(primitive, node)?;
+    pg_rows(h, primitive, node, q, params)
+}
+
+/// `query_rows` for a node already checked.
+fn pg_rows(h: &Host, primitive: &str, node: &str, q: &str, params: &[Dynamic]) -> R<Rows> {
+    h.pg.query(node, q, &params_of(params), false, &h.cancel)
+        .map_err(|e| h.fail(primitive, node, e.into()))
+}
+
+fn query_value(h: &Host, primitive: &str, node: &str, q: &str, params: &[Dynamic]) -> R<Dynamic> {
+    query_rows(h, primitive, node, q, params).map(first_value)
 }
 
 /// Where a node's server listens and keeps its data, as the server itself says (not from the
@@ -129,24 +226,24 @@ pub struct ServerFacts {
 }
 
 pub fn server_facts(h: &Host, primitive: &str, node: &str) -> R<ServerFacts> {
-    h.check_node(primitive, node)?;
-    let rows = h
-        .pg
-        .query(
-            node,
-            "SELECT current_setting('port') AS port, \
-                    trim(split_part(current_setting('unix_socket_directories'), ',', 1)) AS socket_dir, \
-                    current_setting('data_directory') AS data_dir",
-            &[],
-            false,
-            &h.cancel,
-        )
-        .map_err(|e| h.fail(primitive, node, e))?;
-    let row = rows
-        .first()
-        .and_then(|r| r.read_lock::<Map>().map(|m| m.clone()))
-        .ok_or_else(|| h.error(Class::Runbook, format!("{primitive} on {node}: no answer")))?;
-    let get = |k: &str| row.get(k).map(|v| v.to_string()).unwrap_or_default();
+    let rows = query_rows(
+        h,
+        primitive,
+        node,
+        "SELECT current_setting('port') AS port, \
+                trim(split_part(current_setting('unix_socket_directories'), ',', 1)) AS socket_dir, \
+                current_setting('data_directory') AS data_dir",
+        &[],
+    )?;
+    if rows.rows.is_empty() {
+        return Err(h.error(Class::Runbook, format!("{primitive} on {node}: no answer")));
+    }
+    let get = |k: &str| {
+        rows.get(0, k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
     Ok(ServerFacts {
         port: get("port").parse().unwrap_or(5432),
         socket_dir: get("socket_dir"),
@@ -159,7 +256,10 @@ pub fn server_facts(h: &Host, primitive: &str, node: &str) -> R<ServerFacts> {
 pub fn wait_accepting(h: &Host, primitive: &str, node: &str, timeout_s: i64, after: &str) -> R<()> {
     let end = Instant::now() + Duration::from_secs(timeout_s.max(0) as u64);
     loop {
-        if h.pg.probe(node).map_err(|e| h.fail(primitive, node, e))? {
+        if h.pg
+            .probe(node)
+            .map_err(|e| h.fail(primitive, node, e.into()))?
+        {
             return Ok(());
         }
         if Instant::now() >= end {
@@ -186,7 +286,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
     def!(&mut m, "sql", ["node: &str", "query: &str", "Array"],
         "Runs SQL on the node (application database) and returns its rows as an array of maps
         with typed values (NULL is `()`). In a dry run, a statement that writes is printed, not run.",
-        move |node: &str, q: &str| run_sql(&h, "sql", node, q, &[]));
+        move |node: &str, q: &str| run_sql(&h, "sql", node, q, &[]).map(to_array));
 
     let h = host.clone();
     def!(
@@ -198,6 +298,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
         expects for its `$n` (a string for an int4, 70000 for an int2) is a runbook error naming
         it; nothing is sent.",
         move |node: &str, q: &str, params: Array| run_sql(&h, "sql", node, q, &params)
+            .map(to_array)
     );
 
     let h = host.clone();
@@ -206,7 +307,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
         "sql_value",
         ["node: &str", "query: &str", "Dynamic"],
         "Runs SQL and returns the first column of the first row, or `()` when there is no row.",
-        move |node: &str, q: &str| run_sql(&h, "sql_value", node, q, &[]).map(|r| first_value(&r))
+        move |node: &str, q: &str| run_sql(&h, "sql_value", node, q, &[]).map(first_value)
     );
 
     let h = host.clone();
@@ -216,7 +317,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
         ["node: &str", "query: &str", "params: Array", "Dynamic"],
         "Like `sql_value(node, query)`, with parameters.",
         move |node: &str, q: &str, params: Array| {
-            run_sql(&h, "sql_value", node, q, &params).map(|r| first_value(&r))
+            run_sql(&h, "sql_value", node, q, &params).map(first_value)
         }
     );
 
@@ -256,7 +357,8 @@ pub fn create_module(host: Arc<Host>) -> Module {
         node that is down.",
         move |node: &str| -> R<bool> {
             h.check_node("pg_ping", node)?;
-            h.pg.probe(node).map_err(|e| h.fail("pg_ping", node, e))
+            h.pg.probe(node)
+                .map_err(|e| h.fail("pg_ping", node, e.into()))
         }
     );
 
@@ -324,7 +426,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 s = crate::clients::postgres::quote_ident(schema)
             );
             h.pg.execute_batch(node, &ddl, None)
-                .map_err(|e| h.fail("verify_table", node, e))?;
+                .map_err(|e| h.fail("verify_table", node, e.into()))?;
             Ok(quoted)
         }
     );
@@ -350,7 +452,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 && !h
                     .pg
                     .probe(node)
-                    .map_err(|e| h.fail("wait_ready", node, e))?
+                    .map_err(|e| h.fail("wait_ready", node, e.into()))?
             {
                 h.say(&format!("    [dry run] {node} is not ready now; a real run would wait up to {timeout_s} s"));
                 return Ok(());
@@ -398,7 +500,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
         "The node's replication slots: #{slot_name, slot_type, active, active_pid, restart_lsn, wal_status}.",
         move |node: &str| run_sql(&h, "slots", node,
             "SELECT slot_name::text, slot_type, active, active_pid, restart_lsn, wal_status \
-             FROM pg_replication_slots ORDER BY slot_name", &[]));
+             FROM pg_replication_slots ORDER BY slot_name", &[]).map(to_array));
 
     let h = host.clone();
     def!(
@@ -444,16 +546,14 @@ pub fn create_module(host: Arc<Host>) -> Module {
         move |node: &str, name: &str| -> R<bool> {
             check_slot_name(name)
                 .map_err(|e| h.error(Class::Runbook, format!("drop_slot on {node}: {e}")))?;
-            let rows =
-                h.pg.query(
-                    node,
-                    "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-                    &[name.into()],
-                    false,
-                    &h.cancel,
-                )
-                .map_err(|e| h.fail("drop_slot", node, e))?;
-            let Some(active) = rows.first().map(|r| first_value(&[r.clone()].to_vec())) else {
+            let rows = pg_rows(
+                &h,
+                "drop_slot",
+                node,
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[name.into()],
+            )?;
+            let Some(active) = rows.first_value() else {
                 return Ok(false);
             };
             if active.as_bool().unwrap_or(false) {
@@ -519,7 +619,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 crate::clients::postgres::quote_literal(&verifier)
             );
             h.pg.execute_batch(node, &stmt, None)
-                .map_err(|e| h.fail("ensure_replication_role", node, e))?;
+                .map_err(|e| h.fail("ensure_replication_role", node, e.into()))?;
             Ok(true)
         }
     );
@@ -742,16 +842,14 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 .map_err(|e| h.fail("basebackup", target, e))?;
             let end = Instant::now() + Duration::from_secs(30);
             loop {
-                let active =
-                    h.pg.query(
-                        source,
-                        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active",
-                        &[slot.into()],
-                        false,
-                        &h.cancel,
-                    )
-                    .map_err(|e| h.fail("basebackup", source, e))?;
-                if first_value(&active).as_int().unwrap_or(0) == 0 {
+                let active = pg_rows(
+                    &h,
+                    "basebackup",
+                    source,
+                    "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                    &[slot.into()],
+                )?;
+                if active.first_value().and_then(|v| v.as_int()).unwrap_or(0) == 0 {
                     break;
                 }
                 if Instant::now() >= end {
@@ -845,6 +943,62 @@ mod tests {
         assert_eq!(conninfo_quote("pg-bases2"), "'pg-bases2'");
         assert_eq!(conninfo_quote("it's"), "'it\\'s'");
         assert_eq!(conninfo_quote("a\\b c"), "'a\\\\b c'");
+    }
+
+    #[test]
+    fn rhai_values_as_parameters() {
+        let three = Dynamic::from("three");
+        assert_eq!(
+            (three.shown(), three.kind(), three.to_text()),
+            (
+                "\"three\"".to_string(),
+                "a string".to_string(),
+                "three".to_string()
+            )
+        );
+        let n = Dynamic::from_int(70000);
+        assert_eq!(
+            (n.shown(), n.kind(), n.to_int()),
+            ("70000".into(), "an integer".into(), Some(70000))
+        );
+        assert_eq!(Dynamic::from_float(1.5).to_float(), Some(1.5));
+        assert_eq!(Dynamic::from_int(1).to_float(), None);
+        assert_eq!(Dynamic::from_bool(true).kind(), "a boolean");
+        assert_eq!(Dynamic::from_array(vec![]).kind(), "an array");
+        assert_eq!(Dynamic::from_map(Map::new()).kind(), "a map");
+        assert!(Dynamic::UNIT.is_null());
+    }
+
+    #[test]
+    fn rows_become_maps_of_rhai_values() {
+        let rows = Rows {
+            columns: vec![
+                "n".into(),
+                "lsn".into(),
+                "j".into(),
+                "none".into(),
+                "a".into(),
+            ],
+            rows: vec![vec![
+                Value::Int(7),
+                Value::Lsn(crate::clients::postgres::PgLsn::from(0x1_0300_0060)),
+                Value::Json(serde_json::json!({"k": [1, "x"]})),
+                Value::Null,
+                Value::Array(vec![Value::Text("x".into()), Value::Null]),
+            ]],
+        };
+        let a = to_array(rows.clone());
+        let m = a[0].read_lock::<Map>().unwrap();
+        assert_eq!(m["n"].as_int().unwrap(), 7);
+        assert_eq!(m["lsn"].to_string(), "1/3000060");
+        assert_eq!(
+            m["j"].read_lock::<Map>().unwrap()["k"].to_string(),
+            "[1, \"x\"]"
+        );
+        assert!(m["none"].is_unit());
+        assert_eq!(m["a"].to_string(), "[\"x\", ()]");
+        assert_eq!(first_value(rows).as_int().unwrap(), 7);
+        assert!(first_value(Rows::default()).is_unit());
     }
 
     #[test]
