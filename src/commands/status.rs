@@ -3,7 +3,7 @@
 //! Read-only: it never changes anything, and a node that does not answer is shown as such.
 
 use crate::clients::docker::State;
-use crate::clients::postgres::{PgError, Rows, Value};
+use crate::clients::postgres::{PgError, PgLsn, Rows, Value};
 use crate::clients::redis::{BACKUPS, JOURNAL};
 use crate::runtime::host::Host;
 use serde::Serialize;
@@ -57,9 +57,9 @@ fn i(r: &Rows, k: &str) -> Option<i64> {
     r.get(0, k).and_then(Value::as_int)
 }
 
-pub fn lsn_bytes(lsn: &str) -> Option<i64> {
-    let (a, b) = lsn.split_once('/')?;
-    Some((i64::from_str_radix(a, 16).ok()? << 32) + i64::from_str_radix(b, 16).ok()?)
+/// An LSN as a byte position (`0/3000060` is 0x3000060).
+fn lsn_bytes(lsn: &str) -> Option<u64> {
+    lsn.parse::<PgLsn>().ok().map(u64::from)
 }
 
 /// Reads the state of every node and the journal.
@@ -159,7 +159,7 @@ pub fn collect(host: &Host) -> ClusterStatus {
         let plsn = p.lsn.as_deref().and_then(lsn_bytes);
         for n in st.nodes.iter_mut().filter(|n| n.role == "standby") {
             if let (Some(pl), Some(rl)) = (plsn, n.replay_lsn.as_deref().and_then(lsn_bytes)) {
-                n.lag_bytes = Some((pl - rl).max(0));
+                n.lag_bytes = Some(pl.saturating_sub(rl) as i64);
             }
             if n.streaming_from.is_none() {
                 st.warnings.push(format!(
