@@ -461,6 +461,32 @@ fn bind(types: &[Type], params: &[&dyn SqlParam]) -> std::result::Result<Vec<Bou
         .collect()
 }
 
+/// Text from Rust code (a file name, a setting): sent as text, or parsed where the server
+/// expects another type (`pg_lsn`).
+impl SqlParam for &str {
+    fn is_null(&self) -> bool {
+        false
+    }
+    fn to_bool(&self) -> Option<bool> {
+        None
+    }
+    fn to_int(&self) -> Option<i64> {
+        None
+    }
+    fn to_float(&self) -> Option<f64> {
+        None
+    }
+    fn to_text(&self) -> String {
+        self.to_string()
+    }
+    fn shown(&self) -> String {
+        format!("{self:?}")
+    }
+    fn kind(&self) -> String {
+        "a string".into()
+    }
+}
+
 /// The value of a parameter the caller did not give.
 struct Null;
 

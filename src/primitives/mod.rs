@@ -8,6 +8,10 @@
 //! | `pgbackrest.rs` | `pgbackrest`, `pgbackrest_configure`, `pgbackrest_info`, ...        |
 //! | `redis.rs`      | `redis_log`, `record_backup`, `journal_last`                        |
 //!
+//! `node.rs` holds what several of them do to a node (stop it cleanly, wait until it accepts
+//! connections, read its server's facts, run a script on its data directory); the backend files
+//! use it and never each other.
+//!
 //! Each file has a `create_module(host)` that returns a Rhai module of native functions, each
 //! registered with its parameter names and a doc comment (shown by `:help` in the REPL and
 //! written to `docs/primitives.md`). A primitive that changes the cluster asks `host.change(...)`
@@ -15,6 +19,7 @@
 
 pub mod core;
 pub mod docker;
+pub mod node;
 pub mod pgbackrest;
 pub mod postgres;
 pub mod redis;

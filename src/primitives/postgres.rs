@@ -2,7 +2,7 @@
 //! standby. Connections go to each node's published port (see `src/postgres.rs`); identifiers
 //! and literals are always passed as parameters or quoted by the host, never pasted into SQL.
 
-use super::def;
+use super::{def, node};
 use crate::clients::postgres::{PgLsn, Rows, SqlParam, SqlState, Value};
 use crate::error::Class;
 use crate::runtime::host::Host;
@@ -31,11 +31,6 @@ pub fn check_slot_name(name: &str) -> Result<(), String> {
 /// Quotes a libpq connection-string value: in single quotes, `\\` and `'` escaped.
 pub fn conninfo_quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-/// Quotes a string for `sh -c`.
-pub fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// Server functions that change something even inside a read-only transaction.
@@ -215,64 +210,6 @@ fn query_value(h: &Host, primitive: &str, node: &str, q: &str, params: &[Dynamic
     query_rows(h, primitive, node, q, params).map(first_value)
 }
 
-/// Where a node's server listens and keeps its data, as the server itself says (not from the
-/// configuration: a user's container may use another port or socket directory).
-#[derive(Debug, Clone)]
-pub struct ServerFacts {
-    pub port: i64,
-    /// The first of `unix_socket_directories`.
-    pub socket_dir: String,
-    pub data_dir: String,
-}
-
-pub fn server_facts(h: &Host, primitive: &str, node: &str) -> R<ServerFacts> {
-    let rows = query_rows(
-        h,
-        primitive,
-        node,
-        "SELECT current_setting('port') AS port, \
-                trim(split_part(current_setting('unix_socket_directories'), ',', 1)) AS socket_dir, \
-                current_setting('data_directory') AS data_dir",
-        &[],
-    )?;
-    if rows.rows.is_empty() {
-        return Err(h.error(Class::Runbook, format!("{primitive} on {node}: no answer")));
-    }
-    let get = |k: &str| {
-        rows.get(0, k)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
-    Ok(ServerFacts {
-        port: get("port").parse().unwrap_or(5432),
-        socket_dir: get("socket_dir"),
-        data_dir: get("data_dir"),
-    })
-}
-
-/// Waits until the node accepts connections, at most `timeout_s` seconds (Ctrl-C and the run's
-/// time limit stop it). `after` is said in the error: "within 60 s{after}".
-pub fn wait_accepting(h: &Host, primitive: &str, node: &str, timeout_s: i64, after: &str) -> R<()> {
-    let end = Instant::now() + Duration::from_secs(timeout_s.max(0) as u64);
-    loop {
-        if h.pg
-            .probe(node)
-            .map_err(|e| h.fail(primitive, node, e.into()))?
-        {
-            return Ok(());
-        }
-        if Instant::now() >= end {
-            return Err(h.error(
-                Class::Infrastructure,
-                format!("{primitive} on {node}: PostgreSQL did not accept connections within {timeout_s} s{after}"),
-            ));
-        }
-        h.check_cancel()?;
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn is_in_recovery(h: &Host, primitive: &str, node: &str) -> R<bool> {
     query_value(h, primitive, node, "SELECT pg_is_in_recovery()", &[])?
         .as_bool()
@@ -445,7 +382,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
         for the server (pgBackRest's configuration) or connect between containers use these, not
         constants.",
         move |node: &str| -> R<Map> {
-            let f = server_facts(&h, "server_info", node)?;
+            let f = node::server_facts(&h, "server_info", node)?;
             let mut m = Map::new();
             m.insert("port".into(), Dynamic::from_int(f.port));
             m.insert("socket_dir".into(), f.socket_dir.into());
@@ -530,7 +467,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 h.say(&format!("    [dry run] {node} is not ready now; a real run would wait up to {timeout_s} s"));
                 return Ok(());
             }
-            wait_accepting(&h, "wait_ready", node, timeout_s, "")
+            node::wait_accepting(&h, "wait_ready", node, timeout_s, "")
         }
     );
 
@@ -714,7 +651,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 "tli=$(pg_controldata \"$PGDATA\" | sed -n \"s/^Latest checkpoint's TimeLineID: *//p\"); \
                  echo \"timeline $tli\"; \
                  pg_waldump --path=\"$PGDATA/pg_wal\" --timeline=\"$tli\" --start={start} 2>/dev/null; true");
-            let out = crate::primitives::docker::run_on_data_dir(&h, "unshipped_wal", node, &script)?;
+            let out = node::run_on_data_dir(&h, "unshipped_wal", node, &script)?;
             let lost = unshipped(&out.stdout, start, recv);
             let mut m = Map::new();
             m.insert("bytes".into(), Dynamic::from_int(lost.bytes as i64));
@@ -754,8 +691,8 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 return Ok(Map::new());
             }
             let t0 = Instant::now();
-            let src_port = server_facts(&h, "rewind", source)?.port;
-            crate::primitives::docker::clean_stop(&h, "rewind", target, 60)?;
+            let src_port = node::server_facts(&h, "rewind", source)?.port;
+            node::clean_stop(&h, "rewind", target, 60)?;
             // A server killed (SIGKILL, or Docker's stop after a smart shutdown that never ended)
             // leaves postmaster.pid behind; pg_rewind's crash recovery then takes it for a live
             // server (in a one-off container its PID, often 1, is always alive). It is stale
@@ -881,8 +818,8 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 return Ok(Map::new());
             }
             let t0 = Instant::now();
-            let src_port = server_facts(&h, "basebackup", source)?.port;
-            crate::primitives::docker::clean_stop(&h, "basebackup", target, 60)?;
+            let src_port = node::server_facts(&h, "basebackup", source)?.port;
+            node::clean_stop(&h, "basebackup", target, 60)?;
             // A base backup left running by an interrupted run would hold the slot: remove its
             // container, then wait for the source to see the slot free.
             h.docker
@@ -910,10 +847,10 @@ pub fn create_module(host: Arc<Host>) -> Module {
             let script = format!(
                 "set -e\nfind {d} -mindepth 1 -delete\n\
                  pg_basebackup -h {host} -p {src_port} -U {user} -D {d} -X stream -R -S {slot} --checkpoint=fast -P\n",
-                d = sh_quote(&data),
-                host = sh_quote(&src),
-                user = sh_quote(&h.config.cluster.replication_user),
-                slot = sh_quote(slot),
+                d = node::sh_quote(&data),
+                host = node::sh_quote(&src),
+                user = node::sh_quote(&h.config.cluster.replication_user),
+                slot = node::sh_quote(slot),
             );
             let mut spec = spec;
             spec.entrypoint = Some(vec!["/bin/sh".into(), "-c".into()]);
@@ -1124,11 +1061,5 @@ rmgr: Transaction len (rec/tot):     34/    34, tx:       9001, lsn: 1/FFFFFFE0,
         assert_eq!(lost.bytes, 34);
         assert_eq!(lost.end.to_string(), "2/2");
         assert_eq!(lost.timeline, 3);
-    }
-
-    #[test]
-    fn shell_quoting() {
-        assert_eq!(sh_quote("a b"), "'a b'");
-        assert_eq!(sh_quote("it's"), "'it'\\''s'");
     }
 }
