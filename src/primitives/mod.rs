@@ -25,6 +25,7 @@ pub mod postgres;
 pub mod redis;
 
 use crate::runtime::host::Host;
+use crate::table::ColumnOrders;
 use rhai::{Engine, Module};
 use std::sync::Arc;
 
@@ -60,7 +61,11 @@ pub struct Backend {
 }
 
 /// Every primitive module, in the order `docs/primitives.md` lists them.
+///
+/// `sql` and `print_table` share one [`ColumnOrders`]: rows keep their query's column order in
+/// a table although each row is a Rhai map, whose keys are sorted.
 pub fn modules(host: &Arc<Host>) -> Vec<Backend> {
+    let orders = Arc::new(ColumnOrders::default());
     let backend = |name, source, module| Backend {
         name,
         source,
@@ -70,7 +75,7 @@ pub fn modules(host: &Arc<Host>) -> Vec<Backend> {
         backend(
             "core",
             "src/primitives/core.rs",
-            core::create_module(host.clone()),
+            core::create_module(host.clone(), orders.clone()),
         ),
         backend(
             "docker",
@@ -80,7 +85,7 @@ pub fn modules(host: &Arc<Host>) -> Vec<Backend> {
         backend(
             "postgres",
             "src/primitives/postgres/",
-            postgres::create_module(host.clone()),
+            postgres::create_module(host.clone(), orders),
         ),
         backend(
             "pgbackrest",

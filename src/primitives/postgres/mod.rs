@@ -26,16 +26,18 @@ mod values;
 mod waldump;
 
 use crate::runtime::host::Host;
+use crate::table::ColumnOrders;
 use rhai::{EvalAltResult, Module};
 use std::sync::Arc;
 
 type R<T> = Result<T, Box<EvalAltResult>>;
 
-pub fn create_module(host: Arc<Host>) -> Module {
+/// The backend's module; `orders` is where the rows' column orders go for `print_table`.
+pub fn create_module(host: Arc<Host>, orders: Arc<ColumnOrders>) -> Module {
     let mut m = Module::new();
-    sql::register(&mut m, &host);
+    sql::register(&mut m, &host, &orders);
     server::register(&mut m, &host);
-    slots::register(&mut m, &host);
+    slots::register(&mut m, &host, &orders);
     objects::register(&mut m, &host);
     waldump::register(&mut m, &host);
     clone::register(&mut m, &host);

@@ -1,11 +1,11 @@
 //! Replication slots: listing, creating and dropping them, and the names PostgreSQL accepts.
 
-use super::sql::{pg_rows, query_value, run_sql};
-use super::values::to_array;
+use super::sql::{pg_rows, query_value, rows_for_rhai, run_sql};
 use super::R;
 use crate::error::Class;
 use crate::primitives::def;
 use crate::runtime::host::Host;
+use crate::table::ColumnOrders;
 use rhai::Module;
 use std::sync::Arc;
 
@@ -24,13 +24,13 @@ pub fn check_slot_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub fn register(m: &mut Module, host: &Arc<Host>) {
-    let h = host.clone();
+pub fn register(m: &mut Module, host: &Arc<Host>, orders: &Arc<ColumnOrders>) {
+    let (h, o) = (host.clone(), orders.clone());
     def!(m, "slots", ["node: &str", "Array"],
         "The node's replication slots: #{slot_name, slot_type, active, active_pid, restart_lsn, wal_status}.",
         move |node: &str| run_sql(&h, "slots", node,
             "SELECT slot_name::text, slot_type, active, active_pid, restart_lsn, wal_status \
-             FROM pg_replication_slots ORDER BY slot_name", &[]).map(to_array));
+             FROM pg_replication_slots ORDER BY slot_name", &[]).map(|r| rows_for_rhai(r, &o)));
 
     let h = host.clone();
     def!(

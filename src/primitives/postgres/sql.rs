@@ -8,6 +8,7 @@ use crate::clients::postgres::{Rows, SqlState};
 use crate::error::Class;
 use crate::primitives::def;
 use crate::runtime::host::Host;
+use crate::table::ColumnOrders;
 use rhai::{Array, Dynamic, Module};
 use std::sync::Arc;
 
@@ -72,14 +73,28 @@ pub(super) fn query_value(
     query_rows(h, primitive, node, q, params).map(first_value)
 }
 
-pub fn register(m: &mut Module, host: &Arc<Host>) {
-    let h = host.clone();
-    def!(m, "sql", ["node: &str", "query: &str", "Array"],
-        "Runs SQL on the node (application database) and returns its rows as an array of maps
-        with typed values (NULL is `()`). In a dry run, a statement that writes is printed, not run.",
-        move |node: &str, q: &str| run_sql(&h, "sql", node, q, &[]).map(to_array));
+/// Rows for a script: an array of maps, the query's column order remembered for `print_table`
+/// (a map sorts its keys; see `ColumnOrders`).
+pub(super) fn rows_for_rhai(rows: Rows, orders: &ColumnOrders) -> Array {
+    if !rows.rows.is_empty() {
+        orders.remember(&rows.columns);
+    }
+    to_array(rows)
+}
 
-    let h = host.clone();
+pub fn register(m: &mut Module, host: &Arc<Host>, orders: &Arc<ColumnOrders>) {
+    let (h, o) = (host.clone(), orders.clone());
+    def!(
+        m,
+        "sql",
+        ["node: &str", "query: &str", "Array"],
+        "Runs SQL on the node (application database) and returns its rows as an array of maps
+        with typed values (NULL is `()`). In a dry run, a statement that writes is printed, not run.
+        A map lists its keys sorted; `print_table(rows)` shows the columns in the query's order.",
+        move |node: &str, q: &str| run_sql(&h, "sql", node, q, &[]).map(|r| rows_for_rhai(r, &o))
+    );
+
+    let (h, o) = (host.clone(), orders.clone());
     def!(
         m,
         "sql",
@@ -89,7 +104,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
         expects for its `$n` (a string for an int4, 70000 for an int2) is a runbook error naming
         it; nothing is sent.",
         move |node: &str, q: &str, params: Array| run_sql(&h, "sql", node, q, &params)
-            .map(to_array)
+            .map(|r| rows_for_rhai(r, &o))
     );
 
     let h = host.clone();
