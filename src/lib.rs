@@ -7,8 +7,9 @@
 //! cli.rs        the command line: arguments, exit codes, which command runs
 //! commands/     one file per command: run, repl, check, status, journal, lab, reference, ...
 //! engine/       Rhai: building the engine, runbooks and their headers, the static checker
-//! primitives/   what scripts can call, one file per backend (Docker, PostgreSQL, pgBackRest,
-//!               Redis) and `core` for the rest; the only place that converts to Rhai values
+//! primitives/   what scripts can call, one file (or folder) per backend (Docker, PostgreSQL,
+//!               pgBackRest, Redis), `core` for the rest, `node` for what backends share; the
+//!               only place that converts to Rhai values
 //! runtime/      what a run carries: configuration, clients, the cancel flag, the journal run
 //! clients/      one file per backend, in Rust types only: Docker (bollard), PostgreSQL
 //!               (postgres), Redis (the journal and its spool)

@@ -136,3 +136,28 @@ fn unknown_node_and_missing_container_are_clear_errors() {
         "nothing else was touched"
     );
 }
+
+#[test]
+fn print_table_keeps_the_querys_column_order() {
+    let lab = TestLab::up("cols");
+    let script = lab.script(
+        "columns.rhai",
+        "//! A query's columns, printed in its order.\n\
+         let rows = sql(\"pg-bases2\", \"select 3 as c, 1 as a, 2 as b\");\n\
+         print_table(rows);\n\
+         print(`keys: ${rows[0].keys()}`);\n\
+         print(`first: ${sql_value(\"pg-bases2\", \"select 3 as c, 1 as a\")}`);\n\
+         print_table([#{ c: 3, a: 1 }]);\n",
+    );
+    let out = lab.pgrunbook(&["run", &script]).succeeds().stdout;
+    let lines: Vec<&str> = out.lines().map(str::trim_end).collect();
+    let header = lines.iter().position(|l| l.starts_with("c | a | b"));
+    let header = header.unwrap_or_else(|| panic!("no c | a | b header:\n{out}"));
+    assert_eq!(lines[header + 2], "3 | 1 | 2", "{out}");
+    // Each row is still a map: its keys are sorted.
+    assert!(out.contains("keys: [\"a\", \"b\", \"c\"]"), "{out}");
+    // The first column is the query's first, not the map's first key.
+    assert!(out.contains("first: 3"), "{out}");
+    // Rows built by hand have no query order: their keys sorted, as before.
+    assert!(lines.contains(&"a | c"), "{out}");
+}

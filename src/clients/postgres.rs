@@ -1,5 +1,9 @@
-//! The PostgreSQL backend: connections to each node over its published port, queries, and the
-//! conversion of rows into Rhai values.
+//! The PostgreSQL client: connections to each node over its published port, queries, and the
+//! conversion of rows into Rust values ([`Rows`] of [`Value`]s).
+//!
+//! It knows nothing of Rhai: a caller gives parameters through [`SqlParam`] and gets typed
+//! [`Rows`] back, or a [`PgError`] that carries its class and the server's SQLSTATE. Turning
+//! these into script values is the primitives' work (`src/primitives/postgres/values.rs`).
 //!
 //! One connection per node is kept open for the whole run (a failover's checks then cost a round
 //! trip, not a SCRAM handshake). A connection found closed is opened again before the next query;
@@ -11,20 +15,72 @@
 use crate::cancel::Cancel;
 use crate::config::Config;
 use crate::error::{Class, Failure};
-use anyhow::{anyhow, Result};
+use anyhow::anyhow;
 use postgres::types::{FromSql, Kind, ToSql, Type};
 use postgres::{CancelToken, Client, NoTls, Row};
-use rhai::{Array, Dynamic, Map};
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// What a call on a connection fails with: the server or the connection, or a parameter that
-/// pgrunbook refused to send (see `bind`), kept apart so that each gets its own class.
+pub use postgres::error::SqlState;
+pub use postgres::types::PgLsn;
+
+type Result<T> = std::result::Result<T, PgError>;
+
+/// A call that failed: the class it counts as (which decides the exit code), the message, and
+/// the server's SQLSTATE when the server answered with an error (or refused the login). Callers
+/// decide on [`PgError::code`], never on the message's text.
+#[derive(Debug, Clone)]
+pub struct PgError {
+    class: Class,
+    message: String,
+    code: Option<SqlState>,
+}
+
+impl PgError {
+    fn new(class: Class, message: impl Into<String>) -> PgError {
+        PgError {
+            class,
+            message: message.into(),
+            code: None,
+        }
+    }
+
+    /// The server's SQLSTATE (`SqlState::READ_ONLY_SQL_TRANSACTION`), if it sent one.
+    pub fn code(&self) -> Option<&SqlState> {
+        self.code.as_ref()
+    }
+
+    pub fn class(&self) -> Class {
+        self.class
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Into the error type of the layers above: a [`Failure`] of the same class and message.
+impl From<PgError> for anyhow::Error {
+    fn from(e: PgError) -> anyhow::Error {
+        anyhow!(Failure::new(e.class, e.message))
+    }
+}
+
+/// What a call on a connection fails with: the server or the connection, a parameter that
+/// pgrunbook refused to send (see `bind`), or a value it cannot convert, kept apart so that
+/// each gets its own class.
 enum CallError {
     Pg(postgres::Error),
     Param(ParamError),
+    Convert(ConvertError),
 }
 
 impl From<postgres::Error> for CallError {
@@ -36,6 +92,107 @@ impl From<postgres::Error> for CallError {
 impl From<ParamError> for CallError {
     fn from(e: ParamError) -> Self {
         CallError::Param(e)
+    }
+}
+
+impl From<ConvertError> for CallError {
+    fn from(e: ConvertError) -> Self {
+        CallError::Convert(e)
+    }
+}
+
+/// The rows of a query: the column names in the query's order, and each row's values in the
+/// same order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+impl Rows {
+    /// The first column of the first row, if there is a row.
+    pub fn first_value(&self) -> Option<&Value> {
+        self.rows.first().and_then(|r| r.first())
+    }
+
+    /// The value of the column named `column` in row `row`.
+    pub fn get(&self, row: usize, column: &str) -> Option<&Value> {
+        let i = self.columns.iter().position(|c| c == column)?;
+        self.rows.get(row).and_then(|r| r.get(i))
+    }
+}
+
+/// One value of a row, typed after its column: NULL is `Null` whatever the type; integers
+/// (`int2`, `int4`, `int8`, `oid`) are `Int`; `float4`, `float8` are `Float`; a `numeric` is
+/// `Int` when whole and fits, else `Float`; text types, `"char"` and enums are `Text`; arrays
+/// of text and integers are `Array`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Lsn(PgLsn),
+    /// `timestamptz`.
+    TimestampTz(chrono::DateTime<chrono::Utc>),
+    /// `timestamp` (without time zone).
+    Timestamp(chrono::NaiveDateTime),
+    Date(chrono::NaiveDate),
+    /// `json` and `jsonb`.
+    Json(serde_json::Value),
+    /// `bytea`.
+    Bytes(Vec<u8>),
+    Array(Vec<Value>),
+}
+
+impl Value {
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_lsn(&self) -> Option<PgLsn> {
+        match self {
+            Value::Lsn(l) => Some(*l),
+            _ => None,
+        }
+    }
+}
+
+/// A column whose value pgrunbook cannot convert: its type has no [`Value`], or the server sent
+/// what the type's decoder refused. A runbook error: the query must cast it (`col::text`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConvertError {
+    UnknownType { column: String, type_name: String },
+    Decode { column: String, why: String },
+}
+
+impl std::fmt::Display for ConvertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConvertError::UnknownType { column, type_name } => write!(
+                f,
+                "column '{column}' has type {type_name} that pgrunbook cannot convert; cast it in SQL ({column}::text)"
+            ),
+            ConvertError::Decode { why, .. } => f.write_str(why),
+        }
     }
 }
 
@@ -83,7 +240,7 @@ impl Postgres {
         let n = self
             .config
             .node(node)
-            .map_err(|e| anyhow!(Failure::new(Class::Runbook, e.to_string())))?;
+            .map_err(|e| PgError::new(Class::Runbook, e.to_string()))?;
         let mut cfg = postgres::Config::new();
         cfg.host(&n.host)
             .port(n.port)
@@ -94,16 +251,15 @@ impl Postgres {
             .connect_timeout(Duration::from_millis(
                 self.config.cluster.connect_timeout_ms,
             ));
-        cfg.connect(NoTls).map_err(|e| {
-            let why = describe(&e);
-            let class = Class::Infrastructure;
-            anyhow!(Failure::new(
-                class,
-                format!(
-                    "PostgreSQL on node {node} ({}:{}) is unreachable: {why}",
-                    n.host, n.port
-                )
-            ))
+        cfg.connect(NoTls).map_err(|e| PgError {
+            class: Class::Infrastructure,
+            message: format!(
+                "PostgreSQL on node {node} ({}:{}) is unreachable: {}",
+                n.host,
+                n.port,
+                describe(&e)
+            ),
+            code: e.code().cloned(),
         })
     }
 
@@ -137,26 +293,31 @@ impl Postgres {
         r.map_err(|e| {
             let e = match e {
                 // Refused before anything was sent: the runbook's mistake, whatever the server.
-                CallError::Param(p) => return anyhow!(Failure::new(Class::Runbook, p.to_string())),
+                CallError::Param(p) => return PgError::new(Class::Runbook, p.to_string()),
+                // The query ran; its result does not convert: the query must cast.
+                CallError::Convert(c) => return PgError::new(Class::Runbook, c.to_string()),
                 CallError::Pg(e) => e,
             };
             let closed = e.is_closed() || e.as_db_error().is_none() && e.code().is_none();
             let msg = describe(&e);
-            if e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) {
-                anyhow!(Failure::new(
+            let code = e.code().cloned();
+            let (class, message) = if code == Some(SqlState::QUERY_CANCELED) {
+                (
                     Class::Interrupted,
-                    format!("query cancelled on {node}: {msg}")
-                ))
+                    format!("query cancelled on {node}: {msg}"),
+                )
             } else if closed && e.as_db_error().is_none() {
-                anyhow!(Failure::new(
+                (
                     Class::Infrastructure,
-                    format!("connection to node {node} failed: {msg}")
-                ))
+                    format!("connection to node {node} failed: {msg}"),
+                )
             } else {
-                anyhow!(Failure::new(
-                    Class::Runbook,
-                    format!("SQL error on {node}: {msg}")
-                ))
+                (Class::Runbook, format!("SQL error on {node}: {msg}"))
+            };
+            PgError {
+                class,
+                message,
+                code,
             }
         })
     }
@@ -188,7 +349,7 @@ impl Postgres {
     pub fn probe(&self, node: &str) -> Result<bool> {
         match self.with_client(node, None, |c| c.simple_query("SELECT 1").map(|_| ())) {
             Ok(()) => Ok(true),
-            Err(e) if format!("{e:#}").contains("(SQLSTATE 28") => Err(e),
+            Err(e) if e.code().is_some_and(|c| c.code().starts_with("28")) => Err(e),
             Err(_) => Ok(false),
         }
     }
@@ -205,22 +366,22 @@ impl Postgres {
         })
     }
 
-    /// Runs a query with parameters; rows come back as maps of typed values.
+    /// Runs a query with parameters; rows come back typed, columns in the query's order.
     /// `read_only` runs it in a read-only transaction that is rolled back (dry runs): a statement
-    /// that writes then fails with SQLSTATE 25006.
+    /// that writes then fails with SQLSTATE 25006 (`SqlState::READ_ONLY_SQL_TRANSACTION`).
     pub fn query(
         &self,
         node: &str,
         sql: &str,
-        params: &[Dynamic],
+        params: &[&dyn SqlParam],
         read_only: bool,
         cancel: &Cancel,
-    ) -> Result<Array> {
+    ) -> Result<Rows> {
         if cancel.is_cancelled() {
-            return Err(anyhow!(Failure::new(Class::Interrupted, "cancelled")));
+            return Err(PgError::new(Class::Interrupted, "cancelled"));
         }
-        let run = move |c: &mut Client| -> std::result::Result<Array, CallError> {
-            if read_only {
+        let run = move |c: &mut Client| -> std::result::Result<Rows, CallError> {
+            let (stmt, rows) = if read_only {
                 let mut tx = c.build_transaction().read_only(true).start()?;
                 let stmt = tx.prepare(sql)?;
                 let owned = bind(stmt.params(), params)?;
@@ -228,26 +389,28 @@ impl Postgres {
                     owned.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
                 let rows = tx.query(&stmt, &refs)?;
                 tx.rollback()?;
-                return Ok(rows.iter().map(row_to_map).map(Dynamic::from).collect());
-            }
-            let stmt = c.prepare(sql)?;
-            let owned = bind(stmt.params(), params)?;
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                owned.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            let rows = c.query(&stmt, &refs)?;
-            Ok(rows.iter().map(row_to_map).map(Dynamic::from).collect())
+                (stmt, rows)
+            } else {
+                let stmt = c.prepare(sql)?;
+                let owned = bind(stmt.params(), params)?;
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    owned.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                let rows = c.query(&stmt, &refs)?;
+                (stmt, rows)
+            };
+            Ok(Rows {
+                columns: stmt
+                    .columns()
+                    .iter()
+                    .map(|c| c.name().to_string())
+                    .collect(),
+                rows: rows
+                    .iter()
+                    .map(row_values)
+                    .collect::<std::result::Result<_, _>>()?,
+            })
         };
-        self.with_client(node, None, run).and_then(|rows: Array| {
-            // Conversion errors travel as a marker map; surface them.
-            for r in &rows {
-                if let Some(m) = r.read_lock::<Map>() {
-                    if let Some(e) = m.get("__pgrunbook_error") {
-                        return Err(anyhow!(Failure::new(Class::Runbook, e.to_string())));
-                    }
-                }
-            }
-            Ok(rows)
-        })
+        self.with_client(node, None, run)
     }
 
     /// Runs statements with no result (several may be separated by `;`).
@@ -256,22 +419,41 @@ impl Postgres {
     }
 }
 
+/// A value given for a parameter `$n`: what the client needs to know of it to send it as the
+/// type the server expects, or to say why it cannot. The caller's language (Rhai, for the
+/// primitives) implements it; the client never sees that language's values.
+pub trait SqlParam {
+    /// Whether it stands for NULL.
+    fn is_null(&self) -> bool;
+    fn to_bool(&self) -> Option<bool>;
+    fn to_int(&self) -> Option<i64>;
+    /// A float (an integer is not: the client widens integers itself where a float fits).
+    fn to_float(&self) -> Option<f64>;
+    /// The value as text, for a parameter the server takes as text (or parses, like `pg_lsn`).
+    fn to_text(&self) -> String;
+    /// The value as the caller's language writes it, for errors (`"three"`, `70000`).
+    fn shown(&self) -> String;
+    /// What kind of value it is, in words, for errors (`a string`).
+    fn kind(&self) -> String;
+}
+
 /// The parameters of a prepared statement (`types`, as the server inferred them), each converted
 /// to the type the server expects; missing ones are NULL.
 ///
 /// Every check is made here, before anything is sent: a value that does not fit is the
 /// runbook's mistake, reported as a [`ParamError`] naming `$n`. Left to the client library, it
 /// would fail while serializing, as an error that looks like a broken connection.
-fn bind(types: &[Type], params: &[Dynamic]) -> std::result::Result<Vec<Param>, ParamError> {
+fn bind(types: &[Type], params: &[&dyn SqlParam]) -> std::result::Result<Vec<Bound>, ParamError> {
+    let null: &dyn SqlParam = &Null;
     types
         .iter()
-        .zip(params.iter().chain(std::iter::repeat(&Dynamic::UNIT)))
+        .zip(params.iter().copied().chain(std::iter::repeat(null)))
         .enumerate()
         .map(|(i, (t, v))| {
-            Param::from_dynamic(v, t).map_err(|why| ParamError {
+            Bound::from_param(v, t).map_err(|why| ParamError {
                 number: i + 1,
-                value: shown(v),
-                kind: kind_of(v),
+                value: cut(v.shown()),
+                kind: v.kind(),
                 expected: t.name().to_string(),
                 why,
             })
@@ -279,31 +461,64 @@ fn bind(types: &[Type], params: &[Dynamic]) -> std::result::Result<Vec<Param>, P
         .collect()
 }
 
-/// A value as the error shows it, as Rhai writes it (`"three"`, `70000`), cut when long.
-fn shown(v: &Dynamic) -> String {
-    let s = format!("{v:?}");
-    match s.char_indices().nth(60) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s,
+/// Text from Rust code (a file name, a setting): sent as text, or parsed where the server
+/// expects another type (`pg_lsn`).
+impl SqlParam for &str {
+    fn is_null(&self) -> bool {
+        false
+    }
+    fn to_bool(&self) -> Option<bool> {
+        None
+    }
+    fn to_int(&self) -> Option<i64> {
+        None
+    }
+    fn to_float(&self) -> Option<f64> {
+        None
+    }
+    fn to_text(&self) -> String {
+        self.to_string()
+    }
+    fn shown(&self) -> String {
+        format!("{self:?}")
+    }
+    fn kind(&self) -> String {
+        "a string".into()
     }
 }
 
-/// What kind of Rhai value it is, in words.
-fn kind_of(v: &Dynamic) -> String {
-    if v.is_string() {
-        "a string".into()
-    } else if v.is_int() {
-        "an integer".into()
-    } else if v.is_float() {
-        "a float".into()
-    } else if v.is_bool() {
-        "a boolean".into()
-    } else if v.is_array() {
-        "an array".into()
-    } else if v.is_map() {
-        "a map".into()
-    } else {
-        format!("a {}", v.type_name())
+/// The value of a parameter the caller did not give.
+struct Null;
+
+impl SqlParam for Null {
+    fn is_null(&self) -> bool {
+        true
+    }
+    fn to_bool(&self) -> Option<bool> {
+        None
+    }
+    fn to_int(&self) -> Option<i64> {
+        None
+    }
+    fn to_float(&self) -> Option<f64> {
+        None
+    }
+    fn to_text(&self) -> String {
+        String::new()
+    }
+    fn shown(&self) -> String {
+        "()".into()
+    }
+    fn kind(&self) -> String {
+        "nothing".into()
+    }
+}
+
+/// A value as the error shows it, cut when long.
+fn cut(s: String) -> String {
+    match s.char_indices().nth(60) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s,
     }
 }
 
@@ -360,7 +575,7 @@ impl std::fmt::Display for ParamError {
 
 /// A parameter converted to the type the server expects.
 #[derive(Debug)]
-enum Param {
+enum Bound {
     Null,
     Bool(bool),
     I16(i16),
@@ -368,61 +583,54 @@ enum Param {
     I64(i64),
     F32(f32),
     F64(f64),
-    Lsn(postgres::types::PgLsn),
+    Lsn(PgLsn),
     Text(String),
 }
 
-impl Param {
-    /// Converts a Rhai value to the server's type `t`, or says why it does not fit. An integer
+impl Bound {
+    /// Converts a parameter to the server's type `t`, or says why it does not fit. An integer
     /// is never truncated to fit a smaller type: 70000 is not an int2.
-    fn from_dynamic(v: &Dynamic, t: &Type) -> std::result::Result<Param, Mismatch> {
-        if v.is_unit() {
-            return Ok(Param::Null);
+    fn from_param(v: &dyn SqlParam, t: &Type) -> std::result::Result<Bound, Mismatch> {
+        if v.is_null() {
+            return Ok(Bound::Null);
         }
-        let int = || v.as_int().map_err(|_| Mismatch::Needs("an integer"));
+        let int = || v.to_int().ok_or(Mismatch::Needs("an integer"));
         let number = || {
-            v.as_float()
-                .or_else(|_| v.as_int().map(|i| i as f64))
-                .map_err(|_| Mismatch::Needs("a number"))
-        };
-        let text = || {
-            if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
-                s.to_string()
-            } else {
-                v.to_string()
-            }
+            v.to_float()
+                .or_else(|| v.to_int().map(|i| i as f64))
+                .ok_or(Mismatch::Needs("a number"))
         };
         Ok(match *t {
-            Type::BOOL => Param::Bool(v.as_bool().map_err(|_| Mismatch::Needs("true or false"))?),
-            Type::INT2 => Param::I16(int()?.try_into().map_err(|_| Mismatch::OutOfRange)?),
-            Type::INT4 => Param::I32(int()?.try_into().map_err(|_| Mismatch::OutOfRange)?),
-            Type::INT8 => Param::I64(int()?),
-            Type::FLOAT4 => Param::F32(number()? as f32),
-            Type::FLOAT8 => Param::F64(number()?),
-            Type::PG_LSN => Param::Lsn(text().parse().map_err(|_| Mismatch::NotAnLsn)?),
-            _ if <String as ToSql>::accepts(t) => Param::Text(text()),
+            Type::BOOL => Bound::Bool(v.to_bool().ok_or(Mismatch::Needs("true or false"))?),
+            Type::INT2 => Bound::I16(int()?.try_into().map_err(|_| Mismatch::OutOfRange)?),
+            Type::INT4 => Bound::I32(int()?.try_into().map_err(|_| Mismatch::OutOfRange)?),
+            Type::INT8 => Bound::I64(int()?),
+            Type::FLOAT4 => Bound::F32(number()? as f32),
+            Type::FLOAT8 => Bound::F64(number()?),
+            Type::PG_LSN => Bound::Lsn(v.to_text().parse().map_err(|_| Mismatch::NotAnLsn)?),
+            _ if <String as ToSql>::accepts(t) => Bound::Text(v.to_text()),
             _ => return Err(Mismatch::CastInSql),
         })
     }
 }
 
-impl ToSql for Param {
+impl ToSql for Bound {
     fn to_sql(
         &self,
         ty: &Type,
         out: &mut postgres::types::private::BytesMut,
     ) -> std::result::Result<postgres::types::IsNull, Box<dyn StdError + Sync + Send>> {
-        // `from_dynamic` chose each variant for `ty`: these cannot refuse it.
+        // `from_param` chose each variant for `ty`: these cannot refuse it.
         match self {
-            Param::Null => Ok(postgres::types::IsNull::Yes),
-            Param::Bool(b) => b.to_sql(ty, out),
-            Param::I16(i) => i.to_sql(ty, out),
-            Param::I32(i) => i.to_sql(ty, out),
-            Param::I64(i) => i.to_sql(ty, out),
-            Param::F32(f) => f.to_sql(ty, out),
-            Param::F64(f) => f.to_sql(ty, out),
-            Param::Lsn(l) => l.to_sql(ty, out),
-            Param::Text(s) => s.to_sql(ty, out),
+            Bound::Null => Ok(postgres::types::IsNull::Yes),
+            Bound::Bool(b) => b.to_sql(ty, out),
+            Bound::I16(i) => i.to_sql(ty, out),
+            Bound::I32(i) => i.to_sql(ty, out),
+            Bound::I64(i) => i.to_sql(ty, out),
+            Bound::F32(f) => f.to_sql(ty, out),
+            Bound::F64(f) => f.to_sql(ty, out),
+            Bound::Lsn(l) => l.to_sql(ty, out),
+            Bound::Text(s) => s.to_sql(ty, out),
         }
     }
     fn accepts(_ty: &Type) -> bool {
@@ -431,8 +639,9 @@ impl ToSql for Param {
     postgres::types::to_sql_checked!();
 }
 
-/// PostgreSQL `numeric` in binary form, decoded to an integer or a float.
-struct Numeric(Dynamic);
+/// PostgreSQL `numeric` in binary form, decoded to an integer (when whole and within i64) or a
+/// float.
+struct Numeric(Value);
 
 impl<'a> FromSql<'a> for Numeric {
     fn from_sql(
@@ -448,7 +657,7 @@ impl<'a> FromSql<'a> for Numeric {
         let sign = u16::from_be_bytes([raw[4], raw[5]]);
         let dscale = rd(6);
         if sign == 0xC000 {
-            return Ok(Numeric(Dynamic::from_float(f64::NAN)));
+            return Ok(Numeric(Value::Float(f64::NAN)));
         }
         let mut int_part: i128 = 0;
         let mut value: f64 = 0.0;
@@ -466,116 +675,83 @@ impl<'a> FromSql<'a> for Numeric {
         let neg = sign == 0x4000;
         if dscale == 0 && !fractional && int_part <= i64::MAX as i128 {
             let v = int_part as i64;
-            return Ok(Numeric(Dynamic::from_int(if neg { -v } else { v })));
+            return Ok(Numeric(Value::Int(if neg { -v } else { v })));
         }
-        Ok(Numeric(Dynamic::from_float(if neg {
-            -value
-        } else {
-            value
-        })))
+        Ok(Numeric(Value::Float(if neg { -value } else { value })))
     }
     fn accepts(ty: &Type) -> bool {
         *ty == Type::NUMERIC
     }
 }
 
+/// Column `i` of `row` decoded as `T` (NULL as `Value::Null`), then made a [`Value`] by `f`.
 fn cell<'a, T: FromSql<'a>>(
     row: &'a Row,
     i: usize,
-    f: impl Fn(T) -> Dynamic,
-) -> std::result::Result<Dynamic, String> {
+    f: impl Fn(T) -> Value,
+) -> std::result::Result<Value, ConvertError> {
     row.try_get::<_, Option<T>>(i)
-        .map(|o| o.map(f).unwrap_or(Dynamic::UNIT))
-        .map_err(|e| e.to_string())
+        .map(|o| o.map(f).unwrap_or(Value::Null))
+        .map_err(|e| ConvertError::Decode {
+            column: row.columns()[i].name().to_string(),
+            why: e.to_string(),
+        })
 }
 
-/// Converts one value of a row to a Rhai value: NULL is `()`, integers are INT, floats and
-/// numerics FLOAT (INT when whole), text STRING, timestamps ISO 8601 strings, json a map.
-pub fn value_to_dynamic(row: &Row, i: usize) -> std::result::Result<Dynamic, String> {
+/// The elements of an array column, NULL elements as `Value::Null`.
+fn elements<T>(v: Vec<Option<T>>, f: impl Fn(T) -> Value) -> Value {
+    Value::Array(
+        v.into_iter()
+            .map(|x| x.map(&f).unwrap_or(Value::Null))
+            .collect(),
+    )
+}
+
+/// Converts one value of a row to a [`Value`], after the column's type.
+pub fn value_of(row: &Row, i: usize) -> std::result::Result<Value, ConvertError> {
     let t = row.columns()[i].type_().clone();
     match t {
-        Type::BOOL => cell(row, i, Dynamic::from_bool),
-        Type::INT2 => cell(row, i, |v: i16| Dynamic::from_int(v as i64)),
-        Type::INT4 => cell(row, i, |v: i32| Dynamic::from_int(v as i64)),
-        Type::INT8 => cell(row, i, Dynamic::from_int),
-        Type::OID => cell(row, i, |v: u32| Dynamic::from_int(v as i64)),
-        Type::FLOAT4 => cell(row, i, |v: f32| Dynamic::from_float(v as f64)),
-        Type::FLOAT8 => cell(row, i, Dynamic::from_float),
+        Type::BOOL => cell(row, i, Value::Bool),
+        Type::INT2 => cell(row, i, |v: i16| Value::Int(v as i64)),
+        Type::INT4 => cell(row, i, |v: i32| Value::Int(v as i64)),
+        Type::INT8 => cell(row, i, Value::Int),
+        Type::OID => cell(row, i, |v: u32| Value::Int(v as i64)),
+        Type::FLOAT4 => cell(row, i, |v: f32| Value::Float(v as f64)),
+        Type::FLOAT8 => cell(row, i, Value::Float),
         Type::NUMERIC => cell(row, i, |v: Numeric| v.0),
         Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR | Type::UNKNOWN => {
-            cell(row, i, |v: String| Dynamic::from(v))
+            cell(row, i, Value::Text)
         }
-        Type::CHAR => cell(row, i, |v: i8| Dynamic::from((v as u8 as char).to_string())),
-        Type::PG_LSN => cell(row, i, |v: postgres::types::PgLsn| {
-            Dynamic::from(v.to_string())
-        }),
-        Type::TIMESTAMPTZ => cell(row, i, |v: chrono::DateTime<chrono::Utc>| {
-            Dynamic::from(v.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        }),
-        Type::TIMESTAMP => cell(row, i, |v: chrono::NaiveDateTime| {
-            Dynamic::from(v.to_string())
-        }),
-        Type::DATE => cell(row, i, |v: chrono::NaiveDate| Dynamic::from(v.to_string())),
-        Type::JSON | Type::JSONB => cell(row, i, |v: serde_json::Value| {
-            rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)
-        }),
-        Type::BYTEA => cell(row, i, |v: Vec<u8>| Dynamic::from_blob(v)),
+        Type::CHAR => cell(row, i, |v: i8| Value::Text((v as u8 as char).to_string())),
+        Type::PG_LSN => cell(row, i, Value::Lsn),
+        Type::TIMESTAMPTZ => cell(row, i, Value::TimestampTz),
+        Type::TIMESTAMP => cell(row, i, Value::Timestamp),
+        Type::DATE => cell(row, i, Value::Date),
+        Type::JSON | Type::JSONB => cell(row, i, Value::Json),
+        Type::BYTEA => cell(row, i, Value::Bytes),
         Type::TEXT_ARRAY | Type::NAME_ARRAY | Type::VARCHAR_ARRAY => {
-            cell(row, i, |v: Vec<Option<String>>| {
-                Dynamic::from_array(
-                    v.into_iter()
-                        .map(|s| s.map(Dynamic::from).unwrap_or(Dynamic::UNIT))
-                        .collect(),
-                )
-            })
+            cell(row, i, |v: Vec<Option<String>>| elements(v, Value::Text))
         }
         Type::INT4_ARRAY => cell(row, i, |v: Vec<Option<i32>>| {
-            Dynamic::from_array(
-                v.into_iter()
-                    .map(|s| {
-                        s.map(|x| Dynamic::from_int(x as i64))
-                            .unwrap_or(Dynamic::UNIT)
-                    })
-                    .collect(),
-            )
+            elements(v, |x| Value::Int(x as i64))
         }),
-        Type::INT8_ARRAY => cell(row, i, |v: Vec<Option<i64>>| {
-            Dynamic::from_array(
-                v.into_iter()
-                    .map(|s| s.map(Dynamic::from_int).unwrap_or(Dynamic::UNIT))
-                    .collect(),
-            )
-        }),
-        Type::VOID => Ok(Dynamic::UNIT),
+        Type::INT8_ARRAY => cell(row, i, |v: Vec<Option<i64>>| elements(v, Value::Int)),
+        Type::VOID => Ok(Value::Null),
         ref other => {
             if let Kind::Enum(_) = other.kind() {
-                return cell(row, i, |v: String| Dynamic::from(v));
+                return cell(row, i, Value::Text);
             }
-            Err(format!(
-                "column '{}' has type {} that pgrunbook cannot convert; cast it in SQL ({}::text)",
-                row.columns()[i].name(),
-                other.name(),
-                row.columns()[i].name()
-            ))
+            Err(ConvertError::UnknownType {
+                column: row.columns()[i].name().to_string(),
+                type_name: other.name().to_string(),
+            })
         }
     }
 }
 
-fn row_to_map(row: &Row) -> Map {
-    let mut m = Map::new();
-    for (i, col) in row.columns().iter().enumerate() {
-        match value_to_dynamic(row, i) {
-            Ok(v) => {
-                m.insert(col.name().into(), v);
-            }
-            Err(e) => {
-                let mut err = Map::new();
-                err.insert("__pgrunbook_error".into(), Dynamic::from(e));
-                return err;
-            }
-        }
-    }
-    m
+/// The values of a row, in the order of its columns.
+fn row_values(row: &Row) -> std::result::Result<Vec<Value>, ConvertError> {
+    (0..row.len()).map(|i| value_of(row, i)).collect()
 }
 
 /// Quotes an SQL identifier (a slot name, a role): `"` doubled, the whole in `"`.
@@ -604,78 +780,117 @@ mod tests {
         v
     }
 
+    fn numeric(raw: &[u8]) -> Value {
+        Numeric::from_sql(&Type::NUMERIC, raw).unwrap().0
+    }
+
     #[test]
     fn numeric_whole_becomes_int() {
         // 123456789 = 1 2345 6789 in base 10000
         let raw = numeric_bytes(3, 2, 0, 0, &[1, 2345, 6789]);
-        let n = Numeric::from_sql(&Type::NUMERIC, &raw).unwrap();
-        assert_eq!(n.0.as_int().unwrap(), 123456789);
+        assert_eq!(numeric(&raw), Value::Int(123456789));
         let raw = numeric_bytes(1, 0, 0x4000, 0, &[42]);
-        assert_eq!(
-            Numeric::from_sql(&Type::NUMERIC, &raw)
-                .unwrap()
-                .0
-                .as_int()
-                .unwrap(),
-            -42
-        );
+        assert_eq!(numeric(&raw), Value::Int(-42));
         let raw = numeric_bytes(0, 0, 0, 0, &[]);
-        assert_eq!(
-            Numeric::from_sql(&Type::NUMERIC, &raw)
-                .unwrap()
-                .0
-                .as_int()
-                .unwrap(),
-            0
-        );
+        assert_eq!(numeric(&raw), Value::Int(0));
     }
 
     #[test]
     fn numeric_fraction_becomes_float() {
         // 1.5 = 1 . 5000
         let raw = numeric_bytes(2, 0, 0, 1, &[1, 5000]);
-        let n = Numeric::from_sql(&Type::NUMERIC, &raw).unwrap();
-        assert!((n.0.as_float().unwrap() - 1.5).abs() < 1e-9);
+        match numeric(&raw) {
+            Value::Float(f) => assert!((f - 1.5).abs() < 1e-9),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    /// A parameter as a caller's language might give it.
+    #[derive(Debug)]
+    enum P {
+        Unit,
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+        Str(&'static str),
+    }
+
+    impl SqlParam for P {
+        fn is_null(&self) -> bool {
+            matches!(self, P::Unit)
+        }
+        fn to_bool(&self) -> Option<bool> {
+            match self {
+                P::Bool(b) => Some(*b),
+                _ => None,
+            }
+        }
+        fn to_int(&self) -> Option<i64> {
+            match self {
+                P::Int(i) => Some(*i),
+                _ => None,
+            }
+        }
+        fn to_float(&self) -> Option<f64> {
+            match self {
+                P::Float(f) => Some(*f),
+                _ => None,
+            }
+        }
+        fn to_text(&self) -> String {
+            match self {
+                P::Unit => String::new(),
+                P::Int(i) => i.to_string(),
+                P::Float(f) => f.to_string(),
+                P::Bool(b) => b.to_string(),
+                P::Str(s) => s.to_string(),
+            }
+        }
+        fn shown(&self) -> String {
+            match self {
+                P::Str(s) => format!("{s:?}"),
+                _ => self.to_text(),
+            }
+        }
+        fn kind(&self) -> String {
+            match self {
+                P::Str(_) => "a string".into(),
+                _ => "something else".into(),
+            }
+        }
+    }
+
+    fn bind_p(types: &[Type], values: &[P]) -> std::result::Result<Vec<Bound>, ParamError> {
+        let refs: Vec<&dyn SqlParam> = values.iter().map(|v| v as &dyn SqlParam).collect();
+        bind(types, &refs)
     }
 
     #[test]
     fn params_follow_the_servers_types() {
-        let p = |v: Dynamic, t: &Type| Param::from_dynamic(&v, t).unwrap();
+        let p = |v: P, t: &Type| Bound::from_param(&v, t).unwrap();
+        assert!(matches!(p(P::Int(7), &Type::INT4), Bound::I32(7)));
+        assert!(matches!(p(P::Int(7), &Type::INT8), Bound::I64(7)));
+        assert!(matches!(p(P::Int(7), &Type::FLOAT8), Bound::F64(_)));
+        assert!(matches!(p(P::Unit, &Type::TEXT), Bound::Null));
+        assert!(matches!(p(P::Bool(true), &Type::BOOL), Bound::Bool(true)));
         assert!(matches!(
-            p(Dynamic::from_int(7), &Type::INT4),
-            Param::I32(7)
+            p(P::Str("0/3000060"), &Type::PG_LSN),
+            Bound::Lsn(_)
         ));
-        assert!(matches!(
-            p(Dynamic::from_int(7), &Type::INT8),
-            Param::I64(7)
-        ));
-        assert!(matches!(
-            p(Dynamic::from_int(7), &Type::FLOAT8),
-            Param::F64(_)
-        ));
-        assert!(matches!(p(Dynamic::UNIT, &Type::TEXT), Param::Null));
-        assert!(matches!(
-            p(Dynamic::from("0/3000060"), &Type::PG_LSN),
-            Param::Lsn(_)
-        ));
-        match p(Dynamic::from("x'y"), &Type::TEXT) {
-            Param::Text(s) => assert_eq!(s, "x'y"),
+        match p(P::Str("x'y"), &Type::TEXT) {
+            Bound::Text(s) => assert_eq!(s, "x'y"),
             p => panic!("{p:?}"),
         }
-        match p(Dynamic::from_int(5), &Type::TEXT) {
-            Param::Text(s) => assert_eq!(s, "5"),
+        match p(P::Int(5), &Type::TEXT) {
+            Bound::Text(s) => assert_eq!(s, "5"),
             p => panic!("{p:?}"),
         }
     }
 
     #[test]
     fn a_value_that_does_not_fit_is_refused_naming_its_parameter() {
-        let values = [
-            Dynamic::from_int(1),
-            Dynamic::from_int(2),
-            Dynamic::from("three"),
-        ];
-        let e = bind(&[Type::INT4, Type::INT4, Type::INT4], &values).unwrap_err();
+        let values = [P::Int(1), P::Int(2), P::Str("three")];
+        let e = bind_p(&[Type::INT4, Type::INT4, Type::INT4], &values).unwrap_err();
         assert_eq!((e.number, &e.why), (3, &Mismatch::Needs("an integer")));
         let msg = e.to_string();
         assert_eq!(
@@ -683,45 +898,77 @@ mod tests {
             "parameter $3 is \"three\" (a string), but the server expects int4 there: give an integer"
         );
         // The same values bind where the types fit; a missing value is NULL.
-        let ok = bind(&[Type::INT4, Type::INT8, Type::TEXT, Type::TEXT], &values).unwrap();
+        let ok = bind_p(&[Type::INT4, Type::INT8, Type::TEXT, Type::TEXT], &values).unwrap();
         assert!(matches!(
             ok[..],
-            [Param::I32(1), Param::I64(2), Param::Text(_), Param::Null]
+            [Bound::I32(1), Bound::I64(2), Bound::Text(_), Bound::Null]
         ));
 
-        let refused = |t: Type, v: Dynamic| bind(&[t], &[v]).unwrap_err().why;
+        let refused = |t: Type, v: P| bind_p(&[t], &[v]).unwrap_err().why;
         // Never truncated to fit: 70000 is not an int2.
+        assert_eq!(refused(Type::INT2, P::Int(70000)), Mismatch::OutOfRange);
+        assert_eq!(refused(Type::INT4, P::Int(1 << 40)), Mismatch::OutOfRange);
         assert_eq!(
-            refused(Type::INT2, Dynamic::from_int(70000)),
-            Mismatch::OutOfRange
-        );
-        assert_eq!(
-            refused(Type::INT4, Dynamic::from_int(1 << 40)),
-            Mismatch::OutOfRange
-        );
-        assert_eq!(
-            refused(Type::INT4, Dynamic::from_float(1.5)),
+            refused(Type::INT4, P::Float(1.5)),
             Mismatch::Needs("an integer")
         );
         assert_eq!(
-            refused(Type::BOOL, Dynamic::from("yes")),
+            refused(Type::BOOL, P::Str("yes")),
             Mismatch::Needs("true or false")
         );
         assert_eq!(
-            refused(Type::FLOAT8, Dynamic::from("1.5")),
+            refused(Type::FLOAT8, P::Str("1.5")),
             Mismatch::Needs("a number")
         );
-        assert_eq!(
-            refused(Type::PG_LSN, Dynamic::from("zz")),
-            Mismatch::NotAnLsn
-        );
-        let e = bind(
-            &[Type::TEXT, Type::TIMESTAMPTZ],
-            &[Dynamic::UNIT, Dynamic::from("now")],
-        )
-        .unwrap_err();
+        assert_eq!(refused(Type::PG_LSN, P::Str("zz")), Mismatch::NotAnLsn);
+        let e = bind_p(&[Type::TEXT, Type::TIMESTAMPTZ], &[P::Unit, P::Str("now")]).unwrap_err();
         assert_eq!(e.why, Mismatch::CastInSql);
         assert!(e.to_string().contains("($2::text::timestamptz)"), "{e}");
+        // A long value is cut in the message.
+        let long = bind_p(
+            &[Type::INT4],
+            &[P::Str(Box::leak("x".repeat(100).into_boxed_str()))],
+        )
+        .unwrap_err();
+        assert!(long.value.ends_with("..."), "{}", long.value);
+        assert_eq!(long.value.chars().count(), 63);
+    }
+
+    #[test]
+    fn rows_keep_the_querys_column_order() {
+        let rows = Rows {
+            columns: vec!["c".into(), "a".into(), "b".into()],
+            rows: vec![vec![Value::Int(3), Value::Int(1), Value::Int(2)]],
+        };
+        assert_eq!(rows.first_value(), Some(&Value::Int(3)));
+        assert_eq!(rows.get(0, "b"), Some(&Value::Int(2)));
+        assert_eq!(rows.get(1, "b"), None);
+        assert_eq!(Rows::default().first_value(), None);
+    }
+
+    #[test]
+    fn conversion_errors_say_how_to_cast() {
+        let e = ConvertError::UnknownType {
+            column: "at".into(),
+            type_name: "tsrange".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "column 'at' has type tsrange that pgrunbook cannot convert; cast it in SQL (at::text)"
+        );
+    }
+
+    #[test]
+    fn errors_keep_class_and_sqlstate() {
+        let e = PgError {
+            class: Class::Runbook,
+            message: "SQL error on p: x (SQLSTATE 25006)".into(),
+            code: Some(SqlState::READ_ONLY_SQL_TRANSACTION),
+        };
+        assert_eq!(e.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION));
+        let any: anyhow::Error = e.into();
+        assert_eq!(crate::error::class_of(&any, Class::Usage), Class::Runbook);
+        assert!(format!("{any:#}").contains("SQL error on p: x (SQLSTATE 25006)"));
     }
 
     #[test]

@@ -45,12 +45,13 @@ fn strip_doc(lines: &[String]) -> String {
         .to_string()
 }
 
-/// Primitives, grouped by the file (backend) that registers them.
-pub fn primitives(host: &Arc<Host>) -> Vec<(&'static str, Vec<FnDoc>)> {
+/// Primitives, grouped by the backend that registers them: (name, source path) and its
+/// functions.
+pub fn primitives(host: &Arc<Host>) -> Vec<((&'static str, &'static str), Vec<FnDoc>)> {
     let mut out = vec![];
-    for (group, module) in crate::primitives::modules(host) {
+    for backend in crate::primitives::modules(host) {
         let mut engine = Engine::new_raw();
-        engine.register_global_module(module.into());
+        engine.register_global_module(backend.module.into());
         let json = engine.gen_fn_metadata_to_json(false).unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
         let mut docs: Vec<FnDoc> = v["functions"]
@@ -96,7 +97,7 @@ pub fn primitives(host: &Arc<Host>) -> Vec<(&'static str, Vec<FnDoc>)> {
                 .cmp(&b.name)
                 .then(a.signature.len().cmp(&b.signature.len()))
         });
-        out.push((group, docs));
+        out.push(((backend.name, backend.source), docs));
     }
     out
 }
@@ -155,12 +156,8 @@ pub fn markdown(host: &Arc<Host>) -> Result<String, Failure> {
          instead during a dry run."
     )
     .unwrap();
-    for (group, fns) in primitives(host) {
-        writeln!(
-            s,
-            "\n## Primitives: {group} (`src/primitives/{group}.rs`)\n"
-        )
-        .unwrap();
+    for ((group, source), fns) in primitives(host) {
+        writeln!(s, "\n## Primitives: {group} (`{source}`)\n").unwrap();
         for f in fns {
             writeln!(s, "- `{}`  \n  {}", f.signature, f.doc).unwrap();
         }

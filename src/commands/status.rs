@@ -4,11 +4,11 @@
 
 use super::{infra, load_config};
 use crate::clients::docker::State;
+use crate::clients::postgres::{PgError, PgLsn, Rows, Value};
 use crate::clients::redis::{BACKUPS, JOURNAL};
 use crate::error::Failure;
 use crate::runtime::host::Host;
 use crate::{out, outln};
-use rhai::{Dynamic, Map};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -61,25 +61,26 @@ pub struct ClusterStatus {
     pub warnings: Vec<String>,
 }
 
-fn q(host: &Host, node: &str, sql: &str) -> anyhow::Result<Vec<Map>> {
-    let rows = host.pg.query(node, sql, &[], false, &host.cancel)?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| r.try_cast::<Map>())
-        .collect())
+fn q(host: &Host, node: &str, sql: &str) -> Result<Rows, PgError> {
+    host.pg.query(node, sql, &[], false, &host.cancel)
 }
 
-fn s(m: &Map, k: &str) -> Option<String> {
-    m.get(k).filter(|v| !v.is_unit()).map(|v| v.to_string())
+/// Column `k` of the first row as text (an LSN as PostgreSQL writes it), `None` when NULL.
+fn s(r: &Rows, k: &str) -> Option<String> {
+    match r.get(0, k)? {
+        Value::Text(t) => Some(t.clone()),
+        Value::Lsn(l) => Some(l.to_string()),
+        _ => None,
+    }
 }
 
-fn i(m: &Map, k: &str) -> Option<i64> {
-    m.get(k).and_then(|v: &Dynamic| v.as_int().ok())
+fn i(r: &Rows, k: &str) -> Option<i64> {
+    r.get(0, k).and_then(Value::as_int)
 }
 
-pub fn lsn_bytes(lsn: &str) -> Option<i64> {
-    let (a, b) = lsn.split_once('/')?;
-    Some((i64::from_str_radix(a, 16).ok()? << 32) + i64::from_str_radix(b, 16).ok()?)
+/// An LSN as a byte position (`0/3000060` is 0x3000060).
+fn lsn_bytes(lsn: &str) -> Option<u64> {
+    lsn.parse::<PgLsn>().ok().map(u64::from)
 }
 
 /// Reads the state of every node and the journal.
@@ -119,15 +120,14 @@ pub fn collect(host: &Host) -> ClusterStatus {
                  (SELECT sender_host FROM pg_stat_wal_receiver WHERE status = 'streaming') AS sender, \
                  CASE WHEN pg_is_in_recovery() THEN NULL ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS cur_tli",
             ) {
-                Ok(rows) if !rows.is_empty() => {
-                    let r = &rows[0];
-                    let rec = r.get("rec").and_then(|v| v.as_bool().ok()).unwrap_or(false);
+                Ok(r) if !r.rows.is_empty() => {
+                    let rec = r.get(0, "rec").and_then(Value::as_bool).unwrap_or(false);
                     ns.role = if rec { "standby".into() } else { "primary".into() };
-                    ns.lsn = s(r, "lsn");
-                    ns.receive_lsn = s(r, "receive");
-                    ns.replay_lsn = s(r, "replay");
-                    ns.timeline = i(r, "cur_tli").or(i(r, "recv_tli")).or(i(r, "ckpt_tli"));
-                    ns.streaming_from = s(r, "sender").map(|h| {
+                    ns.lsn = s(&r, "lsn");
+                    ns.receive_lsn = s(&r, "receive");
+                    ns.replay_lsn = s(&r, "replay");
+                    ns.timeline = i(&r, "cur_tli").or(i(&r, "recv_tli")).or(i(&r, "ckpt_tli"));
+                    ns.streaming_from = s(&r, "sender").map(|h| {
                         host.config
                             .node_by_container(&h)
                             .map(|(n, _)| n.clone())
@@ -146,17 +146,12 @@ pub fn collect(host: &Host) -> ClusterStatus {
                 "SELECT slot_name::text AS name, active FROM pg_replication_slots ORDER BY 1",
             ) {
                 ns.slots = rows
+                    .rows
                     .iter()
                     .map(|r| {
-                        let active = r
-                            .get("active")
-                            .and_then(|v| v.as_bool().ok())
-                            .unwrap_or(false);
-                        format!(
-                            "{}{}",
-                            s(r, "name").unwrap_or_default(),
-                            if active { "" } else { " (unused)" }
-                        )
+                        let name = r.first().and_then(Value::as_str).unwrap_or_default();
+                        let active = r.get(1).and_then(Value::as_bool).unwrap_or(false);
+                        format!("{name}{}", if active { "" } else { " (unused)" })
                     })
                     .collect();
             }
@@ -185,7 +180,7 @@ pub fn collect(host: &Host) -> ClusterStatus {
         let plsn = p.lsn.as_deref().and_then(lsn_bytes);
         for n in st.nodes.iter_mut().filter(|n| n.role == "standby") {
             if let (Some(pl), Some(rl)) = (plsn, n.replay_lsn.as_deref().and_then(lsn_bytes)) {
-                n.lag_bytes = Some((pl - rl).max(0));
+                n.lag_bytes = Some(pl.saturating_sub(rl) as i64);
             }
             if n.streaming_from.is_none() {
                 st.warnings.push(format!(

@@ -4,10 +4,12 @@ use super::def;
 use crate::errln;
 use crate::error::{Class, PrimitiveError};
 use crate::runtime::host::Host;
+use crate::table::ColumnOrders;
 use rhai::{Array, Dynamic, ImmutableString, Map, Module};
 use std::sync::Arc;
 
-pub fn create_module(host: Arc<Host>) -> Module {
+/// `orders`: the column orders of `sql`'s recent results, which `print_table(rows)` follows.
+pub fn create_module(host: Arc<Host>, orders: Arc<ColumnOrders>) -> Module {
     let mut m = Module::new();
 
     let h = host.clone();
@@ -165,13 +167,17 @@ pub fn create_module(host: Arc<Host>) -> Module {
         }
     );
 
-    let h = host.clone();
+    let (h, o) = (host.clone(), orders);
     def!(
         &mut m,
         "print_table",
         ["rows: Array"],
-        "Prints an array of maps (rows from `sql`) as a table.",
-        move |rows: Array| h.say(crate::table::render(&rows).trim_end())
+        "Prints an array of maps (rows from `sql`) as a table. Rows from `sql` or `slots` keep
+        the query's column order: a map lists its keys sorted, so `sql` remembers the columns of
+        its recent results (the last 64), and rows whose keys are exactly one result's columns are
+        shown in that result's order (the most recent such result decides). Other rows show
+        their keys sorted; `print_table(rows, columns)` chooses.",
+        move |rows: Array| h.say(crate::table::render_ordered(&rows, &o).trim_end())
     );
 
     let h = host.clone();

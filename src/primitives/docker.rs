@@ -1,7 +1,7 @@
 //! Docker primitives: commands in containers and the containers' lifecycle, through bollard.
 //! Nodes are named by their configuration names and resolved to containers here.
 
-use super::def;
+use super::{def, node};
 use crate::error::Class;
 use crate::runtime::host::Host;
 use rhai::{Array, Dynamic, EvalAltResult, Map, Module};
@@ -24,169 +24,6 @@ fn exec_map(out: crate::clients::docker::ExecOutput) -> Map {
     m.insert("stdout".into(), out.stdout.into());
     m.insert("stderr".into(), out.stderr.into());
     m
-}
-
-/// Runs a shell script that works on the node's data directory: with `docker exec` when its
-/// container runs, else in a one-off container with the node's image and volumes. `$PGDATA` is
-/// set to the data directory.
-pub fn run_on_data_dir(
-    h: &Host,
-    primitive: &str,
-    node: &str,
-    script: &str,
-) -> R<crate::clients::docker::ExecOutput> {
-    let container = h.container(primitive, node)?;
-    let state = h
-        .docker
-        .state(&container)
-        .map_err(|e| h.fail(primitive, node, e))?;
-    let env = vec![format!("PGDATA={}", h.config.cluster.data_dir)];
-    let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
-    let out = if state.is_running() {
-        h.docker.exec(
-            &container,
-            &argv,
-            Some("postgres"),
-            &env,
-            &h.cancel,
-            &mut |_| {},
-        )
-    } else {
-        h.docker
-            .oneoff_like(&container, &format!("{container}-pgrunbook"))
-            .and_then(|mut spec| {
-                spec.entrypoint = Some(vec!["/bin/sh".into(), "-c".into()]);
-                spec.cmd = Some(vec![script.to_string()]);
-                spec.env = env.clone();
-                h.docker.run_oneoff(&spec, &h.cancel, &mut |_| {})
-            })
-    };
-    out.map_err(|e| h.fail(primitive, node, e))
-}
-
-/// A small file of the node's data directory (`postmaster.pid`, `pgrunbook.fenced`): through
-/// SQL when the server answers (a millisecond, where a docker exec takes tens), else from the
-/// data directory itself (`run_on_data_dir`: an exec, or a one-off container when the container
-/// is stopped). `None` when the file is not there.
-fn read_data_file(h: &Host, primitive: &str, node: &str, file: &str) -> R<Option<String>> {
-    if h.pg.ping(node) {
-        if let Ok(rows) = h.pg.query(
-            node,
-            "SELECT pg_read_file($1, 0, 4096, true) AS f",
-            &[file.into()],
-            false,
-            &h.cancel,
-        ) {
-            let v = crate::primitives::postgres::first_value(&rows);
-            return Ok((!v.is_unit()).then(|| v.to_string()));
-        }
-    }
-    let script = format!(
-        "cat \"$PGDATA/{file}\" 2>/dev/null || true",
-        file = file.replace(['"', '$', '`', '\\'], "")
-    );
-    let out = run_on_data_dir(h, primitive, node, &script)?;
-    Ok((!out.stdout.is_empty()).then_some(out.stdout))
-}
-
-/// The postmaster's PID inside the node's container, from the first line of `postmaster.pid`
-/// (the server's own lock file). `None` when there is none (no server runs).
-fn postmaster_pid(h: &Host, primitive: &str, node: &str) -> R<Option<i64>> {
-    Ok(read_data_file(h, primitive, node, "postmaster.pid")?
-        .and_then(|text| text.lines().next().and_then(|l| l.trim().parse().ok())))
-}
-
-/// Asks PostgreSQL in the node's container for a fast shutdown (SIGINT to the postmaster) and
-/// returns at once. Whatever the image's stop signal: `docker stop` sends the image's, and an
-/// image that sets none gets SIGTERM, PostgreSQL's "smart" shutdown, which waits for every
-/// client (pgrunbook's own connections included) until Docker kills it and leaves a stale
-/// postmaster.pid behind. When the postmaster is the container's PID 1 the signal goes through
-/// the engine (`docker kill -s SIGINT`), which then treats the exit as intended and does not
-/// restart it; otherwise it is sent inside the container. Returns false when no server runs.
-pub fn fast_shutdown(h: &Host, primitive: &str, node: &str) -> R<bool> {
-    let container = h.container(primitive, node)?;
-    let state = h
-        .docker
-        .state(&container)
-        .map_err(|e| h.fail(primitive, node, e))?;
-    if !state.is_running() {
-        return Ok(false);
-    }
-    let Some(pid) = postmaster_pid(h, primitive, node)? else {
-        // No server runs in the container (a lab standby waiting for its clone, say): there is
-        // nothing to shut down; Docker's stop ends the container.
-        return Ok(false);
-    };
-    h.pg.forget(node);
-    match pid {
-        pid if pid != 1 => {
-            let argv = vec!["kill".to_string(), "-INT".to_string(), pid.to_string()];
-            let out = h
-                .docker
-                .exec(&container, &argv, None, &[], &h.cancel, &mut |_| {})
-                .map_err(|e| h.fail(primitive, node, e))?;
-            if out.exit_code != 0 {
-                return Err(h.error(
-                    Class::Refused,
-                    format!(
-                        "{primitive} on {node}: cannot signal the postmaster (PID {pid}) in {container}: {}",
-                        out.stderr.trim()
-                    ),
-                ));
-            }
-        }
-        _ => h
-            .docker
-            .kill(&container, "SIGINT")
-            .map_err(|e| h.fail(primitive, node, e))?,
-    }
-    Ok(true)
-}
-
-/// Stops the node cleanly whatever its image: PostgreSQL's fast shutdown, a wait for the
-/// container to exit (or, when the postmaster is not PID 1, for the postmaster to end), then
-/// Docker's stop, which marks the container as stopped by hand so that no restart policy brings
-/// it back. A server that does not end within `timeout_s` is left to Docker's stop (SIGKILL
-/// after 30 s), and the caller hears of it through the stale postmaster.pid.
-pub fn clean_stop(h: &Host, primitive: &str, node: &str, timeout_s: u64) -> R<()> {
-    let container = h.container(primitive, node)?;
-    if fast_shutdown(h, primitive, node)? {
-        let end = Instant::now() + Duration::from_secs(timeout_s);
-        loop {
-            let state = h
-                .docker
-                .state(&container)
-                .map_err(|e| h.fail(primitive, node, e))?;
-            if !state.is_running() {
-                break;
-            }
-            // A postmaster that is not PID 1 ends without ending its container.
-            let probe = vec![
-                "sh".to_string(),
-                "-c".to_string(),
-                "test -f \"$PGDATA/postmaster.pid\"".to_string(),
-            ];
-            let env = vec![format!("PGDATA={}", h.config.cluster.data_dir)];
-            if let Ok(out) = h
-                .docker
-                .exec(&container, &probe, None, &env, &h.cancel, &mut |_| {})
-            {
-                if out.exit_code == 1 {
-                    break;
-                }
-            }
-            if Instant::now() >= end {
-                break;
-            }
-            h.check_cancel()?;
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    h.docker
-        .stop(&container, 30)
-        .map_err(|e| h.fail(primitive, node, e))?;
-    h.pg.forget(node);
-    Ok(())
 }
 
 pub fn create_module(host: Arc<Host>) -> Module {
@@ -248,7 +85,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
             if !h.change(node, &format!("stop container {c} (fast shutdown)")) {
                 return Ok(());
             }
-            clean_stop(&h, "stop_container", node, 60)
+            node::clean_stop(&h, "stop_container", node, 60)
         }
     );
 
@@ -310,7 +147,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
             ) {
                 return Ok(true);
             }
-            fast_shutdown(&h, "fast_shutdown", node)
+            node::fast_shutdown(&h, "fast_shutdown", node)
         }
     );
 
@@ -330,11 +167,11 @@ pub fn create_module(host: Arc<Host>) -> Module {
             ) {
                 return Ok(());
             }
-            clean_stop(&h, "restart_container", node, 60)?;
+            node::clean_stop(&h, "restart_container", node, 60)?;
             h.docker
                 .start(&c)
                 .map_err(|e| h.fail("restart_container", node, e))?;
-            crate::primitives::postgres::wait_accepting(
+            node::wait_accepting(
                 &h,
                 "restart_container",
                 node,
@@ -407,8 +244,8 @@ pub fn create_module(host: Arc<Host>) -> Module {
             }
             let script = format!(
                 "set -e; test -s \"$PGDATA/PG_VERSION\"; printf '%s\\n' {} > \"$PGDATA/pgrunbook.fenced\"; touch \"$PGDATA/standby.signal\"; sync",
-                crate::primitives::postgres::sh_quote(&stamp));
-            let out = run_on_data_dir(&h, "fence", node, &script)?;
+                node::sh_quote(&stamp));
+            let out = node::run_on_data_dir(&h, "fence", node, &script)?;
             if out.exit_code != 0 {
                 return Err(h.error(
                     Class::Refused,
@@ -430,11 +267,13 @@ pub fn create_module(host: Arc<Host>) -> Module {
         "The node's fence (the time and reason `fence` wrote), or `()` when it is not fenced.",
         move |node: &str| -> R<Dynamic> {
             h.check_node("fence_info", node)?;
-            Ok(read_data_file(&h, "fence_info", node, "pgrunbook.fenced")?
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty())
-                .map(Dynamic::from)
-                .unwrap_or(Dynamic::UNIT))
+            Ok(
+                node::read_data_file(&h, "fence_info", node, "pgrunbook.fenced")?
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .map(Dynamic::from)
+                    .unwrap_or(Dynamic::UNIT),
+            )
         }
     );
 

@@ -118,10 +118,10 @@ fn read(h: &Host, node: &str, o: &Options) -> R<Vec<LogEntry>> {
             "d={dir}; case \"$d\" in /*) ;; *) d=\"$PGDATA/$d\";; esac; \
              f=$(ls -t \"$d\"/*.log 2>/dev/null | head -n 1); \
              if [ -n \"$f\" ]; then tail -n {n} \"$f\"; fi",
-            dir = crate::primitives::postgres::sh_quote(&dir),
+            dir = crate::primitives::node::sh_quote(&dir),
             n = DOCKER_TAIL,
         );
-        let out = crate::primitives::docker::run_on_data_dir(h, "pg_log", node, &script)?;
+        let out = crate::primitives::node::run_on_data_dir(h, "pg_log", node, &script)?;
         let from_file = parse(out.stdout.lines().map(|l| (None, l)));
         let from_file = match since {
             Some(t) => from_file

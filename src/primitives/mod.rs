@@ -1,14 +1,18 @@
-//! The primitives runbooks call, one file per backend:
+//! The primitives runbooks call, one file (or folder) per backend:
 //!
 //! | file            | primitives                                                         |
 //! |-----------------|--------------------------------------------------------------------|
 //! | `core.rs`       | `step`, `record`, `refuse`, `sleep_ms`, `nodes`, `node_info`, ...   |
 //! | `docker.rs`     | `docker_exec`, `container_status`, `stop_container`, ...            |
-//! | `postgres.rs`   | `sql`, `sql_value`, `create_slot`, `promote`, `basebackup`, ...     |
+//! | `postgres/`     | `sql`, `sql_value`, `create_slot`, `promote`, `basebackup`, ...     |
 //! | `pgbackrest.rs` | `pgbackrest`, `pgbackrest_configure`, `pgbackrest_info`, ...        |
 //! | `redis.rs`      | `redis_log`, `record_backup`, `journal_last`                        |
 //!
-//! Each file has a `create_module(host)` that returns a Rhai module of native functions, each
+//! `node.rs` holds what several of them do to a node (stop it cleanly, wait until it accepts
+//! connections, read its server's facts, run a script on its data directory); the backend files
+//! use it and never each other.
+//!
+//! Each backend has a `create_module(host)` that returns a Rhai module of native functions, each
 //! registered with its parameter names and a doc comment (shown by `:help` in the REPL and
 //! written to `docs/primitives.md`). A primitive that changes the cluster asks `host.change(...)`
 //! first, which is what makes `--dry-run` print instead of act.
@@ -16,11 +20,13 @@
 pub mod core;
 pub mod docker;
 pub mod logs;
+pub mod node;
 pub mod pgbackrest;
 pub mod postgres;
 pub mod redis;
 
 use crate::runtime::host::Host;
+use crate::table::ColumnOrders;
 use rhai::{Engine, Module};
 use std::sync::Arc;
 
@@ -46,21 +52,83 @@ macro_rules! def {
 }
 pub(crate) use def;
 
+/// A backend's primitives and where their source is (a file, or a folder for a backend split
+/// into several files), for the reference.
+pub struct Backend {
+    pub name: &'static str,
+    /// From the crate's root: `src/primitives/core.rs`, `src/primitives/postgres/`.
+    pub source: &'static str,
+    pub module: Module,
+}
+
 /// Every primitive module, in the order `docs/primitives.md` lists them.
-pub fn modules(host: &Arc<Host>) -> Vec<(&'static str, Module)> {
+///
+/// `sql` and `print_table` share one [`ColumnOrders`]: rows keep their query's column order in
+/// a table although each row is a Rhai map, whose keys are sorted.
+pub fn modules(host: &Arc<Host>) -> Vec<Backend> {
+    let orders = Arc::new(ColumnOrders::default());
+    let backend = |name, source, module| Backend {
+        name,
+        source,
+        module,
+    };
     vec![
-        ("core", core::create_module(host.clone())),
-        ("docker", docker::create_module(host.clone())),
-        ("logs", logs::create_module(host.clone())),
-        ("postgres", postgres::create_module(host.clone())),
-        ("pgbackrest", pgbackrest::create_module(host.clone())),
-        ("redis", redis::create_module(host.clone())),
+        backend(
+            "core",
+            "src/primitives/core.rs",
+            core::create_module(host.clone(), orders.clone()),
+        ),
+        backend(
+            "docker",
+            "src/primitives/docker.rs",
+            docker::create_module(host.clone()),
+        ),
+        backend(
+            "logs",
+            "src/primitives/logs.rs",
+            logs::create_module(host.clone()),
+        ),
+        backend(
+            "postgres",
+            "src/primitives/postgres/",
+            postgres::create_module(host.clone(), orders),
+        ),
+        backend(
+            "pgbackrest",
+            "src/primitives/pgbackrest.rs",
+            pgbackrest::create_module(host.clone()),
+        ),
+        backend(
+            "redis",
+            "src/primitives/redis.rs",
+            redis::create_module(host.clone()),
+        ),
     ]
 }
 
 /// Registers every primitive into the engine's global namespace.
 pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
-    for (_, m) in modules(host) {
-        engine.register_global_module(m.into());
+    for b in modules(host) {
+        engine.register_global_module(b.module.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_backends_source_is_where_the_reference_says() {
+        let host = Arc::new(Host::new(crate::config::Config::defaults()));
+        for b in modules(&host) {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(b.source);
+            assert!(
+                path.exists(),
+                "{} names {}, which does not exist",
+                b.name,
+                b.source
+            );
+            assert_eq!(b.source.ends_with('/'), path.is_dir(), "{}", b.source);
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! nodes share.
 
 use super::def;
-use super::postgres::{server_facts, ServerFacts};
+use super::node::{self, server_facts, ServerFacts};
 use crate::error::Class;
 use crate::runtime::host::Host;
 use rhai::{Dynamic, EvalAltResult, Map, Module};
@@ -275,7 +275,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
         anything.",
         move |node: &str| -> R<()> {
             let container = h.container("require_pgbackrest", node)?;
-            let out = crate::primitives::docker::run_on_data_dir(
+            let out = node::run_on_data_dir(
                 &h,
                 "require_pgbackrest",
                 node,

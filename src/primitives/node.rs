@@ -1,0 +1,266 @@
+//! Operations on a node that several backends share: its server's own facts, waiting for it
+//! to accept connections, stopping it cleanly, small files of its data directory, and scripts
+//! run on that directory (in its container, or a one-off container when it is stopped).
+//!
+//! The Docker, PostgreSQL and pgBackRest primitives all use these; none of those files uses
+//! another, only this one. Nothing here is registered as a primitive.
+
+use crate::clients::docker::ExecOutput;
+use crate::error::Class;
+use crate::runtime::host::Host;
+use rhai::EvalAltResult;
+use std::time::{Duration, Instant};
+
+type R<T> = Result<T, Box<EvalAltResult>>;
+
+/// Quotes a string for `sh -c`.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Where a node's server listens and keeps its data, as the server itself says (not from the
+/// configuration: a user's container may use another port or socket directory).
+#[derive(Debug, Clone)]
+pub struct ServerFacts {
+    pub port: i64,
+    /// The first of `unix_socket_directories`.
+    pub socket_dir: String,
+    pub data_dir: String,
+}
+
+pub fn server_facts(h: &Host, primitive: &str, node: &str) -> R<ServerFacts> {
+    h.check_node(primitive, node)?;
+    let rows = h
+        .pg
+        .query(
+            node,
+            "SELECT current_setting('port') AS port, \
+                    trim(split_part(current_setting('unix_socket_directories'), ',', 1)) AS socket_dir, \
+                    current_setting('data_directory') AS data_dir",
+            &[],
+            false,
+            &h.cancel,
+        )
+        .map_err(|e| h.fail(primitive, node, e.into()))?;
+    if rows.rows.is_empty() {
+        return Err(h.error(Class::Runbook, format!("{primitive} on {node}: no answer")));
+    }
+    let get = |k: &str| {
+        rows.get(0, k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    Ok(ServerFacts {
+        port: get("port").parse().unwrap_or(5432),
+        socket_dir: get("socket_dir"),
+        data_dir: get("data_dir"),
+    })
+}
+
+/// Waits until the node accepts connections, at most `timeout_s` seconds (Ctrl-C and the run's
+/// time limit stop it). `after` is said in the error: "within 60 s{after}".
+pub fn wait_accepting(h: &Host, primitive: &str, node: &str, timeout_s: i64, after: &str) -> R<()> {
+    let end = Instant::now() + Duration::from_secs(timeout_s.max(0) as u64);
+    loop {
+        if h.pg
+            .probe(node)
+            .map_err(|e| h.fail(primitive, node, e.into()))?
+        {
+            return Ok(());
+        }
+        if Instant::now() >= end {
+            return Err(h.error(
+                Class::Infrastructure,
+                format!("{primitive} on {node}: PostgreSQL did not accept connections within {timeout_s} s{after}"),
+            ));
+        }
+        h.check_cancel()?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs a shell script that works on the node's data directory: with `docker exec` when its
+/// container runs, else in a one-off container with the node's image and volumes. `$PGDATA` is
+/// set to the data directory.
+pub fn run_on_data_dir(h: &Host, primitive: &str, node: &str, script: &str) -> R<ExecOutput> {
+    run_script(h, primitive, node, script, vec![])
+}
+
+/// Runs a shell script as postgres in the node's container (`docker exec` when it runs, else a
+/// one-off container with its image, volumes and network), with `$PGDATA` and `env` set. The
+/// environment is how secrets reach a script: never its command line, which `ps` shows.
+pub fn run_script(
+    h: &Host,
+    primitive: &str,
+    node: &str,
+    script: &str,
+    env: Vec<String>,
+) -> R<ExecOutput> {
+    let container = h.container(primitive, node)?;
+    let state = h
+        .docker
+        .state(&container)
+        .map_err(|e| h.fail(primitive, node, e))?;
+    let mut env = env;
+    env.push(format!("PGDATA={}", h.config.cluster.data_dir));
+    let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+    let out = if state.is_running() {
+        h.docker.exec(
+            &container,
+            &argv,
+            Some("postgres"),
+            &env,
+            &h.cancel,
+            &mut |_| {},
+        )
+    } else {
+        h.docker
+            .oneoff_like(&container, &format!("{container}-pgrunbook"))
+            .and_then(|mut spec| {
+                spec.entrypoint = Some(vec!["/bin/sh".into(), "-c".into()]);
+                spec.cmd = Some(vec![script.to_string()]);
+                spec.env = env.clone();
+                h.docker.run_oneoff(&spec, &h.cancel, &mut |_| {})
+            })
+    };
+    out.map_err(|e| h.fail(primitive, node, e))
+}
+
+/// A small file of the node's data directory (`postmaster.pid`, `pgrunbook.fenced`): through
+/// SQL when the server answers (a millisecond, where a docker exec takes tens), else from the
+/// data directory itself (`run_on_data_dir`: an exec, or a one-off container when the container
+/// is stopped). `None` when the file is not there.
+pub fn read_data_file(h: &Host, primitive: &str, node: &str, file: &str) -> R<Option<String>> {
+    if h.pg.ping(node) {
+        if let Ok(rows) = h.pg.query(
+            node,
+            "SELECT pg_read_file($1, 0, 4096, true) AS f",
+            &[&file],
+            false,
+            &h.cancel,
+        ) {
+            return Ok(rows
+                .first_value()
+                .and_then(|v| v.as_str())
+                .map(str::to_string));
+        }
+    }
+    let script = format!(
+        "cat \"$PGDATA/{file}\" 2>/dev/null || true",
+        file = file.replace(['"', '$', '`', '\\'], "")
+    );
+    let out = run_on_data_dir(h, primitive, node, &script)?;
+    Ok((!out.stdout.is_empty()).then_some(out.stdout))
+}
+
+/// The postmaster's PID inside the node's container, from the first line of `postmaster.pid`
+/// (the server's own lock file). `None` when there is none (no server runs).
+fn postmaster_pid(h: &Host, primitive: &str, node: &str) -> R<Option<i64>> {
+    Ok(read_data_file(h, primitive, node, "postmaster.pid")?
+        .and_then(|text| text.lines().next().and_then(|l| l.trim().parse().ok())))
+}
+
+/// Asks PostgreSQL in the node's container for a fast shutdown (SIGINT to the postmaster) and
+/// returns at once. Whatever the image's stop signal: `docker stop` sends the image's, and an
+/// image that sets none gets SIGTERM, PostgreSQL's "smart" shutdown, which waits for every
+/// client (pgrunbook's own connections included) until Docker kills it and leaves a stale
+/// postmaster.pid behind. When the postmaster is the container's PID 1 the signal goes through
+/// the engine (`docker kill -s SIGINT`), which then treats the exit as intended and does not
+/// restart it; otherwise it is sent inside the container. Returns false when no server runs.
+pub fn fast_shutdown(h: &Host, primitive: &str, node: &str) -> R<bool> {
+    let container = h.container(primitive, node)?;
+    let state = h
+        .docker
+        .state(&container)
+        .map_err(|e| h.fail(primitive, node, e))?;
+    if !state.is_running() {
+        return Ok(false);
+    }
+    let Some(pid) = postmaster_pid(h, primitive, node)? else {
+        // No server runs in the container (a lab standby waiting for its clone, say): there is
+        // nothing to shut down; Docker's stop ends the container.
+        return Ok(false);
+    };
+    h.pg.forget(node);
+    match pid {
+        pid if pid != 1 => {
+            let argv = vec!["kill".to_string(), "-INT".to_string(), pid.to_string()];
+            let out = h
+                .docker
+                .exec(&container, &argv, None, &[], &h.cancel, &mut |_| {})
+                .map_err(|e| h.fail(primitive, node, e))?;
+            if out.exit_code != 0 {
+                return Err(h.error(
+                    Class::Refused,
+                    format!(
+                        "{primitive} on {node}: cannot signal the postmaster (PID {pid}) in {container}: {}",
+                        out.stderr.trim()
+                    ),
+                ));
+            }
+        }
+        _ => h
+            .docker
+            .kill(&container, "SIGINT")
+            .map_err(|e| h.fail(primitive, node, e))?,
+    }
+    Ok(true)
+}
+
+/// Stops the node cleanly whatever its image: PostgreSQL's fast shutdown, a wait for the
+/// container to exit (or, when the postmaster is not PID 1, for the postmaster to end), then
+/// Docker's stop, which marks the container as stopped by hand so that no restart policy brings
+/// it back. A server that does not end within `timeout_s` is left to Docker's stop (SIGKILL
+/// after 30 s), and the caller hears of it through the stale postmaster.pid.
+pub fn clean_stop(h: &Host, primitive: &str, node: &str, timeout_s: u64) -> R<()> {
+    let container = h.container(primitive, node)?;
+    if fast_shutdown(h, primitive, node)? {
+        let end = Instant::now() + Duration::from_secs(timeout_s);
+        loop {
+            let state = h
+                .docker
+                .state(&container)
+                .map_err(|e| h.fail(primitive, node, e))?;
+            if !state.is_running() {
+                break;
+            }
+            // A postmaster that is not PID 1 ends without ending its container.
+            let probe = vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                "test -f \"$PGDATA/postmaster.pid\"".to_string(),
+            ];
+            let env = vec![format!("PGDATA={}", h.config.cluster.data_dir)];
+            if let Ok(out) = h
+                .docker
+                .exec(&container, &probe, None, &env, &h.cancel, &mut |_| {})
+            {
+                if out.exit_code == 1 {
+                    break;
+                }
+            }
+            if Instant::now() >= end {
+                break;
+            }
+            h.check_cancel()?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    h.docker
+        .stop(&container, 30)
+        .map_err(|e| h.fail(primitive, node, e))?;
+    h.pg.forget(node);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(sh_quote("a b"), "'a b'");
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+    }
+}

@@ -1,0 +1,328 @@
+//! Cloning a standby from the primary: `rewind` (pg_rewind, only what changed) and
+//! `basebackup` (pg_basebackup, everything), each in a one-off container on the target's data.
+
+use super::slots::check_slot_name;
+use super::sql::pg_rows;
+use super::R;
+use crate::clients::docker::{ContainerSpec, ExecOutput};
+use crate::clients::postgres::quote_literal;
+use crate::error::Class;
+use crate::primitives::{def, node};
+use crate::runtime::host::Host;
+use crate::runtime::progress::Progress;
+use rhai::{Dynamic, Map, Module};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Quotes a libpq connection-string value: in single quotes, `\\` and `'` escaped.
+pub fn conninfo_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// One clone of `target` from `source` by a tool (pg_rewind, pg_basebackup) in a one-off
+/// container with the target's image, volumes and network: what `rewind` and `basebackup`
+/// share. In order: `new` checks the arguments and inspects the target (a dry run too), `plan`
+/// says what will change (and stops a dry run there), `stop_target` stops the target, `run`
+/// runs the tool's script with a progress line, `finish` starts the target again.
+struct CloneJob<'a> {
+    h: &'a Host,
+    /// `rewind` or `basebackup`: in every message, and the one-off container's name.
+    primitive: &'static str,
+    source: &'a str,
+    target: &'a str,
+    /// The source's container: the host name the tool connects to.
+    src: String,
+    /// The target's container.
+    dst: String,
+    /// The one-off container, like the target's.
+    spec: ContainerSpec,
+    /// When the target was stopped: the clone's duration counts from there.
+    started: Instant,
+}
+
+impl<'a> CloneJob<'a> {
+    fn new(
+        h: &'a Host,
+        primitive: &'static str,
+        source: &'a str,
+        target: &'a str,
+        slot: &str,
+    ) -> R<CloneJob<'a>> {
+        let src = h.container(primitive, source)?;
+        let dst = h.container(primitive, target)?;
+        check_slot_name(slot).map_err(|e| h.error(Class::Runbook, format!("{primitive}: {e}")))?;
+        if source == target {
+            return Err(h.error(
+                Class::Runbook,
+                format!("{primitive}: source and target are the same node"),
+            ));
+        }
+        let spec = h
+            .docker
+            .oneoff_like(&dst, &format!("{dst}-{primitive}"))
+            .map_err(|e| h.fail(primitive, target, e))?;
+        Ok(CloneJob {
+            h,
+            primitive,
+            source,
+            target,
+            src,
+            dst,
+            spec,
+            started: Instant::now(),
+        })
+    }
+
+    /// Announces the change; false in a dry run, where nothing more may happen.
+    fn plan(&self, what: &str) -> bool {
+        self.h.change(self.target, what)
+    }
+
+    /// Stops the target cleanly; returns the port the source's server listens on.
+    fn stop_target(&mut self) -> R<i64> {
+        self.started = Instant::now();
+        let port = node::server_facts(self.h, self.primitive, self.source)?.port;
+        node::clean_stop(self.h, self.primitive, self.target, 60)?;
+        Ok(port)
+    }
+
+    /// Runs `script` with `sh -c` in the one-off container, `env` its environment, showing its
+    /// output as the progress of `tool`.
+    fn run(&self, tool: &str, script: String, env: Vec<String>) -> R<ExecOutput> {
+        let h = self.h;
+        let mut spec = self.spec.clone();
+        spec.entrypoint = Some(vec!["/bin/sh".into(), "-c".into()]);
+        spec.cmd = Some(vec![script]);
+        spec.env = env;
+        let mut progress =
+            Progress::new(&format!("{tool} {} -> {}", self.source, self.target), h.tty);
+        let out = h
+            .docker
+            .run_oneoff(&spec, &h.cancel, &mut |l| progress.line(l));
+        progress.finish();
+        out.map_err(|e| h.fail(self.primitive, self.target, e))
+    }
+
+    /// Starts the target; returns #{duration_ms} since it was stopped.
+    fn finish(&self) -> R<Map> {
+        self.h
+            .docker
+            .start(&self.dst)
+            .map_err(|e| self.h.fail(self.primitive, self.target, e))?;
+        let mut m = Map::new();
+        m.insert(
+            "duration_ms".into(),
+            Dynamic::from_int(self.started.elapsed().as_millis() as i64),
+        );
+        Ok(m)
+    }
+}
+
+/// The last `n` lines of a tool's stderr, on one line, for the error that says it failed.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+pub fn register(m: &mut Module, host: &Arc<Host>) {
+    let h = host.clone();
+    def!(
+        m,
+        "rewind",
+        ["source: &str", "target: &str", "slot: &str", "Map"],
+        "Rejoins `target`, a former primary, as a standby of `source` with pg_rewind: stops the
+        target's container, copies from the source only the blocks that changed since their
+        timelines parted (needs wal_log_hints or data checksums), points the target at the source
+        through `slot` (primary_conninfo with the replication role, primary_slot_name,
+        standby.signal), drops the slots it had as a primary, lifts its fence, and starts it. Far faster than `basebackup` on a large
+        database. Raises when pg_rewind cannot do it (the caller can fall back to `basebackup`);
+        the target is then left stopped. Returns #{duration_ms, output}.",
+        move |source: &str, target: &str, slot: &str| -> R<Map> {
+            let mut job = CloneJob::new(&h, "rewind", source, target, slot)?;
+            let dst = job.dst.clone();
+            if !job.plan(&format!(
+                "stop container {dst}, pg_rewind it from {source}, make it a standby reading slot {slot}, start {dst}"
+            )) {
+                return Ok(Map::new());
+            }
+            let src_port = job.stop_target()?;
+            // A server killed (SIGKILL, or Docker's stop after a smart shutdown that never ended)
+            // leaves postmaster.pid behind; pg_rewind's crash recovery then takes it for a live
+            // server (in a one-off container its PID, often 1, is always alive). It is stale
+            // when the container is stopped and no other running container mounts the data.
+            let c = &h.config.cluster;
+            let volume = h
+                .docker
+                .volume_at(&dst, &c.data_dir)
+                .map_err(|e| h.fail("rewind", target, e))?;
+            let others = match &volume {
+                Some(v) => h
+                    .docker
+                    .running_users_of_volume(v, &dst)
+                    .map_err(|e| h.fail("rewind", target, e))?,
+                None => vec![],
+            };
+            if !others.is_empty() {
+                return Err(h.error(Class::Refused, format!(
+                    "rewind on {target}: its data volume {} is mounted by running container(s) {}: pg_rewind needs the data directory to itself; nothing was changed",
+                    volume.unwrap_or_default(), others.join(", "))));
+            }
+            // The conninfo is built here, quoted for libpq and then for postgresql.conf, and
+            // reaches the container through the environment, never a command line.
+            let conninfo = format!(
+                "host={} port={src_port} user={} password={} application_name={}",
+                conninfo_quote(&job.src),
+                conninfo_quote(&c.replication_user),
+                conninfo_quote(&c.replication_password),
+                conninfo_quote(target),
+            );
+            let settings = format!(
+                "primary_conninfo = {}\nprimary_slot_name = {}\n",
+                quote_literal(&conninfo),
+                quote_literal(slot)
+            );
+            let script = format!(
+                "set -e\n\
+                 if [ -f \"$PGDATA/postmaster.pid\" ]; then\n\
+                   echo \"pgrunbook: removed stale postmaster.pid (PID $(head -n 1 \"$PGDATA/postmaster.pid\"))\"\n\
+                   rm -f \"$PGDATA/postmaster.pid\"\n\
+                 fi\n\
+                 # pg_rewind finishes an unclean shutdown in single-user mode, which refuses\n\
+                 # standby mode: standby.signal (a fence, say) is set aside and put back on failure.\n\
+                 signal=\n\
+                 if [ -f \"$PGDATA/standby.signal\" ]; then signal=1; rm -f \"$PGDATA/standby.signal\"; fi\n\
+                 if ! pg_rewind --target-pgdata=\"$PGDATA\" --source-server=\"host={host} port={src_port} user={user} dbname=postgres\" --progress; then\n\
+                   if [ -n \"$signal\" ]; then touch \"$PGDATA/standby.signal\"; fi\n\
+                   exit 1\n\
+                 fi\n\
+                 sed -i -e '/^primary_conninfo/d' -e '/^primary_slot_name/d' \"$PGDATA/postgresql.auto.conf\"\n\
+                 printf '%s' \"$PGRUNBOOK_STANDBY_SETTINGS\" >> \"$PGDATA/postgresql.auto.conf\"\n\
+                 chmod 600 \"$PGDATA/postgresql.auto.conf\"\n\
+                 touch \"$PGDATA/standby.signal\"\n\
+                 rm -f \"$PGDATA/pgrunbook.fenced\"\n\
+                 rm -rf \"$PGDATA\"/pg_replslot/*\n",
+                host = job.src,
+                user = c.superuser,
+            );
+            let out = job.run(
+                "pg_rewind",
+                script,
+                vec![
+                    format!("PGDATA={}", c.data_dir),
+                    format!("PGPASSWORD={}", c.password),
+                    format!("PGRUNBOOK_STANDBY_SETTINGS={settings}"),
+                ],
+            )?;
+            let stale = out
+                .stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("pgrunbook: removed stale postmaster.pid"))
+                .map(|rest| format!("removed stale postmaster.pid{rest}"));
+            if let Some(line) = &stale {
+                h.say(&format!("    {line}"));
+                h.record("stale_pid_removed", line.clone());
+            }
+            if out.exit_code != 0 {
+                return Err(h.error(
+                    Class::Refused,
+                    format!(
+                        "rewind on {target}: pg_rewind from {source} exited {}; {dst} is left stopped: {}",
+                        out.exit_code,
+                        tail(&out.stderr, 4)
+                    ),
+                ));
+            }
+            let mut m = job.finish()?;
+            if let Some(line) = stale {
+                m.insert("stale_pid_removed".into(), line.into());
+            }
+            m.insert("output".into(), out.stderr.trim().to_string().into());
+            Ok(m)
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        m,
+        "basebackup",
+        ["source: &str", "target: &str", "slot: &str", "Map"],
+        "Clones `target` from `source`: stops the target's container, empties its data directory,
+        runs `pg_basebackup -X stream -R -S slot --checkpoint=fast` in a one-off container with
+        the target's image, volumes and network, then starts the target, which comes up as a
+        standby of `source`. The slot must exist on the source. Returns #{duration_ms}.",
+        move |source: &str, target: &str, slot: &str| -> R<Map> {
+            let mut job = CloneJob::new(&h, "basebackup", source, target, slot)?;
+            let dst = job.dst.clone();
+            let data = h.config.cluster.data_dir.clone();
+            if !job.plan(&format!(
+                "stop container {dst}, empty {data}, clone it from {source} with pg_basebackup -X stream -R -S {slot}, start {dst}"
+            )) {
+                return Ok(Map::new());
+            }
+            let src_port = job.stop_target()?;
+            // A base backup left running by an interrupted run would hold the slot: remove its
+            // container, then wait for the source to see the slot free.
+            h.docker
+                .remove(&job.spec.name)
+                .map_err(|e| h.fail("basebackup", target, e))?;
+            let end = Instant::now() + Duration::from_secs(30);
+            loop {
+                let active = pg_rows(
+                    &h,
+                    "basebackup",
+                    source,
+                    "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                    &[slot.into()],
+                )?;
+                if active.first_value().and_then(|v| v.as_int()).unwrap_or(0) == 0 {
+                    break;
+                }
+                if Instant::now() >= end {
+                    return Err(h.error(Class::Refused, format!(
+                        "basebackup on {target}: slot {slot} on {source} is still in use by another standby after 30 s")));
+                }
+                h.check_cancel()?;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let script = format!(
+                "set -e\nfind {d} -mindepth 1 -delete\n\
+                 pg_basebackup -h {host} -p {src_port} -U {user} -D {d} -X stream -R -S {slot} --checkpoint=fast -P\n",
+                d = node::sh_quote(&data),
+                host = node::sh_quote(&job.src),
+                user = node::sh_quote(&h.config.cluster.replication_user),
+                slot = node::sh_quote(slot),
+            );
+            let env = vec![format!(
+                "PGPASSWORD={}",
+                h.config.cluster.replication_password
+            )];
+            let out = job.run("pg_basebackup", script, env)?;
+            if out.exit_code != 0 {
+                return Err(h.error(Class::Refused, format!(
+                    "basebackup on {target}: pg_basebackup from {source} exited {}; {dst} is left stopped with an \
+                     incomplete data directory (run the procedure again): {}",
+                    out.exit_code, tail(&out.stderr, 5))));
+            }
+            job.finish()
+        }
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conninfo_values_are_quoted() {
+        assert_eq!(conninfo_quote("pg-bases2"), "'pg-bases2'");
+        assert_eq!(conninfo_quote("it's"), "'it\\'s'");
+        assert_eq!(conninfo_quote("a\\b c"), "'a\\\\b c'");
+    }
+
+    #[test]
+    fn tails_of_tool_output() {
+        assert_eq!(tail("a\nb\nc\nd\ne\nf", 4), "c | d | e | f");
+        assert_eq!(tail("only", 5), "only");
+        assert_eq!(tail("", 5), "");
+    }
+}
