@@ -38,6 +38,30 @@ fn kick_walsenders(lab: &TestLab) {
         .unwrap();
 }
 
+/// What the REPL prints for `input` (stdin not a terminal: one statement a line).
+fn repl(lab: &TestLab, input: &str) -> String {
+    use std::io::Write;
+    let mut child = lab
+        .command(&["repl"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(60);
     while !f() {
@@ -80,6 +104,17 @@ fn a_changed_replication_password_is_named_shown_by_status_and_setup_will_not_re
         "{}",
         r.stdout
     );
+
+    // The standby's log says it too, in the REPL (`:log`) as through `pg_log`.
+    wait_until("the standby's log has the failed login", || {
+        repl(&lab, ":log pg-replica 5 password authentication\n")
+            .contains("password authentication failed for user \"replicator\"")
+    });
+    let r = repl(
+        &lab,
+        "let e = pg_log(\"pg-replica\", #{grep: \"authentication\", since: \"10m\", lines: 1});\nprint(`${e.len()} ${e[0].level}`);\n",
+    );
+    assert!(r.contains("1 FATAL"), "{r}");
 
     // status says why, beside the standby.
     lab.pgrunbook(&["status"])

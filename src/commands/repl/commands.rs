@@ -1,5 +1,5 @@
-//! The `:` commands: `:help [NAME]`, `:nodes`, `:run`, `:load`, `:dry`, `:vars`, `:clear`,
-//! `:quit`.
+//! The `:` commands: `:help [NAME]`, `:nodes`, `:run`, `:log`, `:load`, `:dry`, `:vars`,
+//! `:clear`, `:quit`.
 
 use super::session::{Session, SOURCE};
 use super::show::show_failure;
@@ -35,6 +35,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "[on|off]",
         "dry run: primitives print the changes they would make instead of making them",
     ),
+    (
+        ":log",
+        "NODE [N] [TEXT]",
+        "the last N (30) entries of the node's PostgreSQL log, or only those containing TEXT (pg_log)",
+    ),
     (":vars", "", "the variables of this session"),
     (":clear", "", "clears the screen (so does Ctrl-L)"),
     (":quit", "", "leaves (so does Ctrl-D)"),
@@ -65,6 +70,7 @@ pub fn command(session: &mut Session, line: &str) -> Flow {
             out!("{}", crate::commands::status::render(&st));
         }
         "run" => run_runbook(session, args),
+        "log" => log(session, args),
         "load" => load(session, args),
         "dry" => {
             let host = &session.host;
@@ -136,9 +142,40 @@ fn run_runbook(session: &mut Session, args: &str) {
         }
     }
     match result {
+        Ok(()) if session.host.dry_run() => {
+            outln!("runbook {}: dry run finished, nothing was changed", rb.name)
+        }
         Ok(()) => outln!("runbook {}: ok", rb.name),
         Err(f) => show_failure(&f),
     }
+}
+
+/// `:log NODE [N] [TEXT]`: `pg_log` as a table, evaluated in the session (so Ctrl-C stops it).
+fn log(session: &mut Session, args: &str) {
+    let mut parts = args.split_whitespace();
+    let Some(node) = parts.next() else {
+        errln!("usage: :log NODE [N] [TEXT]  (nodes: {})", session.host.config.nodes.keys().cloned().collect::<Vec<_>>().join(", "));
+        return;
+    };
+    let mut lines = 30;
+    let mut grep: Vec<&str> = vec![];
+    for p in parts {
+        match p.parse::<i64>() {
+            Ok(n) if grep.is_empty() && n > 0 => lines = n,
+            _ => grep.push(p),
+        }
+    }
+    let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let grep = if grep.is_empty() {
+        String::new()
+    } else {
+        format!(", grep: {}", quote(&grep.join(" ")))
+    };
+    let text = format!(
+        "print_table(pg_log({}, #{{lines: {lines}{grep}}}), [\"time\", \"pid\", \"level\", \"message\", \"detail\", \"hint\"]);",
+        quote(node)
+    );
+    session.eval_text(&text, false);
 }
 
 fn load(session: &mut Session, path: &str) {
