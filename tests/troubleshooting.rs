@@ -200,7 +200,8 @@ fn a_dropped_slot_is_named() {
         r.stdout
     );
     assert!(
-        r.stdout.contains("create_slot(\"pg-bases2\", \"replica1\")"),
+        r.stdout
+            .contains("create_slot(\"pg-bases2\", \"replica1\")"),
         "{}",
         r.stdout
     );
@@ -214,7 +215,11 @@ fn paused_replay_is_named_though_the_standby_streams() {
         .unwrap();
     let r = diagnose_finds(&lab);
     let line = found_line(&r, "WAL replay running");
-    assert!(line.contains("pg_is_wal_replay_paused() = true"), "{}", r.stdout);
+    assert!(
+        line.contains("pg_is_wal_replay_paused() = true"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("pg_wal_replay_resume()"), "{}", r.stdout);
 }
 

@@ -239,10 +239,8 @@ pub fn explain(host: &std::sync::Arc<Host>, st: &mut ClusterStatus) {
         };
         let plain = format!("{} is a standby but does not stream", n.name);
         st.warnings.retain(|w| !w.starts_with(&plain));
-        st.warnings.push(format!(
-            "{} does not stream from {primary}: {text}",
-            n.name
-        ));
+        st.warnings
+            .push(format!("{} does not stream from {primary}: {text}", n.name));
         n.reason = Some(text);
     }
 }

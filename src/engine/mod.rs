@@ -365,7 +365,10 @@ pub fn call_stdlib(
         names.join(", ")
     );
     let display = format!("<{module}::{function}>");
-    sources.lock().unwrap().insert(display.clone(), text.clone());
+    sources
+        .lock()
+        .unwrap()
+        .insert(display.clone(), text.clone());
     let ast = compile(&engine, &display, &text)?;
     let mut scope = Scope::new();
     for (n, v) in names.iter().zip(args) {

@@ -154,7 +154,17 @@ fn run_runbook(session: &mut Session, args: &str) {
 fn log(session: &mut Session, args: &str) {
     let mut parts = args.split_whitespace();
     let Some(node) = parts.next() else {
-        errln!("usage: :log NODE [N] [TEXT]  (nodes: {})", session.host.config.nodes.keys().cloned().collect::<Vec<_>>().join(", "));
+        errln!(
+            "usage: :log NODE [N] [TEXT]  (nodes: {})",
+            session
+                .host
+                .config
+                .nodes
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         return;
     };
     let mut lines = 30;

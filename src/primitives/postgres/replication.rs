@@ -61,10 +61,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                 super::clone::conninfo_quote(&to),
                 super::clone::conninfo_quote(&c.replication_user),
             );
-            let script = format!(
-                "psql {} -Atc IDENTIFY_SYSTEM",
-                node::sh_quote(&conninfo)
-            );
+            let script = format!("psql {} -Atc IDENTIFY_SYSTEM", node::sh_quote(&conninfo));
             let out = node::run_script(
                 &h,
                 "replication_login",
@@ -73,14 +70,22 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                 vec![format!("PGPASSWORD={}", c.replication_password)],
             )?;
             if out.exit_code == 0 {
-                let system = out.stdout.split('|').next().unwrap_or("").trim().to_string();
+                let system = out
+                    .stdout
+                    .split('|')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
                 return Ok(login_map(true, "", &from, &system));
             }
             let error = psql_error(&out.stderr);
             if error.contains("psql: not found") || error.contains("executable file not found") {
                 return Err(h.error(
                     Class::Refused,
-                    format!("replication_login from {standby}: psql is not installed in {from}'s image"),
+                    format!(
+                        "replication_login from {standby}: psql is not installed in {from}'s image"
+                    ),
                 ));
             }
             Ok(login_map(false, &error, &from, ""))
