@@ -127,6 +127,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: CompletionShell,
     },
+    /// Runs in the foreground: the `[[schedule]]`s of the configuration, and unattended failover
+    /// when the policy (stdlib/watch.rhai) says so; one watcher acts per cluster. Ctrl-C or
+    /// SIGTERM stops it (see docs/watch.md).
+    #[command(
+        after_help = "Examples:\n  pgrunbook watch\n  pgrunbook --config /etc/pgrunbook/pgrunbook.toml watch"
+    )]
+    Watch,
     /// Prints the manual page (roff) to stdout.
     #[command(after_help = "Examples:
   pgrunbook man > pgrunbook.1 && man ./pgrunbook.1
@@ -477,6 +484,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Repl => crate::commands::repl::run(load_config(&cli.config)?),
+        Command::Watch => crate::commands::watch::run(load_config(&cli.config)?),
         Command::Completions { shell } => {
             use clap_complete::Shell;
             let shell = match shell {

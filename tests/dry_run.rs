@@ -50,23 +50,49 @@ fn snapshot(lab: &TestLab) -> Snapshot {
 /// ends "ok". Tables of reads (status, checks) and the plan are facts and pass.
 fn claims(stdout: &str) -> Vec<String> {
     const CHANGES: &[&str] = &[
-        "created", "dropped", "promoted", "fenced", "rewound", "cloned", "removed", "written",
-        "wrote", "started", "stopped", "restarted", "reset", "archived", "backed up",
-        "backing up", "recorded", "streams from", "is now", "rejoined", "configured",
+        "created",
+        "dropped",
+        "promoted",
+        "fenced",
+        "rewound",
+        "cloned",
+        "removed",
+        "written",
+        "wrote",
+        "started",
+        "stopped",
+        "restarted",
+        "reset",
+        "archived",
+        "backed up",
+        "backing up",
+        "recorded",
+        "streams from",
+        "is now",
+        "rejoined",
+        "configured",
     ];
     const HONEST: &[&str] = &[
-        "would", "[dry run]", "dry run", "already", "exists", "unchanged", "nothing to do",
+        "would",
+        "[dry run]",
+        "dry run",
+        "already",
+        "exists",
+        "unchanged",
+        "nothing to do",
         "plan:",
     ];
     stdout
         .lines()
         .filter(|l| {
             let low = l.to_lowercase();
-            let planned = l.trim_start().split('.').next().is_some_and(|n| {
-                !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())
-            });
-            let unchecked_ok = low.contains("| ok ")
-                && (low.contains("not checked") || low.contains("skipped"));
+            let planned = l
+                .trim_start()
+                .split('.')
+                .next()
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+            let unchecked_ok =
+                low.contains("| ok ") && (low.contains("not checked") || low.contains("skipped"));
             if unchecked_ok {
                 return true;
             }

@@ -5,3 +5,4 @@ pub mod lab;
 pub mod reference;
 pub mod repl;
 pub mod status;
+pub mod watch;

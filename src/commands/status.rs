@@ -38,6 +38,8 @@ pub struct ClusterStatus {
     pub last_run: Option<BTreeMap<String, String>>,
     pub redis: String,
     pub warnings: Vec<String>,
+    /// `pgrunbook watch` processes of this cluster, from their heartbeats.
+    pub watch: crate::commands::watch::status::WatcherStatus,
 }
 
 fn q(host: &Host, node: &str, sql: &str) -> anyhow::Result<Vec<Map>> {
@@ -190,6 +192,7 @@ pub fn collect(host: &Host) -> ClusterStatus {
         }
         Err(e) => st.redis = format!("unreachable: {e:#}"),
     }
+    st.watch = crate::commands::watch::status::collect(host);
     st
 }
 
@@ -275,5 +278,6 @@ pub fn render(st: &ClusterStatus) -> String {
         )),
         None => out.push_str("last run: none recorded\n"),
     }
+    out.push_str(&st.watch.render());
     out
 }

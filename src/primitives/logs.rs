@@ -73,10 +73,10 @@ fn options(h: &Host, node: &str, opts: &Map) -> R<Options> {
 /// output" message on stderr (its HINT names the directory); None when the server logs to
 /// stderr.
 fn collector_dir(entries: &[LogEntry]) -> Option<String> {
-    let last = entries
-        .iter()
-        .rev()
-        .find(|e| e.message.contains("redirecting log output to logging collector process"))?;
+    let last = entries.iter().rev().find(|e| {
+        e.message
+            .contains("redirecting log output to logging collector process")
+    })?;
     let hint = &last.hint;
     let start = hint.find('"')? + 1;
     let end = hint[start..].find('"')? + start;
@@ -101,10 +101,12 @@ fn entry_map(e: LogEntry) -> Dynamic {
 
 fn read(h: &Host, node: &str, o: &Options) -> R<Vec<LogEntry>> {
     let container = h.container("pg_log", node)?;
-    let since = o
-        .since_s
-        .map(|s| chrono::Utc::now().timestamp() - s);
-    let tail = if since.is_some() { None } else { Some(DOCKER_TAIL) };
+    let since = o.since_s.map(|s| chrono::Utc::now().timestamp() - s);
+    let tail = if since.is_some() {
+        None
+    } else {
+        Some(DOCKER_TAIL)
+    };
     let lines = h
         .docker
         .logs(&container, since, tail, &h.cancel)
@@ -162,7 +164,10 @@ pub fn create_module(host: Arc<Host>) -> Module {
     let mut m = Module::new();
 
     let h = host.clone();
-    def!(&mut m, "pg_log", ["node: &str", "options: Map", "Array"],
+    def!(
+        &mut m,
+        "pg_log",
+        ["node: &str", "options: Map", "Array"],
         "The node's PostgreSQL log, newest last, as entries #{time, pid, level, message, detail,
         hint, context, statement}. Reads what the container wrote to stderr through Docker (the
         official image and the lab log there), or, when the server runs a logging collector, the
@@ -174,17 +179,26 @@ pub fn create_module(host: Arc<Host>) -> Module {
         move |node: &str, opts: Map| -> R<Array> {
             let o = options(&h, node, &opts)?;
             let entries = read(&h, node, &o)?;
-            Ok(select(entries, o.grep.as_deref(), o.lines).into_iter().map(entry_map).collect())
+            Ok(select(entries, o.grep.as_deref(), o.lines)
+                .into_iter()
+                .map(entry_map)
+                .collect())
         }
     );
 
     let h = host.clone();
-    def!(&mut m, "pg_log", ["node: &str", "Array"],
+    def!(
+        &mut m,
+        "pg_log",
+        ["node: &str", "Array"],
         "The last 50 entries of the node's PostgreSQL log: `pg_log(node, #{})`.",
         move |node: &str| -> R<Array> {
             let o = options(&h, node, &Map::new())?;
             let entries = read(&h, node, &o)?;
-            Ok(select(entries, None, o.lines).into_iter().map(entry_map).collect())
+            Ok(select(entries, None, o.lines)
+                .into_iter()
+                .map(entry_map)
+                .collect())
         }
     );
 
@@ -230,7 +244,14 @@ const LEVELS: &[&str] = &[
     "DEBUG5", "DEBUG4", "DEBUG3", "DEBUG2", "DEBUG1", "DEBUG", "INFO", "NOTICE", "WARNING",
     "ERROR", "LOG", "FATAL", "PANIC",
 ];
-const ATTACHED: &[&str] = &["DETAIL", "HINT", "CONTEXT", "STATEMENT", "QUERY", "LOCATION"];
+const ATTACHED: &[&str] = &[
+    "DETAIL",
+    "HINT",
+    "CONTEXT",
+    "STATEMENT",
+    "QUERY",
+    "LOCATION",
+];
 
 /// Where the level word starts and what it is: the first `WORD:  ` (two spaces, or a colon at
 /// the end of the line) whose word is a level or an attached field.
