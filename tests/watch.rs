@@ -184,19 +184,34 @@ set = { type = "incr" }
         assert!(e["schedule"].starts_with("backup type="), "{e:?}");
     }
     assert!(ends.iter().filter(|e| e["outcome"] == "ok").count() >= 3, "{ends:?}");
-    let shown = lab.pgrunbook(&["backups"]).succeeds().stdout;
-    let labels: Vec<String> = lab
+    // Every backup pgBackRest lists (retention_full = 2 expires older fulls) is recorded in Redis
+    // and shown by `pgrunbook backups`.
+    let shown = lab.pgrunbook(&["backups", "--last", "50"]).succeeds().stdout;
+    let recorded: Vec<String> = lab
         .stream("backups")
         .iter()
         .filter_map(|e| e.get("label").cloned())
         .collect();
-    let primary = "pg-bases2";
-    let info = lab.pgbackrest_info(primary).to_string();
-    for l in &labels {
-        assert!(shown.contains(l.as_str()), "{l} not in `backups`:\n{shown}");
-        assert!(info.contains(l.as_str()), "{l} not in pgbackrest info:\n{info}");
+    assert!(recorded.len() >= 4, "{recorded:?}");
+    let info = lab.pgbackrest_info("pg-bases2");
+    let listed: Vec<(String, String)> = info[0]["backup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["label"].as_str().unwrap().to_string(),
+                b["type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for t in ["full", "incr"] {
+        assert!(listed.iter().any(|(_, ty)| ty == t), "no {t} in pgbackrest info: {listed:?}");
     }
-    assert!(info.contains("\"incr\""), "{info}");
+    for (l, _) in &listed {
+        assert!(recorded.contains(l), "{l} not recorded in Redis: {recorded:?}");
+        assert!(shown.contains(l.as_str()), "{l} not in `backups`:\n{shown}");
+    }
 
     // Down past planned times: once back, each schedule runs once, journaled late.
     std::thread::sleep(Duration::from_secs(32));
@@ -334,4 +349,45 @@ fn of_two_watchers_only_one_acts_and_the_other_takes_over() {
     let _ = a.child.wait();
     b.wait_for("acting: holds the lease in Redis", 15);
     assert_eq!(b.stop(libc::SIGTERM), 0, "{}", b.output());
+}
+
+#[test]
+fn a_paused_primary_is_stopped_through_the_engine_then_failed_over() {
+    let lab = lab_with("wpause", "[watch]\nsettings = { grace_ms = 2000 }\n");
+    let mut w = Watcher::start(&lab, None);
+    w.wait_for("acting: holds the lease in Redis", 30);
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    assert!(lab
+        .docker(&["pause", &lab.container("pg-bases2")])
+        .status
+        .success());
+    wait_until("pg-replica to accept writes", 60, || writable(&lab, "pg-replica"));
+    let took = t.elapsed();
+    eprintln!("pause to first accepted write on pg-replica: {took:?} (grace 2 s)");
+    assert!(took >= Duration::from_secs(2), "not before the grace: {took:?}");
+    w.wait_for("failover done", 30);
+    let out = w.output();
+    assert!(out.contains("fencing pg-bases2: stopping its container"), "{out}");
+    assert_eq!(lab.container_state("pg-bases2"), "exited");
+    // docker unpause cannot bring it back (it is not paused any more); started, it is read-only.
+    assert!(!lab
+        .docker(&["unpause", &lab.container("pg-bases2")])
+        .status
+        .success());
+    assert!(!writable(&lab, "pg-bases2"));
+    let journal = lab.stream("journal");
+    let ends = runs_of(&journal, "failover", "end");
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(ends[0]["outcome"], "ok");
+    assert!(ends[0]["trigger"].contains("has not answered"), "{:?}", ends[0]);
+    assert!(!notes(&journal, "fenced").is_empty(), "{journal:?}");
+    assert_eq!(w.stop(libc::SIGTERM), 0, "{}", w.output());
+    assert!(lab
+        .docker(&["start", &lab.container("pg-bases2")])
+        .status
+        .success());
+    wait_until("pg-bases2 to answer", 60, || lab.try_client("pg-bases2").is_some());
+    assert!(!writable(&lab, "pg-bases2"));
+    assert!(writable(&lab, "pg-replica"));
 }
