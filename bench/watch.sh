@@ -97,6 +97,7 @@ for r in $(seq 1 "$ROUNDS"); do
     done_before=$(grep -c "failover done" "$out/watch.log" || true)
     t0=$(now_ms)
     docker kill -s KILL "benchw-$p" >/dev/null &
+    killer=$!
     while :; do
         if psql -h 127.0.0.1 -p "$sport" -U postgres -d bases2_proyectos -tAc 'SELECT pg_current_xact_id()' >/dev/null 2>&1; then
             t1=$(now_ms); break
@@ -104,7 +105,7 @@ for r in $(seq 1 "$ROUNDS"); do
         [ $(( $(now_ms) - t0 )) -gt 60000 ] && { echo "round $r: no write accepted on $s in 60 s" >&2; exit 1; }
         sleep 0.05
     done
-    wait
+    wait "$killer"
     until [ "$(grep -c "failover done" "$out/watch.log" || true)" -gt "$done_before" ]; do sleep 0.1; done
     # The watcher's failover run: its start time and its own time to writes.
     read -r start_ts ttw < <(pgr journal --last 5 --json | jq -r '

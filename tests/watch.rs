@@ -157,16 +157,23 @@ set = { type = "incr" }
     // Status shows the watcher: where, which pid, since when.
     let st = lab.pgrunbook(&["status"]).succeeds();
     assert!(
-        st.stdout
-            .contains(&format!("watcher: acting on {}", std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim()))
-            && st.stdout.contains(&format!("pid {}", w.pid())),
+        st.stdout.contains(&format!(
+            "watcher: acting on {}",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap()
+                .trim()
+        )) && st.stdout.contains(&format!("pid {}", w.pid())),
         "{}",
         st.stdout
     );
     // Long enough for two full and two incr times, whatever the second it started at.
     wait_until("two full and two incr backups", 120, || {
         let b = lab.stream("backups");
-        let n = |t: &str| b.iter().filter(|e| e.get("type").map(String::as_str) == Some(t)).count();
+        let n = |t: &str| {
+            b.iter()
+                .filter(|e| e.get("type").map(String::as_str) == Some(t))
+                .count()
+        };
         n("full") >= 2 && n("incr") >= 2
     });
     assert_eq!(w.stop(libc::SIGTERM), 0, "{}", w.output());
@@ -180,13 +187,23 @@ set = { type = "incr" }
     let ends = runs_of(&journal, "backup", "end");
     assert!(ends.len() >= 4, "{ends:?}");
     for e in &ends {
-        assert_eq!(e.get("scheduled").map(String::as_str), Some("true"), "{e:?}");
+        assert_eq!(
+            e.get("scheduled").map(String::as_str),
+            Some("true"),
+            "{e:?}"
+        );
         assert!(e["schedule"].starts_with("backup type="), "{e:?}");
     }
-    assert!(ends.iter().filter(|e| e["outcome"] == "ok").count() >= 3, "{ends:?}");
+    assert!(
+        ends.iter().filter(|e| e["outcome"] == "ok").count() >= 3,
+        "{ends:?}"
+    );
     // Every backup pgBackRest lists (retention_full = 2 expires older fulls) is recorded in Redis
     // and shown by `pgrunbook backups`.
-    let shown = lab.pgrunbook(&["backups", "--last", "50"]).succeeds().stdout;
+    let shown = lab
+        .pgrunbook(&["backups", "--last", "50"])
+        .succeeds()
+        .stdout;
     let recorded: Vec<String> = lab
         .stream("backups")
         .iter()
@@ -206,10 +223,16 @@ set = { type = "incr" }
         })
         .collect();
     for t in ["full", "incr"] {
-        assert!(listed.iter().any(|(_, ty)| ty == t), "no {t} in pgbackrest info: {listed:?}");
+        assert!(
+            listed.iter().any(|(_, ty)| ty == t),
+            "no {t} in pgbackrest info: {listed:?}"
+        );
     }
     for (l, _) in &listed {
-        assert!(recorded.contains(l), "{l} not recorded in Redis: {recorded:?}");
+        assert!(
+            recorded.contains(l),
+            "{l} not recorded in Redis: {recorded:?}"
+        );
         assert!(shown.contains(l.as_str()), "{l} not in `backups`:\n{shown}");
     }
 
@@ -233,7 +256,11 @@ set = { type = "incr" }
     let mut schedules: Vec<&str> = late.iter().map(|e| e["schedule"].as_str()).collect();
     schedules.sort();
     schedules.dedup();
-    assert_eq!(schedules.len(), late.len(), "each schedule caught up once: {late:?}");
+    assert_eq!(
+        schedules.len(),
+        late.len(),
+        "each schedule caught up once: {late:?}"
+    );
     assert!(w.output().contains("late by"), "{}", w.output());
 }
 
@@ -246,7 +273,9 @@ fn a_killed_primary_is_failed_over_once_and_journaled() {
     let t = Instant::now();
     let out = lab.docker(&["kill", "-s", "KILL", &lab.container("pg-bases2")]);
     assert!(out.status.success());
-    wait_until("pg-replica to accept writes", 60, || writable(&lab, "pg-replica"));
+    wait_until("pg-replica to accept writes", 60, || {
+        writable(&lab, "pg-replica")
+    });
     let took = t.elapsed();
     eprintln!("kill to first accepted write on pg-replica: {took:?}");
     w.wait_for("failover done", 30);
@@ -270,7 +299,10 @@ fn a_killed_primary_is_failed_over_once_and_journaled() {
     // Afterwards the watcher warns that there is no standby, and does nothing else.
     w.wait_for("warning: standby pg-bases2 is not ready", 10);
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(runs_of(&lab.stream("journal"), "failover", "start").len(), 1);
+    assert_eq!(
+        runs_of(&lab.stream("journal"), "failover", "start").len(),
+        1
+    );
     assert_eq!(w.stop(libc::SIGTERM), 0, "{}", w.output());
 
     // Started again by hand, the old primary is a read-only standby (the fence).
@@ -278,7 +310,9 @@ fn a_killed_primary_is_failed_over_once_and_journaled() {
         .docker(&["start", &lab.container("pg-bases2")])
         .status
         .success());
-    wait_until("pg-bases2 to answer", 60, || lab.try_client("pg-bases2").is_some());
+    wait_until("pg-bases2 to answer", 60, || {
+        lab.try_client("pg-bases2").is_some()
+    });
     assert!(lab.query_bool("pg-bases2", "SELECT pg_is_in_recovery()"));
     assert!(!writable(&lab, "pg-bases2"));
     assert!(writable(&lab, "pg-replica"));
@@ -293,16 +327,24 @@ fn with_the_standby_down_there_is_no_failover_but_a_warning() {
         .docker(&["stop", &lab.container("pg-replica")])
         .status
         .success());
-    w.wait_for("warning: standby pg-replica is not ready for a failover", 20);
+    w.wait_for(
+        "warning: standby pg-replica is not ready for a failover",
+        20,
+    );
     let out = lab.docker(&["kill", "-s", "KILL", &lab.container("pg-bases2")]);
     assert!(out.status.success());
     w.wait_for("primary pg-bases2 is out", 20);
     std::thread::sleep(Duration::from_secs(3));
     let journal = lab.stream("journal");
-    assert!(runs_of(&journal, "failover", "start").is_empty(), "{journal:?}");
+    assert!(
+        runs_of(&journal, "failover", "start").is_empty(),
+        "{journal:?}"
+    );
     let warnings = notes(&journal, "warning");
     assert!(
-        warnings.iter().any(|n| n.contains("standby pg-replica is not ready")),
+        warnings
+            .iter()
+            .any(|n| n.contains("standby pg-replica is not ready")),
         "{warnings:?}"
     );
     assert!(
@@ -326,22 +368,34 @@ fn of_two_watchers_only_one_acts_and_the_other_takes_over() {
     b.wait_for("waiting: the lease in Redis is held by", 30);
     let st = lab.pgrunbook(&["status"]).succeeds().stdout;
     assert!(
-        st.contains(&format!("watcher: acting on")) && st.contains(&format!("pid {}", a.pid())),
+        st.contains("watcher: acting on") && st.contains(&format!("pid {}", a.pid())),
         "{st}"
     );
-    assert!(st.contains("watcher: waiting on") && st.contains(&format!("pid {}", b.pid())), "{st}");
+    assert!(
+        st.contains("watcher: waiting on") && st.contains(&format!("pid {}", b.pid())),
+        "{st}"
+    );
     // A third on the first one's machine (same data directory) waits on the local lock.
     let mut c = Watcher::start(&lab, None);
-    c.wait_for("waiting: another watcher on this machine holds the local lock", 30);
+    c.wait_for(
+        "waiting: another watcher on this machine holds the local lock",
+        30,
+    );
     assert_eq!(c.stop(libc::SIGTERM), 0);
 
     let out = lab.docker(&["kill", "-s", "KILL", &lab.container("pg-bases2")]);
     assert!(out.status.success());
-    wait_until("pg-replica to accept writes", 60, || writable(&lab, "pg-replica"));
+    wait_until("pg-replica to accept writes", 60, || {
+        writable(&lab, "pg-replica")
+    });
     a.wait_for("failover done", 30);
     std::thread::sleep(Duration::from_secs(2));
     let journal = lab.stream("journal");
-    assert_eq!(runs_of(&journal, "failover", "start").len(), 1, "{journal:?}");
+    assert_eq!(
+        runs_of(&journal, "failover", "start").len(),
+        1,
+        "{journal:?}"
+    );
     assert!(!b.output().contains("decision"), "{}", b.output());
 
     // The acting watcher is killed outright: the other takes the lease once it expires.
@@ -362,13 +416,21 @@ fn a_paused_primary_is_stopped_through_the_engine_then_failed_over() {
         .docker(&["pause", &lab.container("pg-bases2")])
         .status
         .success());
-    wait_until("pg-replica to accept writes", 60, || writable(&lab, "pg-replica"));
+    wait_until("pg-replica to accept writes", 60, || {
+        writable(&lab, "pg-replica")
+    });
     let took = t.elapsed();
     eprintln!("pause to first accepted write on pg-replica: {took:?} (grace 2 s)");
-    assert!(took >= Duration::from_secs(2), "not before the grace: {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "not before the grace: {took:?}"
+    );
     w.wait_for("failover done", 30);
     let out = w.output();
-    assert!(out.contains("fencing pg-bases2: stopping its container"), "{out}");
+    assert!(
+        out.contains("fencing pg-bases2: stopping its container"),
+        "{out}"
+    );
     assert_eq!(lab.container_state("pg-bases2"), "exited");
     // docker unpause cannot bring it back (it is not paused any more); started, it is read-only.
     assert!(!lab
@@ -380,14 +442,20 @@ fn a_paused_primary_is_stopped_through_the_engine_then_failed_over() {
     let ends = runs_of(&journal, "failover", "end");
     assert_eq!(ends.len(), 1, "{ends:?}");
     assert_eq!(ends[0]["outcome"], "ok");
-    assert!(ends[0]["trigger"].contains("has not answered"), "{:?}", ends[0]);
+    assert!(
+        ends[0]["trigger"].contains("has not answered"),
+        "{:?}",
+        ends[0]
+    );
     assert!(!notes(&journal, "fenced").is_empty(), "{journal:?}");
     assert_eq!(w.stop(libc::SIGTERM), 0, "{}", w.output());
     assert!(lab
         .docker(&["start", &lab.container("pg-bases2")])
         .status
         .success());
-    wait_until("pg-bases2 to answer", 60, || lab.try_client("pg-bases2").is_some());
+    wait_until("pg-bases2 to answer", 60, || {
+        lab.try_client("pg-bases2").is_some()
+    });
     assert!(!writable(&lab, "pg-bases2"));
     assert!(writable(&lab, "pg-replica"));
 }

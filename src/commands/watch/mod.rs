@@ -388,8 +388,12 @@ pub fn run(config: Config) -> Result<(), Failure> {
             let docker = Docker::new();
             let mut warned = false;
             while !cancel.is_cancelled() {
+                // (The engine's container filter also matches names that contain a node's, such as
+                // the one-off `<container>-pgrunbook` helpers: only the nodes' own are kept.)
                 let r = docker.follow_events(&containers, &cancel, &mut |e| {
-                    let _ = tx.send(Msg::Event(e));
+                    if containers.contains(&e.container) {
+                        let _ = tx.send(Msg::Event(e));
+                    }
                 });
                 if let Err(e) = r {
                     if !warned {
@@ -476,11 +480,9 @@ pub fn run(config: Config) -> Result<(), Failure> {
         };
         let busy = track.retry_after.is_some_and(|t| Instant::now() < t);
         match decision.action.as_str() {
-            "none" => {
-                if !track.last_warning.is_empty() {
-                    log.note("resolved", "no warning any more: all is well");
-                    track.last_warning.clear();
-                }
+            "none" if !track.last_warning.is_empty() => {
+                log.note("resolved", "no warning any more: all is well");
+                track.last_warning.clear();
             }
             "warn" => {
                 let key = warning_key(&decision.reason);

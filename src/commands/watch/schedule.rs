@@ -68,12 +68,12 @@ where
         return None;
     }
     let passed = cron
-        .iter_after(cursor.clone())
+        .iter_after(*cursor)
         .take_while(|t| t <= now)
         .take(COUNT_CAP)
         .count()
         .max(1);
-    let late = now.clone().signed_duration_since(newest.clone())
+    let late = (*now).signed_duration_since(newest)
         > chrono::Duration::from_std(LATE_AFTER).unwrap_or_default();
     Some(Due {
         planned: newest,
