@@ -121,6 +121,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: CompletionShell,
     },
+    /// Runs in the foreground: the `[[schedule]]`s of the configuration, and unattended failover
+    /// when the policy (stdlib/watch.rhai) says so; one watcher acts per cluster. Ctrl-C or
+    /// SIGTERM stops it (see docs/watch.md).
+    #[command(
+        after_help = "Examples:\n  pgrunbook watch\n  pgrunbook --config /etc/pgrunbook/pgrunbook.toml watch"
+    )]
+    Watch,
     /// Prints the manual page (roff) to stdout.
     #[command(after_help = "Examples:
   pgrunbook man > pgrunbook.1 && man ./pgrunbook.1
@@ -224,6 +231,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Definitions { dir } => definitions::run(&dir),
         Command::Config => commands::config::run(config),
         Command::Repl => repl::run(config),
+        Command::Watch => watch::run(load_config(config)?),
         Command::Completions { shell } => completions::run(shell.into(), Cli::command()),
         Command::Man => man::run(Cli::command()),
     }

@@ -27,6 +27,12 @@ pub struct Config {
     pub redis: Redis,
     pub lab: Lab,
     pub runbook: RunbookLimits,
+    /// `[[schedule]]`: runbooks `pgrunbook watch` runs on a cron schedule (see docs/watch.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<Schedule>,
+    /// `[watch]`: the watcher's lease, heartbeat and policy (see docs/watch.md).
+    #[serde(default)]
+    pub watch: Watch,
     /// Where the configuration came from, for messages.
     #[serde(skip)]
     pub source: String,
@@ -115,6 +121,82 @@ pub struct RunbookLimits {
     pub timeout_s: u64,
 }
 
+/// One `[[schedule]]`: a runbook, its parameters, and when `pgrunbook watch` runs it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// The runbook, as `pgrunbook run` takes it (a shipped name, a name in ./runbooks, a path).
+    pub runbook: String,
+    /// Six fields, seconds first: `sec min hour day month weekday` (`0 0 3 * * Sun`).
+    pub cron: String,
+    /// The runbook's parameters, as `--set` gives them (`set = { type = "full" }`).
+    #[serde(default)]
+    pub set: BTreeMap<String, toml::Value>,
+    /// A name for the journal and the last-run record; default `RUNBOOK cron`.
+    #[serde(default)]
+    pub name: String,
+}
+
+impl Schedule {
+    /// The name the schedule is recorded under: its own, else the runbook and its parameters.
+    pub fn key(&self) -> String {
+        if !self.name.is_empty() {
+            return self.name.clone();
+        }
+        let sets: Vec<String> = self
+            .sets()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if sets.is_empty() {
+            self.runbook.clone()
+        } else {
+            format!("{} {}", self.runbook, sets.join(" "))
+        }
+    }
+
+    /// The parameters as `--set KEY=VALUE` pairs.
+    pub fn sets(&self) -> Vec<(String, String)> {
+        self.set
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+}
+
+/// `[watch]`: how `pgrunbook watch` coordinates with other watchers, and its policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Watch {
+    /// The policy module: a stdlib name (`watch`, found in ./stdlib first) or a path to a .rhai
+    /// file. It decides when to fail over; see stdlib/watch.rhai.
+    pub policy: String,
+    /// Values that replace the policy's `settings()` (`settings = { grace_ms = 3000 }`).
+    pub settings: BTreeMap<String, toml::Value>,
+    /// How long the lease in Redis lasts unless renewed; the acting watcher renews it every
+    /// third of this. A watcher that dies is replaced after at most this long.
+    pub lease_ttl_ms: u64,
+    /// How often the watcher writes its heartbeat (shown by `pgrunbook status`).
+    pub heartbeat_ms: u64,
+}
+
+impl Default for Watch {
+    fn default() -> Watch {
+        Watch {
+            policy: "watch".into(),
+            settings: BTreeMap::new(),
+            lease_ttl_ms: 3000,
+            heartbeat_ms: 1000,
+        }
+    }
+}
+
 const DEFAULTS: &str = r#"
 [cluster]
 database = "bases2_proyectos"
@@ -165,6 +247,12 @@ label = "pgrunbook-lab"
 [runbook]
 max_operations = 50000000
 timeout_s = 3600
+
+[watch]
+policy = "watch"
+lease_ttl_ms = 3000
+heartbeat_ms = 1000
+settings = {}
 "#;
 
 impl Config {
@@ -227,6 +315,19 @@ impl Config {
             if n.container.is_empty() {
                 bail!("node {name}: container is empty");
             }
+        }
+        for (i, s) in self.schedule.iter().enumerate() {
+            if s.runbook.trim().is_empty() {
+                bail!("schedule {}: runbook is empty", i + 1);
+            }
+            crate::commands::watch::schedule::parse_cron(&s.cron)
+                .with_context(|| format!("schedule {} ({})", i + 1, s.key()))?;
+        }
+        if self.watch.lease_ttl_ms < 300 {
+            bail!(
+                "watch.lease_ttl_ms must be at least 300, not {}",
+                self.watch.lease_ttl_ms
+            );
         }
         let parts: Vec<&str> = self.cluster.verify_table.split('.').collect();
         if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
@@ -316,7 +417,7 @@ impl Config {
 
 /// FNV-1a, 64 bits: a hash that never changes between builds or Rust versions (the spool's file
 /// name must stay the same from one pgrunbook to the next), unlike `std`'s `DefaultHasher`.
-fn fnv1a64(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
@@ -545,5 +646,75 @@ init = "primary"
 
         let explicit = with(&[("PGRUNBOOK_REDIS__SPOOL", "/tmp/x/spool.jsonl")]);
         assert_eq!(explicit.spool_path(), PathBuf::from("/tmp/x/spool.jsonl"));
+    }
+
+    #[test]
+    fn schedules_and_watch_settings_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pgrunbook.toml");
+        std::fs::write(
+            &p,
+            r#"
+[[schedule]]
+runbook = "backup"
+cron = "0 0 3 * * Sun"
+set = { type = "full" }
+
+[[schedule]]
+runbook = "verify"
+cron = "*/10 * * * * *"
+name = "often"
+
+[watch]
+lease_ttl_ms = 5000
+settings = { grace_ms = 2500, max_lag = "8MB" }
+"#,
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&p), &[]).unwrap();
+        assert_eq!(c.schedule.len(), 2);
+        assert_eq!(c.schedule[0].sets(), vec![("type".into(), "full".into())]);
+        assert_eq!(c.schedule[0].key(), "backup type=full");
+        assert_eq!(c.schedule[1].key(), "often");
+        assert_eq!(c.watch.lease_ttl_ms, 5000);
+        assert_eq!(c.watch.heartbeat_ms, 1000, "unset values keep defaults");
+        assert_eq!(c.watch.policy, "watch");
+        assert_eq!(c.watch.settings["grace_ms"].as_integer(), Some(2500));
+
+        // No [watch] nor [[schedule]]: defaults, and the masked TOML still loads back.
+        let d = Config::load_from(None, &[]).unwrap();
+        assert!(d.schedule.is_empty());
+        assert_eq!(d.watch.lease_ttl_ms, 3000);
+        let back: Config = toml::from_str(&c.to_masked_toml()).unwrap();
+        assert_eq!(back.schedule.len(), 2);
+
+        // The environment reaches [watch] too.
+        let e = env(&[("PGRUNBOOK_WATCH__LEASE_TTL_MS", "900")]);
+        assert_eq!(Config::load_from(None, &e).unwrap().watch.lease_ttl_ms, 900);
+
+        // A bad cron expression names the schedule; unknown keys are refused.
+        for (text, want) in [
+            (
+                "[[schedule]]\nrunbook = \"backup\"\ncron = \"0 0 3 * *\"\n",
+                "schedule 1 (backup)",
+            ),
+            (
+                "[[schedule]]\nrunbook = \"backup\"\ncron = \"0 0 61 * * *\"\n",
+                "schedule 1",
+            ),
+            (
+                "[[schedule]]\nrunbook = \"\"\ncron = \"* * * * * *\"\n",
+                "runbook is empty",
+            ),
+            (
+                "[[schedule]]\nrunbok = \"backup\"\ncron = \"* * * * * *\"\n",
+                "runbok",
+            ),
+            ("[watch]\nlease_ttl_ms = 10\n", "at least 300"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let err = format!("{:#}", Config::load_from(Some(&p), &[]).unwrap_err());
+            assert!(err.contains(want), "{text}: {err}");
+        }
     }
 }

@@ -788,6 +788,82 @@ impl Docker {
     }
 }
 
+/// One event of a container, from the engine's event stream (`Docker::follow_events`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    /// The container's name.
+    pub container: String,
+    /// `die`, `kill`, `oom`, `pause`, `unpause`, `start`, `stop`, `restart`.
+    pub action: String,
+    /// For `kill`: the signal's number; for `die`: the exit code.
+    pub detail: String,
+    /// When the engine recorded it, Unix milliseconds.
+    pub at_ms: i64,
+}
+
+/// The container events `pgrunbook watch` follows.
+pub const WATCHED_EVENTS: [&str; 8] = [
+    "die", "kill", "oom", "pause", "unpause", "start", "stop", "restart",
+];
+
+impl Docker {
+    /// Follows the engine's event stream for `containers` (the actions in `WATCHED_EVENTS`),
+    /// calling `on_event` for each as it arrives, until `cancel` is set (`Ok`) or the stream ends
+    /// or fails (an error: the engine went away). `on_event` runs inside this client's
+    /// `block_on`: it must not call PostgreSQL (send the event to another thread instead).
+    pub fn follow_events(
+        &self,
+        containers: &[String],
+        cancel: &Cancel,
+        on_event: &mut dyn FnMut(ContainerEvent),
+    ) -> Result<()> {
+        let c = self.client()?;
+        let mut filters = HashMap::new();
+        filters.insert("type".to_string(), vec!["container".to_string()]);
+        filters.insert("container".to_string(), containers.to_vec());
+        filters.insert(
+            "event".to_string(),
+            WATCHED_EVENTS.iter().map(|s| s.to_string()).collect(),
+        );
+        let opts = qp::EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        self.block_on(async {
+            let mut stream = Box::pin(c.events(Some(opts)));
+            loop {
+                let next = tokio::select! {
+                    n = stream.next() => n,
+                    _ = cancel.wait_async() => return Ok(()),
+                };
+                match next {
+                    None => bail!("the Docker engine closed its event stream"),
+                    Some(Err(e)) => return Err(anyhow!(e).context("Docker's event stream")),
+                    Some(Ok(m)) => {
+                        let attrs = m.actor.and_then(|a| a.attributes).unwrap_or_default();
+                        let action = m.action.unwrap_or_default();
+                        let detail = attrs
+                            .get("signal")
+                            .or_else(|| attrs.get("exitCode"))
+                            .cloned()
+                            .unwrap_or_default();
+                        on_event(ContainerEvent {
+                            container: attrs.get("name").cloned().unwrap_or_default(),
+                            action,
+                            detail,
+                            at_ms: m
+                                .time_nano
+                                .map(|n| n / 1_000_000)
+                                .or(m.time.map(|t| t * 1000))
+                                .unwrap_or_default(),
+                        });
+                    }
+                }
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ pub mod reference;
 pub mod repl;
 pub mod run;
 pub mod status;
+pub mod watch;
 
 use crate::error::{Class, Failure};
 use std::path::Path;

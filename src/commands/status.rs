@@ -59,6 +59,8 @@ pub struct ClusterStatus {
     pub last_run: Option<BTreeMap<String, String>>,
     pub redis: String,
     pub warnings: Vec<String>,
+    /// `pgrunbook watch` processes of this cluster, from their heartbeats.
+    pub watch: crate::commands::watch::status::WatcherStatus,
 }
 
 fn q(host: &Host, node: &str, sql: &str) -> Result<Rows, PgError> {
@@ -79,7 +81,7 @@ fn i(r: &Rows, k: &str) -> Option<i64> {
 }
 
 /// An LSN as a byte position (`0/3000060` is 0x3000060).
-fn lsn_bytes(lsn: &str) -> Option<u64> {
+pub fn lsn_bytes(lsn: &str) -> Option<u64> {
     lsn.parse::<PgLsn>().ok().map(u64::from)
 }
 
@@ -206,6 +208,7 @@ pub fn collect(host: &Host) -> ClusterStatus {
         }
         Err(e) => st.redis = format!("unreachable: {e:#}"),
     }
+    st.watch = crate::commands::watch::status::collect(host);
     st
 }
 
@@ -327,5 +330,6 @@ pub fn render(st: &ClusterStatus) -> String {
         )),
         None => out.push_str("last run: none recorded\n"),
     }
+    out.push_str(&st.watch.render());
     out
 }

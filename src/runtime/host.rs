@@ -79,6 +79,8 @@ pub struct Host {
     /// When the run under way must stop (`runbook.timeout_s`); waits check it, so a long
     /// `sleep_ms` or `wait_ready` ends at the limit, not long after it.
     pub deadline: Mutex<Option<Instant>>,
+    /// Fields added to every run's start and end entries (`pgrunbook watch`: scheduled, late).
+    pub run_marks: Mutex<BTreeMap<String, String>>,
 }
 
 impl Host {
@@ -92,6 +94,7 @@ impl Host {
             run: Mutex::new(RunState::new("repl")),
             tty: std::io::IsTerminal::is_terminal(&std::io::stdout()),
             deadline: Mutex::new(None),
+            run_marks: Mutex::new(BTreeMap::new()),
             config,
         }
     }
@@ -251,6 +254,7 @@ impl Host {
             serde_json::to_string(params).unwrap_or_default(),
         );
         drop(st);
+        f.extend(self.run_marks.lock().unwrap().clone());
         self.journal.append(JOURNAL, f);
     }
 
@@ -357,6 +361,7 @@ impl Host {
             );
         }
         drop(st);
+        f.extend(self.run_marks.lock().unwrap().clone());
         self.journal.append(JOURNAL, f);
         ms
     }
