@@ -83,6 +83,10 @@ pub fn config_text(h: &Host, facts: &ServerFacts) -> String {
          repo1-path={repo}\n\
          repo1-retention-full={ret}\n\
          start-fast=y\n\
+         compress-type={ctype}\n\
+         compress-level={clevel}\n\
+         process-max={pmax}\n\
+         delta=y\n\
          log-level-console=info\n\
          log-level-file=info\n\
          \n\
@@ -93,6 +97,13 @@ pub fn config_text(h: &Host, facts: &ServerFacts) -> String {
          pg1-socket-path={socket}\n",
         repo = c.pgbackrest.repo_path,
         ret = c.pgbackrest.retention_full,
+        ctype = c.pgbackrest.compress_type,
+        clevel = c.pgbackrest.compress_level,
+        // @NPROC@ becomes the container's CPU count where the file is written.
+        pmax = match c.pgbackrest.process_max {
+            0 => "@NPROC@".to_string(),
+            n => n.to_string(),
+        },
         stanza = c.pgbackrest.stanza,
         data = facts.data_dir,
         port = facts.port,
@@ -137,7 +148,8 @@ command -v pgbackrest >/dev/null 2>&1 || { echo "pgbackrest: not found" >&2; exi
 owner=$(stat -c %U "$3"); group=$(stat -c %G "$3")
 install -d -o root -g "$group" -m 0750 /etc/pgbackrest
 umask 027
-printf '%s' "$1" > /etc/pgbackrest/pgbackrest.conf.new
+nproc=$(nproc 2>/dev/null || echo 1)
+printf '%s' "$1" | sed "s/@NPROC@/$nproc/" > /etc/pgbackrest/pgbackrest.conf.new
 chown root:"$group" /etc/pgbackrest/pgbackrest.conf.new
 chmod 0640 /etc/pgbackrest/pgbackrest.conf.new
 mv -f /etc/pgbackrest/pgbackrest.conf.new /etc/pgbackrest/pgbackrest.conf
@@ -236,6 +248,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 ("pg1-port", facts.port.to_string()),
                 ("pg1-socket-path", facts.socket_dir.clone()),
                 ("repo1-path", h.config.pgbackrest.repo_path.clone()),
+                ("compress-type", h.config.pgbackrest.compress_type.clone()),
             ] {
                 let help = exec(
                     vec![
