@@ -425,10 +425,19 @@ impl Postgres {
 pub trait SqlParam {
     /// Whether it stands for NULL.
     fn is_null(&self) -> bool;
-    fn to_bool(&self) -> Option<bool>;
-    fn to_int(&self) -> Option<i64>;
-    /// A float (an integer is not: the client widens integers itself where a float fits).
-    fn to_float(&self) -> Option<f64>;
+    /// A boolean; none by default (text values are parsed by the server, not here).
+    fn to_bool(&self) -> Option<bool> {
+        None
+    }
+    /// An integer; none by default.
+    fn to_int(&self) -> Option<i64> {
+        None
+    }
+    /// A float (an integer is not: the client widens integers itself where a float fits); none
+    /// by default.
+    fn to_float(&self) -> Option<f64> {
+        None
+    }
     /// The value as text, for a parameter the server takes as text (or parses, like `pg_lsn`).
     fn to_text(&self) -> String;
     /// The value as the caller's language writes it, for errors (`"three"`, `70000`).
@@ -467,15 +476,6 @@ impl SqlParam for &str {
     fn is_null(&self) -> bool {
         false
     }
-    fn to_bool(&self) -> Option<bool> {
-        None
-    }
-    fn to_int(&self) -> Option<i64> {
-        None
-    }
-    fn to_float(&self) -> Option<f64> {
-        None
-    }
     fn to_text(&self) -> String {
         self.to_string()
     }
@@ -493,15 +493,6 @@ struct Null;
 impl SqlParam for Null {
     fn is_null(&self) -> bool {
         true
-    }
-    fn to_bool(&self) -> Option<bool> {
-        None
-    }
-    fn to_int(&self) -> Option<i64> {
-        None
-    }
-    fn to_float(&self) -> Option<f64> {
-        None
     }
     fn to_text(&self) -> String {
         String::new()
