@@ -332,8 +332,7 @@ impl Config {
             if s.runbook.trim().is_empty() {
                 bail!("schedule {}: runbook is empty", i + 1);
             }
-            crate::commands::watch::schedule::parse_cron(&s.cron)
-                .with_context(|| format!("schedule {} ({})", i + 1, s.key()))?;
+            parse_cron(&s.cron).with_context(|| format!("schedule {} ({})", i + 1, s.key()))?;
         }
         let ct = self.pgbackrest.compress_type.as_str();
         if !["zst", "lz4", "gz", "bz2", "none"].contains(&ct) {
@@ -519,6 +518,25 @@ fn set_path(value: &mut toml::Value, path: &[String], raw: &str) -> Result<()> {
         .entry(key)
         .or_insert_with(|| toml::Value::Table(Default::default()));
     set_path(child, &path[1..], raw)
+}
+
+/// Parses a six-field cron expression (seconds first).
+pub fn parse_cron(expr: &str) -> Result<croner::Cron> {
+    let fields = expr.split_whitespace().count();
+    if fields != 6 {
+        bail!(
+            "cron {expr:?} has {fields} field(s); it needs 6, seconds first: \
+             \"sec min hour day month weekday\", like \"0 0 3 * * Sun\""
+        );
+    }
+    use croner::parser::{CronParser, Seconds, Year};
+    CronParser::builder()
+        .seconds(Seconds::Required)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expr)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("invalid cron {expr:?}"))
 }
 
 #[cfg(test)]

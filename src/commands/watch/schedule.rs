@@ -15,9 +15,7 @@
 //!   down, or busy), and the journal says how many times were missed;
 //! - while a run of the schedule is still going, the times that pass are skipped, not queued.
 
-use anyhow::{bail, Context, Result};
 use chrono::{DateTime, TimeZone};
-use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 use std::time::Duration;
 
@@ -28,23 +26,8 @@ pub const LATE_AFTER: Duration = Duration::from_secs(5);
 /// day): the journal then says "at least".
 const COUNT_CAP: usize = 10_000;
 
-/// Parses a six-field cron expression (seconds first).
-pub fn parse_cron(expr: &str) -> Result<Cron> {
-    let fields = expr.split_whitespace().count();
-    if fields != 6 {
-        bail!(
-            "cron {expr:?} has {fields} field(s); it needs 6, seconds first: \
-             \"sec min hour day month weekday\", like \"0 0 3 * * Sun\""
-        );
-    }
-    CronParser::builder()
-        .seconds(Seconds::Required)
-        .year(Year::Disallowed)
-        .build()
-        .parse(expr)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("invalid cron {expr:?}"))
-}
+/// Parsing lives with the configuration it validates (a layer below the commands).
+pub use crate::config::parse_cron;
 
 /// What a schedule should do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
