@@ -34,7 +34,13 @@ exec postgres -D "$PGDATA" "$@"
 
 fn opt_str(opts: &Map, key: &str) -> String {
     opts.get(key)
-        .map(|v| if v.is_unit() { String::new() } else { v.to_string() })
+        .map(|v| {
+            if v.is_unit() {
+                String::new()
+            } else {
+                v.to_string()
+            }
+        })
         .unwrap_or_default()
 }
 
@@ -77,10 +83,16 @@ fn start_restored(h: &Host, node: &str, opts: &Map) -> R<Map> {
     };
     node::check_container_name(h, P, &container)?;
     if h.config.node_by_container(&container).is_some() {
-        return Err(h.error(Class::Refused, format!("{P}: {container} is a node's container")));
+        return Err(h.error(
+            Class::Refused,
+            format!("{P}: {container} is a node's container"),
+        ));
     }
     if !(0..=65535).contains(&port) {
-        return Err(h.error(Class::Runbook, format!("{P}: port {port} is not a TCP port")));
+        return Err(h.error(
+            Class::Runbook,
+            format!("{P}: port {port} is not a TCP port"),
+        ));
     }
     let volume = node::restored_volume(&container);
     let (repo_ro, repo_binds) = node::repo_mount_ro(h, P, node)?;
@@ -153,13 +165,22 @@ fn start_restored(h: &Host, node: &str, opts: &Map) -> R<Map> {
             RESTORED_SERVER_SCRIPT.into(),
             "sh".into(),
         ]),
-        cmd: Some(settings.iter().flat_map(|s| ["-c".to_string(), s.clone()]).collect()),
+        cmd: Some(
+            settings
+                .iter()
+                .flat_map(|s| ["-c".to_string(), s.clone()])
+                .collect(),
+        ),
         user: Some("postgres".into()),
         volumes: vec![(volume.clone(), h.config.cluster.data_dir.clone())],
         volumes_ro: repo_ro,
         binds: repo_binds,
         network: (port == 0).then(|| "none".to_string()),
-        ports: if port > 0 { vec![("5432/tcp".into(), port as u16)] } else { vec![] },
+        ports: if port > 0 {
+            vec![("5432/tcp".into(), port as u16)]
+        } else {
+            vec![]
+        },
         labels: node::restore_labels(h, &purpose, &set),
         ..Default::default()
     };
@@ -176,7 +197,8 @@ fn start_restored(h: &Host, node: &str, opts: &Map) -> R<Map> {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let state_query = "SELECT pg_is_in_recovery() AS in_recovery, pg_last_wal_replay_lsn()::text AS replay_lsn, \
+    let state_query =
+        "SELECT pg_is_in_recovery() AS in_recovery, pg_last_wal_replay_lsn()::text AS replay_lsn, \
                        (SELECT timeline_id FROM pg_control_checkpoint()) AS timeline";
     let row = loop {
         h.check_cancel()?;
@@ -224,7 +246,9 @@ fn start_restored(h: &Host, node: &str, opts: &Map) -> R<Map> {
     let stop = logs
         .iter()
         .rev()
-        .find(|l| l.contains("recovery stopping") || l.contains("consistent recovery state reached"))
+        .find(|l| {
+            l.contains("recovery stopping") || l.contains("consistent recovery state reached")
+        })
         .map(|l| {
             l.split_once("LOG:")
                 .map(|(_, t)| t.trim())
@@ -238,7 +262,11 @@ fn start_restored(h: &Host, node: &str, opts: &Map) -> R<Map> {
     result.insert("stopped".into(), stop.into());
     result.insert(
         "replay_lsn".into(),
-        row["replay_lsn"].as_str().unwrap_or_default().to_string().into(),
+        row["replay_lsn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+            .into(),
     );
     result.insert(
         "timeline".into(),
@@ -297,10 +325,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
                     .ok()
                     .and_then(|d| d.try_cast::<Array>())
                     .unwrap_or_default()),
-                Err(e) => Err(h.error(
-                    Class::Refused,
-                    format!("restored_sql in {container}: {e}"),
-                )),
+                Err(e) => Err(h.error(Class::Refused, format!("restored_sql in {container}: {e}"))),
             }
         }
     );
@@ -321,24 +346,36 @@ pub fn create_module(host: Arc<Host>) -> Module {
             let helper = format!("{container}-restore");
             let mut present = vec![];
             for c in [container.to_string(), helper] {
-                match h.docker.container_labels(&c).map_err(|e| h.fail(P, "", e))? {
+                match h
+                    .docker
+                    .container_labels(&c)
+                    .map_err(|e| h.fail(P, "", e))?
+                {
                     None => {}
                     Some(l) if node::is_restore(&h, &l) => present.push(c),
                     Some(_) => {
                         return Err(h.error(
                             Class::Refused,
-                            format!("{P}: {c} is not a container a restore of this lab made: left alone"),
+                            format!(
+                            "{P}: {c} is not a container a restore of this lab made: left alone"
+                        ),
                         ))
                     }
                 }
             }
-            let vol = match h.docker.volume_labels(&volume).map_err(|e| h.fail(P, "", e))? {
+            let vol = match h
+                .docker
+                .volume_labels(&volume)
+                .map_err(|e| h.fail(P, "", e))?
+            {
                 None => false,
                 Some(l) if node::is_restore(&h, &l) => true,
                 Some(_) => {
                     return Err(h.error(
                         Class::Refused,
-                        format!("{P}: volume {volume} was not made by a restore of this lab: left alone"),
+                        format!(
+                        "{P}: volume {volume} was not made by a restore of this lab: left alone"
+                    ),
                     ))
                 }
             };
@@ -359,7 +396,9 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 h.docker.remove(c).map_err(|e| h.fail(P, "", e))?;
             }
             if vol {
-                h.docker.remove_volume(&volume).map_err(|e| h.fail(P, "", e))?;
+                h.docker
+                    .remove_volume(&volume)
+                    .map_err(|e| h.fail(P, "", e))?;
             }
             Ok(true)
         }

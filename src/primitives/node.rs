@@ -291,7 +291,10 @@ pub fn is_restore(h: &Host, labels: &std::collections::HashMap<String, String>) 
 pub fn check_container_name(h: &Host, primitive: &str, name: &str) -> R<()> {
     let ok = !name.is_empty()
         && name.len() <= 100
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
@@ -351,14 +354,13 @@ pub fn require_free_name(h: &Host, primitive: &str, name: &str) -> R<()> {
     Ok(())
 }
 
+/// Read-only volume mounts (volume, path) and bind mounts (`src:dest:ro`) of a container.
+pub type RoMounts = (Vec<(String, String)>, Vec<String>);
+
 /// How a restored container sees the node's pgBackRest repository: the node's own mount at
 /// `pgbackrest.repo_path` (a named volume or a bind mount), read-only. Returns (read-only
 /// volumes, binds).
-pub fn repo_mount_ro(
-    h: &Host,
-    primitive: &str,
-    node: &str,
-) -> R<(Vec<(String, String)>, Vec<String>)> {
+pub fn repo_mount_ro(h: &Host, primitive: &str, node: &str) -> R<RoMounts> {
     let container = h.container(primitive, node)?;
     let repo = h.config.pgbackrest.repo_path.clone();
     let info = h
@@ -434,7 +436,14 @@ pub fn psql_rows(
     let env = vec![format!("PGPASSWORD={}", h.config.cluster.password)];
     let out = h
         .docker
-        .exec(container, &argv, Some("postgres"), &env, &h.cancel, &mut |_| {})
+        .exec(
+            container,
+            &argv,
+            Some("postgres"),
+            &env,
+            &h.cancel,
+            &mut |_| {},
+        )
         .map_err(|e| h.fail(primitive, "", e))?;
     if out.exit_code != 0 {
         return Ok(Err(h.scrub(out.stderr.trim())));
@@ -444,7 +453,10 @@ pub fn psql_rows(
         .map_err(|e| {
             h.error(
                 Class::Runbook,
-                format!("{primitive} in {container}: unexpected psql output ({e}): {}", out.stdout.trim()),
+                format!(
+                    "{primitive} in {container}: unexpected psql output ({e}): {}",
+                    out.stdout.trim()
+                ),
             )
         })
 }

@@ -204,7 +204,13 @@ pub fn pgbackrest_reason(stdout: &str, stderr: &str) -> String {
 
 fn map_str(opts: &Map, key: &str) -> String {
     opts.get(key)
-        .map(|v| if v.is_unit() { String::new() } else { v.to_string() })
+        .map(|v| {
+            if v.is_unit() {
+                String::new()
+            } else {
+                v.to_string()
+            }
+        })
         .unwrap_or_default()
 }
 
@@ -231,7 +237,14 @@ fn restore_backup(h: &Host, node: &str, opts: &Map) -> R<Map> {
     if (kind == "immediate") != target.is_empty() {
         return Err(h.error(
             Class::Runbook,
-            format!("{P}: type {kind} {} a target", if kind == "immediate" { "takes no" } else { "needs" }),
+            format!(
+                "{P}: type {kind} {} a target",
+                if kind == "immediate" {
+                    "takes no"
+                } else {
+                    "needs"
+                }
+            ),
         ));
     }
     node::require_free_name(h, P, &container)?;
@@ -278,7 +291,12 @@ fn restore_backup(h: &Host, node: &str, opts: &Map) -> R<Map> {
         name: format!("{container}-restore"),
         image,
         env: vec![format!("PGDATA={}", h.config.cluster.data_dir)],
-        entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), RESTORE_SCRIPT.into(), "sh".into()]),
+        entrypoint: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            RESTORE_SCRIPT.into(),
+            "sh".into(),
+        ]),
         cmd: Some(argv),
         user: Some("root".into()),
         volumes: vec![(volume.clone(), h.config.cluster.data_dir.clone())],
@@ -334,15 +352,17 @@ pub fn create_module(host: Arc<Host>) -> Module {
             if name.is_empty() || name.len() > 63 {
                 return Err(h.error(
                     Class::Runbook,
-                    format!("create_restore_point: a restore point's name has 1 to 63 bytes, not {:?}", name),
+                    format!(
+                        "create_restore_point: a restore point's name has 1 to 63 bytes, not {:?}",
+                        name
+                    ),
                 ));
             }
             if !h.change(node, &format!("create restore point {name:?}")) {
                 return Ok(String::new());
             }
-            let rows = h
-                .pg
-                .query(
+            let rows =
+                h.pg.query(
                     node,
                     "SELECT pg_create_restore_point($1)::text AS lsn",
                     &[&name],
