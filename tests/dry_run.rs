@@ -178,6 +178,16 @@ fn dry_run_of_every_shipped_runbook_changes_nothing() {
         &["backup"],
         &["backup", "--set", "type=incr"],
         &["repair-replication-login"],
+        &["restore-check"],
+        &[
+            "restore",
+            "--set",
+            "into=dry-run-restored",
+            "--set",
+            "port=15999",
+            "--set",
+            "target_name=pgrunbook-before-full-backup",
+        ],
     ];
     // diagnose reads only, and exits 4 when it finds a problem (after a failover the old
     // primary is down, which it reports): it is dry-run only where the pair is healthy.

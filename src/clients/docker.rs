@@ -74,8 +74,11 @@ pub struct ContainerSpec {
     pub user: Option<String>,
     /// (volume name, path in the container)
     pub volumes: Vec<(String, String)>,
+    /// Volumes mounted read-only: (volume name, path in the container).
+    pub volumes_ro: Vec<(String, String)>,
     /// Bind mounts as `source:destination[:mode]`.
     pub binds: Vec<String>,
+    /// The network to join; `"none"`: no network at all (loopback only).
     pub network: Option<String>,
     pub aliases: Vec<String>,
     /// (container port like "5432/tcp", host port); published on 127.0.0.1 only.
@@ -466,10 +469,13 @@ impl Docker {
         let mounts: Vec<Mount> = spec
             .volumes
             .iter()
-            .map(|(vol, path)| Mount {
+            .map(|v| (v, false))
+            .chain(spec.volumes_ro.iter().map(|v| (v, true)))
+            .map(|((vol, path), ro)| Mount {
                 target: Some(path.clone()),
                 source: Some(vol.clone()),
                 typ: Some(MountType::VOLUME),
+                read_only: ro.then_some(true),
                 ..Default::default()
             })
             .collect();
@@ -483,7 +489,8 @@ impl Docker {
                 }]),
             );
         }
-        let networking_config = spec.network.as_ref().map(|n| {
+        // `none` takes no endpoint settings (no aliases, no address).
+        let networking_config = spec.network.as_ref().filter(|n| *n != "none").map(|n| {
             let mut m = HashMap::new();
             m.insert(
                 n.clone(),
@@ -698,6 +705,63 @@ impl Docker {
             .ok_if_not_found()
             .with_context(|| format!("cannot remove volume '{name}'"))?;
         Ok(())
+    }
+
+    /// The labels of a volume; `None` when it does not exist.
+    pub fn volume_labels(&self, name: &str) -> Result<Option<HashMap<String, String>>> {
+        let c = self.client()?;
+        Ok(self
+            .block_on(c.inspect_volume(name))
+            .ok_if_not_found()
+            .with_context(|| format!("cannot inspect volume '{name}'"))?
+            .map(|v| v.labels))
+    }
+
+    /// The labels of a container; `None` when it does not exist.
+    pub fn container_labels(&self, container: &str) -> Result<Option<HashMap<String, String>>> {
+        Ok(self
+            .inspect(container)?
+            .map(|i| i.config.and_then(|c| c.labels).unwrap_or_default()))
+    }
+
+    /// The names of the containers, running or not, that carry every label of `labels`
+    /// (`key=value`, or `key` for any value).
+    pub fn containers_labelled(&self, labels: &[String]) -> Result<Vec<String>> {
+        let c = self.client()?;
+        let mut filters = HashMap::new();
+        filters.insert("label".to_string(), labels.to_vec());
+        let opts = qp::ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let list = self
+            .block_on(c.list_containers(Some(opts)))
+            .with_context(|| format!("cannot list the containers labelled {labels:?}"))?;
+        Ok(list
+            .into_iter()
+            .flat_map(|s| s.names.unwrap_or_default())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .collect())
+    }
+
+    /// The names of the volumes that carry every label of `labels` (as `containers_labelled`).
+    pub fn volumes_labelled(&self, labels: &[String]) -> Result<Vec<String>> {
+        let c = self.client()?;
+        let mut filters = HashMap::new();
+        filters.insert("label".to_string(), labels.to_vec());
+        let opts = qp::ListVolumesOptions {
+            filters: Some(filters),
+        };
+        let list = self
+            .block_on(c.list_volumes(Some(opts)))
+            .with_context(|| format!("cannot list the volumes labelled {labels:?}"))?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect())
     }
 
     /// A spec for a one-off container that sees what `container` sees: same image, volumes and

@@ -192,10 +192,14 @@ pub fn collect(host: &Host) -> ClusterStatus {
             }
         }
     }
-    match host.journal.last(BACKUPS, 1) {
+    match host.journal.last(BACKUPS, 100) {
         Ok(b) => {
             st.redis = "reachable".into();
-            st.last_backup = b.into_iter().next().map(|e| e.fields);
+            // The stream also holds restore drills (`restore_check`) beside the backups.
+            st.last_backup = b
+                .into_iter()
+                .find(|e| e.fields.get("event").is_none_or(|v| v == "backup"))
+                .map(|e| e.fields);
             st.last_run = host
                 .journal
                 .last(JOURNAL, 50)

@@ -130,7 +130,7 @@ pub fn create_module(host: Arc<Host>, orders: Arc<ColumnOrders>) -> Module {
 
     let h = host.clone();
     def!(&mut m, "settings", ["Map"],
-        "The cluster settings runbooks use: #{database, replication_user, stanza, repo_path, data_dir, synchronous, verify_table}.",
+        "The cluster settings runbooks use: #{database, replication_user, stanza, repo_path, data_dir, synchronous, verify_table, lab_label (the label of what pgrunbook creates: scratch containers are named after it)}.",
         move || -> Map {
             let mut m = Map::new();
             m.insert("database".into(), h.config.cluster.database.clone().into());
@@ -140,6 +140,7 @@ pub fn create_module(host: Arc<Host>, orders: Arc<ColumnOrders>) -> Module {
             m.insert("data_dir".into(), h.config.cluster.data_dir.clone().into());
             m.insert("synchronous".into(), Dynamic::from_bool(h.config.cluster.synchronous));
             m.insert("verify_table".into(), h.config.cluster.verify_table.clone().into());
+            m.insert("lab_label".into(), h.config.lab.label.clone().into());
             m
         });
 

@@ -26,8 +26,383 @@ fn exec_map(out: crate::clients::docker::ExecOutput) -> Map {
     m
 }
 
+/// What a restored container runs: the image's PostgreSQL on the restored data directory, with
+/// the settings given as arguments (they win over every file).
+const RESTORED_SERVER_SCRIPT: &str = r#"PATH="$PATH:$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -n 1)"
+exec postgres -D "$PGDATA" "$@"
+"#;
+
+fn opt_str(opts: &Map, key: &str) -> String {
+    opts.get(key)
+        .map(|v| {
+            if v.is_unit() {
+                String::new()
+            } else {
+                v.to_string()
+            }
+        })
+        .unwrap_or_default()
+}
+
+fn opt_int(opts: &Map, key: &str, default: i64) -> i64 {
+    opts.get(key)
+        .and_then(|v| v.as_int().ok().or_else(|| v.to_string().parse().ok()))
+        .unwrap_or(default)
+}
+
+/// Refuses unless `container` is a restored container (or volume) of this lab: what
+/// `restored_sql` and `remove_restored` act on, never a node or anything else.
+fn require_restored(h: &Host, primitive: &str, container: &str) -> R<()> {
+    node::check_container_name(h, primitive, container)?;
+    match h
+        .docker
+        .container_labels(container)
+        .map_err(|e| h.fail(primitive, "", e))?
+    {
+        None => Err(h.error(
+            Class::Infrastructure,
+            format!("{primitive}: container '{container}' does not exist"),
+        )),
+        Some(l) if node::is_restore(h, &l) => Ok(()),
+        Some(_) => Err(h.error(
+            Class::Refused,
+            format!("{primitive}: {container} is not a container a restore of this lab made (no {} label): left alone", node::RESTORE_LABEL),
+        )),
+    }
+}
+
+/// `start_restored`: see its doc below.
+fn start_restored(h: &Host, node: &str, opts: &Map) -> R<Map> {
+    const P: &str = "start_restored";
+    let container = opt_str(opts, "container");
+    let port = opt_int(opts, "port", 0);
+    let timeout_s = opt_int(opts, "timeout_s", 600).max(1);
+    let purpose = match opt_str(opts, "purpose") {
+        p if p.is_empty() => "restore".to_string(),
+        p => p,
+    };
+    node::check_container_name(h, P, &container)?;
+    if h.config.node_by_container(&container).is_some() {
+        return Err(h.error(
+            Class::Refused,
+            format!("{P}: {container} is a node's container"),
+        ));
+    }
+    if !(0..=65535).contains(&port) {
+        return Err(h.error(
+            Class::Runbook,
+            format!("{P}: port {port} is not a TCP port"),
+        ));
+    }
+    let volume = node::restored_volume(&container);
+    let (repo_ro, repo_binds) = node::repo_mount_ro(h, P, node)?;
+    let image = node::image_of(h, P, node)?;
+    let mut result = Map::new();
+    result.insert("container".into(), container.clone().into());
+    let what = format!(
+        "create container {container} ({image}, {}) on volume {volume} and start PostgreSQL in it with archive_mode=off, recovering until it promotes",
+        if port > 0 { format!("published on 127.0.0.1:{port}, default bridge network") } else { "no published port, no network".to_string() }
+    );
+    if !h.change(node, &what) {
+        result.insert("dry_run".into(), true.into());
+        return Ok(result);
+    }
+    match h
+        .docker
+        .volume_labels(&volume)
+        .map_err(|e| h.fail(P, node, e))?
+    {
+        Some(l) if node::is_restore(h, &l) => {}
+        Some(_) => {
+            return Err(h.error(
+                Class::Refused,
+                format!("{P}: volume {volume} was not made by a restore of this lab: left alone"),
+            ))
+        }
+        None => {
+            return Err(h.error(
+                Class::Runbook,
+                format!("{P}: volume {volume} does not exist: restore_backup makes it"),
+            ))
+        }
+    }
+    if h.docker
+        .inspect(&container)
+        .map_err(|e| h.fail(P, node, e))?
+        .is_some()
+    {
+        return Err(h.error(
+            Class::Refused,
+            format!("{P}: a container named {container} exists already"),
+        ));
+    }
+    let set = h
+        .docker
+        .volume_labels(&volume)
+        .ok()
+        .flatten()
+        .and_then(|l| l.get(node::RESTORE_BACKUP_LABEL).cloned())
+        .unwrap_or_default();
+    let settings = [
+        "archive_mode=off".to_string(),
+        "port=5432".into(),
+        format!("listen_addresses={}", if port > 0 { "*" } else { "" }),
+        format!("unix_socket_directories={}", node::RESTORED_SOCKET_DIR),
+        "synchronous_standby_names=".into(),
+        "primary_conninfo=".into(),
+        "primary_slot_name=".into(),
+        "logging_collector=off".into(),
+        "hot_standby=on".into(),
+        format!("cluster_name={container}"),
+    ];
+    let spec = crate::clients::docker::ContainerSpec {
+        name: container.clone(),
+        image,
+        env: vec![format!("PGDATA={}", h.config.cluster.data_dir)],
+        entrypoint: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            RESTORED_SERVER_SCRIPT.into(),
+            "sh".into(),
+        ]),
+        cmd: Some(
+            settings
+                .iter()
+                .flat_map(|s| ["-c".to_string(), s.clone()])
+                .collect(),
+        ),
+        user: Some("postgres".into()),
+        volumes: vec![(volume.clone(), h.config.cluster.data_dir.clone())],
+        volumes_ro: repo_ro,
+        binds: repo_binds,
+        network: (port == 0).then(|| "none".to_string()),
+        ports: if port > 0 {
+            vec![("5432/tcp".into(), port as u16)]
+        } else {
+            vec![]
+        },
+        labels: node::restore_labels(h, &purpose, &set),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    h.docker.create(&spec).map_err(|e| h.fail(P, node, e))?;
+    h.docker.start(&container).map_err(|e| h.fail(P, node, e))?;
+    let end = t0 + Duration::from_secs(timeout_s as u64);
+    let log_tail = |n: usize| -> String {
+        h.docker
+            .logs(&container, None, Some(n), &h.cancel)
+            .unwrap_or_default()
+            .iter()
+            .map(|l| l.split_once(' ').map(|(_, t)| t).unwrap_or(l).to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let state_query =
+        "SELECT pg_is_in_recovery() AS in_recovery, pg_last_wal_replay_lsn()::text AS replay_lsn, \
+                       (SELECT timeline_id FROM pg_control_checkpoint()) AS timeline";
+    let row = loop {
+        h.check_cancel()?;
+        let st = h.docker.state(&container).map_err(|e| h.fail(P, node, e))?;
+        if !st.is_running() && st != crate::clients::docker::State::Present("created".into()) {
+            let tail = log_tail(15);
+            let reason = tail
+                .lines()
+                .rev()
+                .find(|l| l.contains("FATAL") || l.contains("PANIC"))
+                .unwrap_or("")
+                .to_string();
+            return Err(h.error(
+                Class::Refused,
+                format!("{P}: the restored server in {container} stopped ({}) before it was ready: {}\n{}",
+                    st.as_str(), if reason.is_empty() { "see below" } else { reason.as_str() }, h.scrub(&tail)),
+            ));
+        }
+        if st.is_running() {
+            if let Ok(Ok(v)) = node::psql_rows(h, P, &container, state_query) {
+                if let Some(r) = v.as_array().and_then(|a| a.first()) {
+                    if r["in_recovery"] == serde_json::Value::Bool(false) {
+                        break r.clone();
+                    }
+                }
+            }
+        }
+        if Instant::now() >= end {
+            return Err(h.error(
+                Class::Refused,
+                format!("{P}: the restored server in {container} did not finish its recovery within {timeout_s} s; its log ends:\n{}", h.scrub(&log_tail(15))),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let ms = t0.elapsed().as_millis() as i64;
+    let logs = h
+        .docker
+        .logs(&container, None, None, &h.cancel)
+        .unwrap_or_default();
+    let segments = logs
+        .iter()
+        .filter(|l| l.contains("restored log file") && !l.contains(".history"))
+        .count() as i64;
+    let stop = logs
+        .iter()
+        .rev()
+        .find(|l| {
+            l.contains("recovery stopping") || l.contains("consistent recovery state reached")
+        })
+        .map(|l| {
+            l.split_once("LOG:")
+                .map(|(_, t)| t.trim())
+                .unwrap_or(l)
+                .to_string()
+        })
+        .unwrap_or_default();
+    result.insert("dry_run".into(), false.into());
+    result.insert("ms".into(), Dynamic::from_int(ms));
+    result.insert("wal_segments".into(), Dynamic::from_int(segments));
+    result.insert("stopped".into(), stop.into());
+    result.insert(
+        "replay_lsn".into(),
+        row["replay_lsn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+            .into(),
+    );
+    result.insert(
+        "timeline".into(),
+        Dynamic::from_int(row["timeline"].as_i64().unwrap_or(0)),
+    );
+    result.insert("port".into(), Dynamic::from_int(port));
+    Ok(result)
+}
+
 pub fn create_module(host: Arc<Host>) -> Module {
     let mut m = Module::new();
+
+    let h = host.clone();
+    def!(
+        &mut m,
+        "start_restored",
+        ["node: &str", "options: Map", "Map"],
+        "Starts a restored server: a NEW container on the volume `restore_backup` filled (the
+        node's image, its PostgreSQL with archive_mode=off, no synchronous standbys, no
+        primary_conninfo, so it never archives into the repository nor talks to the pair), and
+        waits until its recovery has promoted it. The repository is mounted read-only for its
+        restore_command. options: #{container: NAME (required; never a node's container),
+        port: 0 (no published port and no network at all: a drill) or a port published on
+        127.0.0.1, timeout_s: 600, purpose}. Returns #{container, ms (start to promotion),
+        wal_segments (archived segments it replayed), replay_lsn (the last record replayed),
+        timeline (its new one), stopped (PostgreSQL's line saying where recovery stopped), port}.
+        Raises, with PostgreSQL's FATAL line and the log's end, when the server stops first.",
+        move |node: &str, options: Map| start_restored(&h, node, &options)
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
+        "require_new_container",
+        ["name: &str"],
+        "Refuses (exit code 4) unless `name` is free for a new restored container: not the
+        container of a configured node, no container of that name, no volume `<name>-data`.
+        `restore` calls it before it changes anything; `restore_backup` checks again.",
+        move |name: &str| -> R<()> { node::require_free_name(&h, "require_new_container", name) }
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
+        "restored_sql",
+        ["container: &str", "query: &str", "Array"],
+        "Runs a query in a restored container (one `start_restored` made; nothing else) with psql
+        through its Unix socket, as the superuser on the application database, and returns the
+        rows as maps (numbers, booleans, strings, `()` for NULL). The query must return rows
+        (SELECT, VALUES, TABLE). Raises (class refused, exit 4) with PostgreSQL's error when it
+        fails.",
+        move |container: &str, query: &str| -> R<Array> {
+            require_restored(&h, "restored_sql", container)?;
+            match node::psql_rows(&h, "restored_sql", container, query)? {
+                Ok(v) => Ok(rhai::serde::to_dynamic(v)
+                    .ok()
+                    .and_then(|d| d.try_cast::<Array>())
+                    .unwrap_or_default()),
+                Err(e) => Err(h.error(Class::Refused, format!("restored_sql in {container}: {e}"))),
+            }
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
+        "remove_restored",
+        ["container: &str", "bool"],
+        "Removes a restored container and its volume `<container>-data` (and the one-off
+        container of a restore a killed run left), each only when a restore of this lab made it
+        (its labels say so); anything else of that name is left alone and refused. Returns true
+        when something was removed; removing what is not there does nothing.",
+        move |container: &str| -> R<bool> {
+            const P: &str = "remove_restored";
+            node::check_container_name(&h, P, container)?;
+            let volume = node::restored_volume(container);
+            let helper = format!("{container}-restore");
+            let mut present = vec![];
+            for c in [container.to_string(), helper] {
+                match h
+                    .docker
+                    .container_labels(&c)
+                    .map_err(|e| h.fail(P, "", e))?
+                {
+                    None => {}
+                    Some(l) if node::is_restore(&h, &l) => present.push(c),
+                    Some(_) => {
+                        return Err(h.error(
+                            Class::Refused,
+                            format!(
+                            "{P}: {c} is not a container a restore of this lab made: left alone"
+                        ),
+                        ))
+                    }
+                }
+            }
+            let vol = match h
+                .docker
+                .volume_labels(&volume)
+                .map_err(|e| h.fail(P, "", e))?
+            {
+                None => false,
+                Some(l) if node::is_restore(&h, &l) => true,
+                Some(_) => {
+                    return Err(h.error(
+                        Class::Refused,
+                        format!(
+                        "{P}: volume {volume} was not made by a restore of this lab: left alone"
+                    ),
+                    ))
+                }
+            };
+            if present.is_empty() && !vol {
+                return Ok(false);
+            }
+            let mut what = present.join(" and ");
+            if vol {
+                if !what.is_empty() {
+                    what.push_str(" and ");
+                }
+                what.push_str(&format!("volume {volume}"));
+            }
+            if !h.change("the Docker engine", &format!("remove {what}")) {
+                return Ok(true);
+            }
+            for c in &present {
+                h.docker.remove(c).map_err(|e| h.fail(P, "", e))?;
+            }
+            if vol {
+                h.docker
+                    .remove_volume(&volume)
+                    .map_err(|e| h.fail(P, "", e))?;
+            }
+            Ok(true)
+        }
+    );
 
     let h = host.clone();
     let exec = move |node: &str, cmd: Dynamic, user: &str| -> R<Map> {

@@ -254,6 +254,216 @@ pub fn clean_stop(h: &Host, primitive: &str, node: &str, timeout_s: u64) -> R<()
     Ok(())
 }
 
+// ---- restored servers: containers of their own built from a backup --------------------------
+
+/// The label every container and volume a restore makes carries (besides the lab's label
+/// `org.pgrunbook.lab`): its value says which runbook made it (`restore-check`, `restore`).
+/// `remove_restored` removes nothing without it, and `lab down` removes what has it.
+pub const RESTORE_LABEL: &str = "org.pgrunbook.restore";
+/// The backup a restored container was made from.
+pub const RESTORE_BACKUP_LABEL: &str = "org.pgrunbook.restore.backup";
+
+/// The volume that holds a restored container's data directory.
+pub fn restored_volume(container: &str) -> String {
+    format!("{container}-data")
+}
+
+/// The labels of a restored container and its volume: the lab's, what made it, from which backup.
+pub fn restore_labels(
+    h: &Host,
+    purpose: &str,
+    backup: &str,
+) -> std::collections::HashMap<String, String> {
+    let mut l = std::collections::HashMap::new();
+    l.insert("org.pgrunbook.lab".to_string(), h.config.lab.label.clone());
+    l.insert(RESTORE_LABEL.to_string(), purpose.to_string());
+    l.insert(RESTORE_BACKUP_LABEL.to_string(), backup.to_string());
+    l
+}
+
+/// Whether `labels` are those of a restore of this lab.
+pub fn is_restore(h: &Host, labels: &std::collections::HashMap<String, String>) -> bool {
+    labels.contains_key(RESTORE_LABEL)
+        && labels.get("org.pgrunbook.lab") == Some(&h.config.lab.label)
+}
+
+/// Refuses a name that is not a Docker container name.
+pub fn check_container_name(h: &Host, primitive: &str, name: &str) -> R<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(h.error(
+            Class::Runbook,
+            format!(
+                "{primitive}: {name:?} is not a container name (letters, digits, '_', '.', '-', \
+                 starting with a letter or digit)"
+            ),
+        ))
+    }
+}
+
+/// Refuses (exit 4) unless `name` is free for a new restored container: not the container of a
+/// configured node, no container of that name, no volume `NAME-data`. Nothing live is ever
+/// overwritten.
+pub fn require_free_name(h: &Host, primitive: &str, name: &str) -> R<()> {
+    check_container_name(h, primitive, name)?;
+    if let Some((node, _)) = h.config.node_by_container(name) {
+        return Err(h.error(
+            Class::Refused,
+            format!(
+                "{primitive}: {name} is the container of node {node}: a restore never overwrites \
+                 a node of the pair; choose another name"
+            ),
+        ));
+    }
+    if h.docker
+        .inspect(name)
+        .map_err(|e| h.fail(primitive, "", e))?
+        .is_some()
+    {
+        return Err(h.error(
+            Class::Refused,
+            format!(
+                "{primitive}: a container named {name} exists already; a restore makes a new \
+                 container and never overwrites one: choose another name, or remove it yourself"
+            ),
+        ));
+    }
+    let vol = restored_volume(name);
+    if h.docker
+        .volume_exists(&vol)
+        .map_err(|e| h.fail(primitive, "", e))?
+    {
+        return Err(h.error(
+            Class::Refused,
+            format!(
+                "{primitive}: a volume named {vol} exists already; a restore into {name} would \
+                 write its data there: choose another name, or remove the volume yourself"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Read-only volume mounts (volume, path) and bind mounts (`src:dest:ro`) of a container.
+pub type RoMounts = (Vec<(String, String)>, Vec<String>);
+
+/// How a restored container sees the node's pgBackRest repository: the node's own mount at
+/// `pgbackrest.repo_path` (a named volume or a bind mount), read-only. Returns (read-only
+/// volumes, binds).
+pub fn repo_mount_ro(h: &Host, primitive: &str, node: &str) -> R<RoMounts> {
+    let container = h.container(primitive, node)?;
+    let repo = h.config.pgbackrest.repo_path.clone();
+    let info = h
+        .docker
+        .inspect(&container)
+        .map_err(|e| h.fail(primitive, node, e))?
+        .ok_or_else(|| {
+            h.error(
+                Class::Infrastructure,
+                format!("{primitive}: container '{container}' of node {node} does not exist"),
+            )
+        })?;
+    for m in info.mounts.unwrap_or_default() {
+        if m.destination.as_deref() != Some(repo.as_str()) {
+            continue;
+        }
+        match (m.typ.map(|t| t.to_string()).as_deref(), m.name, m.source) {
+            (Some("volume"), Some(n), _) => return Ok((vec![(n, repo)], vec![])),
+            (Some("bind"), _, Some(src)) => return Ok((vec![], vec![format!("{src}:{repo}:ro")])),
+            _ => {}
+        }
+    }
+    Err(h.error(
+        Class::Refused,
+        format!(
+            "{primitive}: container {container} of node {node} mounts nothing at {repo} (the \
+             repository, pgbackrest.repo_path): a restore reads the repository from the same \
+             volume"
+        ),
+    ))
+}
+
+/// The image of a node's container.
+pub fn image_of(h: &Host, primitive: &str, node: &str) -> R<String> {
+    let container = h.container(primitive, node)?;
+    h.docker
+        .oneoff_like(&container, "unused")
+        .map(|s| s.image)
+        .map_err(|e| h.fail(primitive, node, e))
+}
+
+/// Runs one query with psql in a restored container, through its Unix socket (as the cluster's
+/// superuser, on the application database), and returns its rows as JSON (typed: numbers,
+/// booleans, null). The query is wrapped as `SELECT json_agg(q) FROM (query) q`, so it must be a
+/// query that returns rows (SELECT, VALUES, TABLE). An error is PostgreSQL's, as psql prints it.
+pub fn psql_rows(
+    h: &Host,
+    primitive: &str,
+    container: &str,
+    query: &str,
+) -> R<std::result::Result<serde_json::Value, String>> {
+    let q = query.trim().trim_end_matches(';');
+    let wrapped = format!("SELECT coalesce(json_agg(q), '[]') FROM ({q}\n) q");
+    let argv = vec![
+        "psql".to_string(),
+        "-X".into(),
+        "-q".into(),
+        "-A".into(),
+        "-t".into(),
+        "-v".into(),
+        "ON_ERROR_STOP=1".into(),
+        "-h".into(),
+        RESTORED_SOCKET_DIR.into(),
+        "-p".into(),
+        "5432".into(),
+        "-U".into(),
+        h.config.cluster.superuser.clone(),
+        "-d".into(),
+        h.config.cluster.database.clone(),
+        "-c".into(),
+        wrapped,
+    ];
+    let env = vec![format!("PGPASSWORD={}", h.config.cluster.password)];
+    let out = h
+        .docker
+        .exec(
+            container,
+            &argv,
+            Some("postgres"),
+            &env,
+            &h.cancel,
+            &mut |_| {},
+        )
+        .map_err(|e| h.fail(primitive, "", e))?;
+    if out.exit_code != 0 {
+        return Ok(Err(h.scrub(out.stderr.trim())));
+    }
+    serde_json::from_str(out.stdout.trim())
+        .map(Ok)
+        .map_err(|e| {
+            h.error(
+                Class::Runbook,
+                format!(
+                    "{primitive} in {container}: unexpected psql output ({e}): {}",
+                    out.stdout.trim()
+                ),
+            )
+        })
+}
+
+/// Where a restored server listens: its Unix socket directory (the port is always 5432 inside).
+pub const RESTORED_SOCKET_DIR: &str = "/tmp";
+
 #[cfg(test)]
 mod tests {
     use super::*;

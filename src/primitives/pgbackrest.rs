@@ -160,8 +160,257 @@ done
 echo "$owner"
 "#;
 
+/// Prepares the restored data directory as root (a fresh volume may belong to root, or carry
+/// the image's mode), then runs pgBackRest as the server's user and says how many bytes the
+/// restored directory holds. The pgBackRest command line is the script's arguments.
+const RESTORE_SCRIPT: &str = r#"set -e
+chown postgres:postgres "$PGDATA"
+chmod 0700 "$PGDATA"
+if command -v setpriv >/dev/null 2>&1; then
+  as_pg="setpriv --reuid=postgres --regid=postgres --init-groups"
+elif command -v gosu >/dev/null 2>&1; then
+  as_pg="gosu postgres"
+else
+  echo "neither setpriv nor gosu in the image: cannot run pgBackRest as postgres" >&2; exit 127
+fi
+set +e
+$as_pg "$@"
+rc=$?
+echo "pgrunbook-restored-bytes $(du -sb "$PGDATA" | cut -f1)"
+exit $rc
+"#;
+
+/// The options every pgBackRest command of a restore takes: no configuration file (the
+/// repository and the stanza are given here; a restored server has no node's configuration),
+/// the repository where the node's container mounts it, no log file.
+fn restore_options(h: &Host) -> Vec<String> {
+    let c = &h.config;
+    vec![
+        "--no-config".into(),
+        format!("--stanza={}", c.pgbackrest.stanza),
+        format!("--repo1-path={}", c.pgbackrest.repo_path),
+        format!("--pg1-path={}", c.cluster.data_dir),
+        "--log-level-file=off".into(),
+        "--lock-path=/tmp/pgbackrest".into(),
+    ]
+}
+
+/// The restore_command a restored server fetches archived WAL with (pgBackRest's archive-get,
+/// with the same options as the restore, so no configuration file is needed).
+fn restore_command(h: &Host) -> String {
+    format!(
+        "pgbackrest {} --log-level-console=off --log-level-stderr=warn archive-get %f \"%p\"",
+        restore_options(h).join(" ")
+    )
+}
+
+/// The first `ERROR:` line pgBackRest printed (its reason), else its stderr.
+pub fn pgbackrest_reason(stdout: &str, stderr: &str) -> String {
+    stderr
+        .lines()
+        .chain(stdout.lines())
+        .find(|l| l.contains("ERROR:"))
+        .map(|l| l.trim().to_string())
+        .unwrap_or_else(|| stderr.trim().to_string())
+}
+
+fn map_str(opts: &Map, key: &str) -> String {
+    opts.get(key)
+        .map(|v| {
+            if v.is_unit() {
+                String::new()
+            } else {
+                v.to_string()
+            }
+        })
+        .unwrap_or_default()
+}
+
+/// `restore_backup`: see its doc in `create_module`.
+fn restore_backup(h: &Host, node: &str, opts: &Map) -> R<Map> {
+    const P: &str = "restore_backup";
+    let container = map_str(opts, "container");
+    let purpose = match map_str(opts, "purpose") {
+        p if p.is_empty() => "restore".to_string(),
+        p => p,
+    };
+    let set = map_str(opts, "set");
+    let kind = match map_str(opts, "type") {
+        t if t.is_empty() => "immediate".to_string(),
+        t => t,
+    };
+    let target = map_str(opts, "target");
+    if !["immediate", "time", "lsn", "name"].contains(&kind.as_str()) {
+        return Err(h.error(
+            Class::Runbook,
+            format!("{P}: type must be immediate, time, lsn or name, not {kind:?}"),
+        ));
+    }
+    if (kind == "immediate") != target.is_empty() {
+        return Err(h.error(
+            Class::Runbook,
+            format!(
+                "{P}: type {kind} {} a target",
+                if kind == "immediate" {
+                    "takes no"
+                } else {
+                    "needs"
+                }
+            ),
+        ));
+    }
+    node::require_free_name(h, P, &container)?;
+    let (repo_ro, repo_binds) = node::repo_mount_ro(h, P, node)?;
+    let image = node::image_of(h, P, node)?;
+    let volume = node::restored_volume(&container);
+    let mut argv = vec!["pgbackrest".to_string()];
+    argv.extend(restore_options(h));
+    argv.push("--log-level-console=info".into());
+    if !set.is_empty() {
+        argv.push(format!("--set={set}"));
+    }
+    argv.push(format!("--type={kind}"));
+    if !target.is_empty() {
+        argv.push(format!("--target={target}"));
+    }
+    argv.extend([
+        "--target-action=promote".to_string(),
+        "--archive-mode=off".to_string(),
+        format!("--recovery-option=restore_command={}", restore_command(h)),
+        "restore".to_string(),
+    ]);
+    let mut result = Map::new();
+    result.insert("container".into(), container.clone().into());
+    result.insert("volume".into(), volume.clone().into());
+    let what = format!(
+        "create volume {volume} and restore {} into it ({}), from the repository mounted read-only, in a one-off container with no network",
+        if set.is_empty() { "the backup pgBackRest picks".to_string() } else { format!("backup {set}") },
+        if target.is_empty() { "to consistency, then promote".to_string() } else { format!("recovery target {kind} {target}, then promote") },
+    );
+    if !h.change(node, &what) {
+        result.insert("exit_code".into(), Dynamic::from_int(0));
+        result.insert("dry_run".into(), true.into());
+        result.insert("ms".into(), Dynamic::from_int(0));
+        result.insert("size".into(), Dynamic::from_int(0));
+        result.insert("error".into(), "".into());
+        return Ok(result);
+    }
+    let labels = node::restore_labels(h, &purpose, &set);
+    h.docker
+        .ensure_volume(&volume, &labels)
+        .map_err(|e| h.fail(P, node, e))?;
+    let spec = crate::clients::docker::ContainerSpec {
+        name: format!("{container}-restore"),
+        image,
+        env: vec![format!("PGDATA={}", h.config.cluster.data_dir)],
+        entrypoint: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            RESTORE_SCRIPT.into(),
+            "sh".into(),
+        ]),
+        cmd: Some(argv),
+        user: Some("root".into()),
+        volumes: vec![(volume.clone(), h.config.cluster.data_dir.clone())],
+        volumes_ro: repo_ro,
+        binds: repo_binds,
+        network: Some("none".into()),
+        labels,
+        ..Default::default()
+    };
+    let t0 = std::time::Instant::now();
+    let mut progress = crate::runtime::progress::Progress::new("pgbackrest restore", h.tty);
+    let out = h
+        .docker
+        .run_oneoff(&spec, &h.cancel, &mut |l| progress.line(l));
+    progress.finish();
+    let out = out.map_err(|e| h.fail(P, node, e))?;
+    let ms = t0.elapsed().as_millis() as i64;
+    let size = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pgrunbook-restored-bytes "))
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    let error = if out.exit_code == 0 {
+        String::new()
+    } else {
+        h.scrub(&pgbackrest_reason(&out.stdout, &out.stderr))
+    };
+    result.insert("exit_code".into(), Dynamic::from_int(out.exit_code));
+    result.insert("dry_run".into(), false.into());
+    result.insert("ms".into(), Dynamic::from_int(ms));
+    result.insert("size".into(), Dynamic::from_int(size));
+    result.insert("error".into(), error.into());
+    result.insert("stdout".into(), h.scrub(&out.stdout).into());
+    result.insert("stderr".into(), h.scrub(&out.stderr).into());
+    Ok(result)
+}
+
 pub fn create_module(host: Arc<Host>) -> Module {
     let mut m = Module::new();
+
+    let h = host.clone();
+    def!(
+        &mut m,
+        "create_restore_point",
+        ["node: &str", "name: &str", "String"],
+        "Creates a named restore point on the node (a primary): `pg_create_restore_point(name)`,
+        a WAL record that `run restore --set target_name=NAME` can recover to. Returns its LSN.
+        The name is sent as a parameter; PostgreSQL takes at most 63 bytes. `backup` creates one
+        before every backup (`pgrunbook-before-<type>-<time>`).",
+        move |node: &str, name: &str| -> R<String> {
+            h.check_node("create_restore_point", node)?;
+            if name.is_empty() || name.len() > 63 {
+                return Err(h.error(
+                    Class::Runbook,
+                    format!(
+                        "create_restore_point: a restore point's name has 1 to 63 bytes, not {:?}",
+                        name
+                    ),
+                ));
+            }
+            if !h.change(node, &format!("create restore point {name:?}")) {
+                return Ok(String::new());
+            }
+            let rows =
+                h.pg.query(
+                    node,
+                    "SELECT pg_create_restore_point($1)::text AS lsn",
+                    &[&name],
+                    false,
+                    &h.cancel,
+                )
+                .map_err(|e| h.fail("create_restore_point", node, e.into()))?;
+            Ok(rows
+                .first_value()
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string())
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
+        "restore_backup",
+        ["node: &str", "options: Map", "Map"],
+        "Restores a backup of the shared repository into a NEW volume `<container>-data`, for a
+        restored server `start_restored` then starts: pgBackRest's `restore` runs in a one-off
+        container of the node's image with no network, the repository mounted read-only (where
+        the node mounts it), no configuration file. Nothing of the node changes: the node only
+        lends its image and says where the repository is.
+        options: #{container: NAME (required; refused when it is a node's container, or when a
+        container NAME or a volume NAME-data exists), set: backup label (default: pgBackRest's
+        choice, the newest that fits the target), type: `immediate` (to consistency, the
+        default), `time`, `lsn` or `name`, target: the time, LSN or restore point,
+        purpose: `restore-check` or `restore` (a label)}. Recovery ends with a promotion;
+        archive_mode is off in the restored server, so it never archives into the repository.
+        Returns #{exit_code, error (pgBackRest's ERROR line), ms, size (bytes restored),
+        container, volume, stdout, stderr}: a failed restore is returned, not raised, and its
+        volume left for `remove_restored`.",
+        move |node: &str, options: Map| restore_backup(&h, node, &options)
+    );
 
     let h = host.clone();
     def!(

@@ -46,6 +46,26 @@ pub fn create_module(host: Arc<Host>) -> Module {
     let h = host.clone();
     def!(
         &mut m,
+        "record_restore_check",
+        ["data: Map"],
+        "Records the result of a restore drill next to the backup records, in the backups stream
+        (event `restore_check`): pass #{label (the backup's), outcome (\"ok\" or \"failed\"),
+        restore_s, size, wal_bytes, tables, error, ...}. `pgrunbook backups` shows the newest one
+        beside its backup (\"verified ... in ... s\"). Skipped in a dry run.",
+        move |data: Map| {
+            if h.dry_run() {
+                h.say("    [dry run] would record the restore check in Redis");
+                return;
+            }
+            h.learn_cluster();
+            let f = fields_of(&h, "restore_check", &data);
+            h.journal.append(crate::clients::redis::BACKUPS, f);
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
         "journal_last",
         ["stream: &str", "n: i64", "Array"],
         "The last `n` entries of a stream (\"journal\" or \"backups\"), newest first, as maps.

@@ -446,6 +446,22 @@ impl<'a> Lab<'a> {
             }
             did.push(format!("removed container {name}"));
         }
+        // Restored servers and restore drills (`run restore`, `run restore-check`) carry the
+        // lab's label and a restore label: they go with the lab, their volumes with `--volumes`.
+        let restore = [
+            format!("org.pgrunbook.lab={}", self.config.lab.label),
+            crate::primitives::node::RESTORE_LABEL.to_string(),
+        ];
+        for name in self.docker.containers_labelled(&restore)? {
+            self.docker.remove(&name)?;
+            did.push(format!("removed container {name} (a restore)"));
+        }
+        if volumes {
+            for v in self.docker.volumes_labelled(&restore)? {
+                self.docker.remove_volume(&v)?;
+                did.push(format!("removed volume {v} (a restore)"));
+            }
+        }
         if volumes {
             let mut vols: Vec<String> = self
                 .config
