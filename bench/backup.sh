@@ -83,17 +83,19 @@ shipped_opts=""  # the configuration file pgrunbook wrote (pgbackrest_configure)
 shipped_desc=$(as_pg "$P" sh -c "grep -E '^(compress-type|compress-level|process-max|delta)=' /etc/pgbackrest/pgbackrest.conf | tr '\n' ' '")
 
 declare -A backup_s size_b restore_s
-run_one() { # $1 name, $2 options; appends "secs size restore_secs" to the arrays
-  local name=$1 opts=$2 t0 t1 label size r0 r1
+run_one() { # $1 name, $2 backup options, $3 restore options
+  local name=$1 opts=$2 ropts=$3 t0 t1 label size r0 r1
   t0=$(now)
-  as_pg "$P" pgbackrest --stanza=$STANZA --type=full $opts backup >/dev/null
+  as_pg "$P" pgbackrest --stanza=$STANZA --type=full $opts backup >"$out/backup-last.log" 2>&1 \
+    || { cat "$out/backup-last.log" >&2; exit 1; }
   t1=$(now)
   label=$(as_pg "$P" pgbackrest --stanza=$STANZA --output=json info | python3 -c 'import json,sys; b=json.load(sys.stdin)[0]["backup"][-1]; print(b["label"], b["info"]["repository"]["delta"])')
   size=${label#* }; label=${label% *}
   as_pg "$S" rm -rf /tmp/bench-restore
   as_pg "$S" mkdir -p /tmp/bench-restore
   r0=$(now)
-  as_pg "$S" pgbackrest --stanza=$STANZA --set="$label" --pg1-path=/tmp/bench-restore $opts restore >/dev/null
+  as_pg "$S" pgbackrest --stanza=$STANZA --set="$label" --pg1-path=/tmp/bench-restore $ropts restore >"$out/backup-last.log" 2>&1 \
+    || { cat "$out/backup-last.log" >&2; exit 1; }
   r1=$(now)
   as_pg "$S" rm -rf /tmp/bench-restore
   backup_s[$name]+="$(awk "BEGIN{print $t1 - $t0}") "
@@ -105,9 +107,9 @@ run_one() { # $1 name, $2 options; appends "secs size restore_secs" to the array
 for r in $(seq 1 "$ROUNDS"); do
   echo "==> round $r/$ROUNDS"
   if [ $((r % 2)) = 1 ]; then
-    run_one seed "$seed_opts"; run_one shipped "$shipped_opts"
+    run_one seed "$seed_opts" "--process-max=1"; run_one shipped "$shipped_opts" ""
   else
-    run_one shipped "$shipped_opts"; run_one seed "$seed_opts"
+    run_one shipped "$shipped_opts" ""; run_one seed "$seed_opts" "--process-max=1"
   fi
 done
 
