@@ -116,12 +116,15 @@ fn restore_check_verifies_the_newest_backup_and_fails_on_a_corrupted_one() {
         .stdout_has("kept");
     assert_ne!(restore_leftovers(&lab).0, "");
 
-    // Corrupt one file of the newest backup in the repository: pgBackRest checksums every file
-    // it restores, and the drill must fail with its reason.
+    // Corrupt one file of the newest backup in the repository: the largest file of the
+    // database gets the (validly compressed, whatever the compression) content of the smallest,
+    // so it decompresses but its checksum is wrong. pgBackRest checksums every file it
+    // restores, and the drill must fail with its reason, which names the file.
     let node = lab.container("pg-bases2");
     let script = format!(
-        "set -e; f=$(ls -S /var/lib/pgbackrest/backup/{stanza}/{label}/pg_data/base/*/* | head -1); \
-         printf 'corrupted by the test' | gzip > \"$f\"; echo \"$f\"",
+        "set -e; d=/var/lib/pgbackrest/backup/{stanza}/{label}/pg_data/base; \
+         f=$(ls -S $d/*/* | head -1); g=$(ls -S $d/*/* | tail -1); \
+         cp \"$g\" \"$f\"; echo \"$f\"",
         stanza = lab.stanza
     );
     let out = lab.docker(&["exec", "-u", "postgres", &node, "sh", "-c", &script]);
@@ -137,7 +140,8 @@ fn restore_check_verifies_the_newest_backup_and_fails_on_a_corrupted_one() {
         .rsplit('/')
         .next()
         .unwrap()
-        .trim_end_matches(".gz");
+        .trim_end_matches(".gz")
+        .trim_end_matches(".zst");
     assert!(
         r.stderr.contains("pgBackRest could not restore") && r.stderr.contains("ERROR: ["),
         "{}",
