@@ -95,7 +95,8 @@ impl Sampler {
 }
 
 /// Files in a container that hold a password, with their modes: `(mode, path)`, and how many
-/// lines of the other compressed files (pgBackRest's repository: data files, WAL) hold one. The
+/// lines of the other compressed files (pgBackRest's repository: data files, WAL, zstd as
+/// shipped or gzip) hold one. The
 /// passwords go to the search on its standard input, so the search itself puts none on a
 /// command line.
 fn files_with_secrets(container: &str, dirs: &str) -> (Vec<(String, String)>, usize) {
@@ -106,10 +107,11 @@ $p2
 EOF
 }
 g -rlsF $DIRS | while IFS= read -r f; do stat -c '%a %n' "$f"; done
-find $DIRS -type f -name 'postgresql.auto.conf*.gz' 2>/dev/null | while IFS= read -r f; do
-  if zcat "$f" | g -qF; then stat -c '%a %n' "$f"; fi
+unz() { case "$1" in *.zst) zstd -dcq "$1" ;; *) zcat "$1" ;; esac; }
+find $DIRS -type f \( -name 'postgresql.auto.conf*.gz' -o -name 'postgresql.auto.conf*.zst' \) 2>/dev/null | while IFS= read -r f; do
+  if unz "$f" | g -qF; then stat -c '%a %n' "$f"; fi
 done
-n=$(find $DIRS -type f -name '*.gz' ! -name 'postgresql.auto.conf*' -exec zcat {} + 2>/dev/null | g -cF)
+n=$(find $DIRS -type f \( -name '*.gz' -o -name '*.zst' \) ! -name 'postgresql.auto.conf*' 2>/dev/null | while IFS= read -r f; do unz "$f"; done | g -cF)
 echo "compressed ${n:-0}""#;
     let mut child = Command::new("docker")
         .args([
@@ -391,7 +393,7 @@ fn no_password_in_command_lines_output_journal_spool_or_logs() {
     );
     assert!(
         repo.iter()
-            .any(|(_, p)| p.ends_with("/pg_data/postgresql.auto.conf.gz")),
+            .any(|(_, p)| p.ends_with("/pg_data/postgresql.auto.conf.zst")),
         "the incremental backup copied pg-replica's postgresql.auto.conf: {repo:?}"
     );
     for (mode, path) in &repo {
