@@ -17,8 +17,11 @@ struct Watcher {
     out: Arc<Mutex<String>>,
     /// With `start_killing_at`: the step header the watcher was SIGKILLed at, and a later
     /// step's header that was already in the pipe (the named step was then over).
-    killed: Arc<Mutex<Option<(String, Option<String>)>>>,
+    killed: Arc<Mutex<Option<KilledAt>>>,
 }
+
+/// The step header a watcher was killed at, and a later one already printed.
+type KilledAt = (String, Option<String>);
 
 /// The title in a runbook's step header, `==> [N] Title`.
 fn header(line: &str) -> Option<&str> {
@@ -52,7 +55,7 @@ impl Watcher {
             .unwrap();
         let pid = child.id() as i32;
         let out = Arc::new(Mutex::new(String::new()));
-        let killed = Arc::new(Mutex::new(None::<(String, Option<String>)>));
+        let killed = Arc::new(Mutex::new(None::<KilledAt>));
         for (is_stdout, pipe) in [
             (
                 true,
@@ -86,7 +89,7 @@ impl Watcher {
 
     /// Waits for the watcher to exit (killed by `start_killing_at`); returns the step it was
     /// killed in and a later step's header if one had already been printed.
-    fn wait_killed(&mut self, secs: u64) -> (String, Option<String>) {
+    fn wait_killed(&mut self, secs: u64) -> KilledAt {
         let end = Instant::now() + Duration::from_secs(secs);
         while self.child.try_wait().unwrap().is_none() {
             assert!(

@@ -296,6 +296,13 @@ impl Log {
         self.host.journal.append(JOURNAL, f);
     }
 
+    /// Journals Docker events already printed (outcome `event`).
+    fn journal_events(&self, events: &mut Vec<String>) {
+        for e in events.drain(..) {
+            self.entry("step", &[("step", e), ("outcome", "event".into())]);
+        }
+    }
+
     /// A line printed and journaled: `kind` is its outcome column (`warning`, `decision`...).
     fn note(&self, kind: &str, message: &str) {
         say(message);
@@ -443,20 +450,22 @@ pub fn run(config: Config) -> Result<(), Failure> {
         if shared.stops.load(Ordering::SeqCst) > 0 {
             break;
         }
+        // Printed now, journaled after the decision: a Redis round trip must not delay a
+        // failover that the event calls for.
+        let mut seen_events = vec![];
         for e in &events {
-            log.note(
-                "event",
-                &format!(
-                    "docker event: {} {}{}",
-                    e.container,
-                    e.action,
-                    if e.detail.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", e.detail)
-                    }
-                ),
+            let text = format!(
+                "docker event: {} {}{}",
+                e.container,
+                e.action,
+                if e.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", e.detail)
+                }
             );
+            say(&text);
+            seen_events.push(text);
         }
         let standing = shared.standing.lock().unwrap().clone();
         if standing_shown.as_ref() != Some(&standing) {
@@ -518,6 +527,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
                     log.note("warning", &format!("the policy failed: {text}"));
                     policy_failed = text;
                 }
+                log.journal_events(&mut seen_events);
                 continue;
             }
         };
@@ -576,6 +586,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
             }
             _ => {}
         }
+        log.journal_events(&mut seen_events);
     }
 
     // Stopping: scheduled runs were interrupted by the signal handler; wait for them to end.
