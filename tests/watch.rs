@@ -15,10 +15,35 @@ use std::time::{Duration, Instant};
 struct Watcher {
     child: Child,
     out: Arc<Mutex<String>>,
+    /// With `start_killing_at`: the step header the watcher was SIGKILLed at, and a later
+    /// step's header that was already in the pipe (the named step was then over).
+    killed: Arc<Mutex<Option<KilledAt>>>,
+}
+
+/// The step header a watcher was killed at, and a later one already printed.
+type KilledAt = (String, Option<String>);
+
+/// The title in a runbook's step header, `==> [N] Title`.
+fn header(line: &str) -> Option<&str> {
+    line.strip_prefix("==> [")?.split_once("] ").map(|(_, t)| t)
 }
 
 impl Watcher {
     fn start(lab: &TestLab, data_dir: Option<&std::path::Path>) -> Watcher {
+        Self::spawn(lab, data_dir, None)
+    }
+
+    /// A watcher that the test SIGKILLs as soon as it prints the header of a step whose title
+    /// contains `title` (of the failover it runs): by the step, not by a guess of the time.
+    fn start_killing_at(lab: &TestLab, title: &str) -> Watcher {
+        Self::spawn(lab, None, Some(title.to_string()))
+    }
+
+    fn spawn(
+        lab: &TestLab,
+        data_dir: Option<&std::path::Path>,
+        kill_at: Option<String>,
+    ) -> Watcher {
         let mut cmd = lab.command(&["watch"]);
         if let Some(d) = data_dir {
             cmd.env("PGRUNBOOK_DATA_DIR", d);
@@ -28,20 +53,58 @@ impl Watcher {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let pid = child.id() as i32;
         let out = Arc::new(Mutex::new(String::new()));
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
+        let killed = Arc::new(Mutex::new(None::<KilledAt>));
+        for (is_stdout, pipe) in [
+            (
+                true,
+                Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            ),
+            (false, Box::new(child.stderr.take().unwrap())),
         ] {
-            let out = out.clone();
+            let (out, killed, kill_at) = (out.clone(), killed.clone(), kill_at.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines() {
                     let Ok(line) = line else { return };
+                    if is_stdout {
+                        if let (Some(title), Some(t)) = (&kill_at, header(&line)) {
+                            let mut k = killed.lock().unwrap();
+                            match k.as_mut() {
+                                None if t.contains(title.as_str()) => {
+                                    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+                                    *k = Some((t.to_string(), None));
+                                }
+                                Some((_, later @ None)) => *later = Some(t.to_string()),
+                                _ => {}
+                            }
+                        }
+                    }
                     out.lock().unwrap().push_str(&(line + "\n"));
                 }
             });
         }
-        Watcher { child, out }
+        Watcher { child, out, killed }
+    }
+
+    /// Waits for the watcher to exit (killed by `start_killing_at`); returns the step it was
+    /// killed in and a later step's header if one had already been printed.
+    fn wait_killed(&mut self, secs: u64) -> KilledAt {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < end,
+                "the watcher was not killed:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200)); // the readers drain
+        self.killed
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| panic!("the watcher exited by itself:\n{}", self.output()))
     }
 
     fn output(&self) -> String {
@@ -458,4 +521,358 @@ fn a_paused_primary_is_stopped_through_the_engine_then_failed_over() {
     });
     assert!(!writable(&lab, "pg-bases2"));
     assert!(writable(&lab, "pg-replica"));
+}
+
+// ---- chaos: faults other than a clean kill of the primary's container ----------------------
+
+const INSERT: &str = "INSERT INTO public.replica_test(val) VALUES ($1)";
+const WRITERS: usize = 4;
+
+/// The values of `acked` (tagged `tag-...`) missing on `node`.
+fn missing_on(lab: &TestLab, node: &str, acked: &[String], tag: &str) -> usize {
+    let present: std::collections::HashSet<String> = lab
+        .query_strings(
+            node,
+            &format!("SELECT val FROM public.replica_test WHERE val LIKE '{tag}-%'"),
+        )
+        .into_iter()
+        .collect();
+    acked.iter().filter(|v| !present.contains(*v)).count()
+}
+
+/// The asynchronous bound of docs/safety.md: the acknowledged commits missing on the new
+/// primary are at most the failover's own estimate of the transactions lost (read from the dead
+/// primary's WAL), which exceeds them by at most one unacknowledged commit per writer.
+fn loss_within_bound(lab: &TestLab, acked: &[String], tag: &str, new_primary: &str) {
+    let missing = missing_on(lab, new_primary, acked, tag);
+    let journal = lab.stream("journal");
+    let end = runs_of(&journal, "failover", "end")
+        .into_iter()
+        .rfind(|e| e["outcome"] == "ok")
+        .expect("a failover that ended ok");
+    let m: serde_json::Value = serde_json::from_str(&end["metrics"]).unwrap();
+    let estimated: usize = m["lost_transactions"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no estimate of the loss: {m}"));
+    eprintln!(
+        "{tag}: {} commits acknowledged, {missing} missing on {new_primary}; failover estimated {estimated}",
+        acked.len()
+    );
+    assert!(
+        missing <= estimated && estimated <= missing + WRITERS,
+        "{tag}: {missing} acknowledged commits missing, failover estimated {estimated}"
+    );
+}
+
+/// The nodes that accept a write now, by independent clients on the published ports.
+fn writable_nodes(lab: &TestLab) -> Vec<&'static str> {
+    ["pg-bases2", "pg-replica"]
+        .into_iter()
+        .filter(|n| writable(lab, n))
+        .collect()
+}
+
+/// The postmaster is PID 1 of the lab's containers (the entrypoint `exec`s postgres), and the
+/// kernel drops a SIGKILL sent to a namespace's PID 1 from inside it: `docker exec ... kill -9 1`
+/// does nothing. So it is killed as the kernel's OOM killer would, by its PID on the host. The
+/// container then exits on its own (not `docker kill`/`stop`), and the lab's restart policy
+/// (`unless-stopped`) starts it again: PostgreSQL recovers from its WAL and is the primary again
+/// within a second or two, inside `grace_ms`. The watcher does not fail over (promoting would
+/// lose the commits the standby had not received, for an outage shorter than the failover
+/// itself); it warns while the primary is silent and says when it is back.
+#[test]
+fn a_postmaster_killed_inside_its_container_is_restarted_not_failed_over() {
+    let lab = lab_with("wpm", "");
+    let mut w = Watcher::start(&lab, None);
+    w.wait_for("acting: holds the lease in Redis", 30);
+    std::thread::sleep(Duration::from_millis(500));
+    let c = lab.container("pg-bases2");
+    let pid_of = || {
+        let out = lab.docker(&["inspect", "-f", "{{.State.Pid}}", &c]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<i32>()
+            .unwrap()
+    };
+    let pid = pid_of();
+    assert!(pid > 1, "{pid}");
+    // From inside, PID 1 ignores it: the container and its postmaster are as they were.
+    lab.docker(&["exec", "-u", "root", &c, "kill", "-9", "1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pid_of(), pid, "the postmaster survived kill -9 from inside");
+    let acked = lab.writes_until("pg-bases2", INSERT, "pm", WRITERS, 1500, || {
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    });
+    assert!(acked.len() > 50, "the load ran: {}", acked.len());
+    wait_until("pg-bases2 to accept writes again", 60, || {
+        writable(&lab, "pg-bases2")
+    });
+    let restarts = lab.docker(&["inspect", "-f", "{{.RestartCount}}", &c]);
+    assert_eq!(String::from_utf8_lossy(&restarts.stdout).trim(), "1");
+    assert_ne!(pid_of(), pid);
+    w.wait_for("no warning any more", 30);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // One writable node, the same one, with every acknowledged commit (crash recovery).
+    assert_eq!(writable_nodes(&lab), vec!["pg-bases2"]);
+    assert!(lab.query_bool("pg-replica", "SELECT pg_is_in_recovery()"));
+    assert_eq!(missing_on(&lab, "pg-bases2", &acked, "pm"), 0);
+    let journal = lab.stream("journal");
+    assert!(
+        runs_of(&journal, "failover", "start").is_empty(),
+        "{journal:?}"
+    );
+    // The journal says what happened: the container died, the primary was silent (within the
+    // grace), then all was well.
+    let events = notes(&journal, "event");
+    assert!(
+        events.iter().any(|n| n.contains(&format!("{c} die"))),
+        "{events:?}"
+    );
+    let warnings = notes(&journal, "warning");
+    assert!(
+        warnings
+            .iter()
+            .any(|n| n.contains("primary pg-bases2 does not answer")),
+        "{warnings:?}"
+    );
+    assert!(!notes(&journal, "resolved").is_empty(), "{journal:?}");
+    // The standby streams from it again.
+    wait_until("pg-replica to stream again", 30, || {
+        lab.query_strings(
+            "pg-bases2",
+            "SELECT state FROM pg_stat_replication WHERE state = 'streaming'",
+        )
+        .len()
+            == 1
+    });
+    assert_eq!(w.stop(libc::SIGTERM), 0, "{}", w.output());
+}
+
+/// A second network of the test's own, removed at the end.
+struct SideNetwork<'a> {
+    lab: &'a TestLab,
+    name: String,
+}
+
+impl Drop for SideNetwork<'_> {
+    fn drop(&mut self) {
+        let c = self.lab.container("pg-bases2");
+        let _ = self
+            .lab
+            .docker(&["network", "disconnect", "-f", &self.name, &c]);
+        let _ = self.lab.docker(&["network", "rm", &self.name]);
+    }
+}
+
+/// The primary cut from the lab network while its published port still answers. Docker moves
+/// a container's published ports to another network it is on, so the primary is first attached
+/// to a second network (as a host with a second interface), then disconnected from the lab's.
+/// The watcher reaches it, so it is not out, and promoting the standby would make a second
+/// primary that the clients still reaching the old one would never hear of: no failover. The
+/// standby stops streaming and the watcher warns that it is not ready.
+///
+/// A standby notices a silent primary after `wal_receiver_timeout` (60 s by default): the test
+/// sets 2 s on the standby and `standby_fresh_ms = 3000` so that the warning comes within
+/// seconds; at the defaults it comes after about 70 s.
+#[test]
+fn a_primary_cut_from_the_lab_network_is_not_failed_over_and_the_standby_is_reported() {
+    let lab = lab_with("wnet", "[watch]\nsettings = { standby_fresh_ms = 3000 }\n");
+    let mut sb = lab.client("pg-replica");
+    sb.batch_execute("ALTER SYSTEM SET wal_receiver_timeout = '2s'")
+        .unwrap();
+    sb.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let mut w = Watcher::start(&lab, None);
+    w.wait_for("acting: holds the lease in Redis", 30);
+    std::thread::sleep(Duration::from_millis(500));
+    let c = lab.container("pg-bases2");
+    let side = SideNetwork {
+        lab: &lab,
+        name: format!("{}-side", lab.id),
+    };
+    let must = |args: &[&str]| {
+        let out = lab.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    must(&["network", "create", &side.name]);
+    must(&["network", "connect", &side.name, &c]);
+    let net = format!("{}-net", lab.id);
+    must(&["network", "disconnect", &net, &c]);
+    assert!(writable(&lab, "pg-bases2"), "the published port answers");
+
+    // Clients go on writing on the primary all along.
+    let mut primary = lab.client("pg-bases2");
+    let mut written = 0;
+    let mut write = |n: usize| {
+        for _ in 0..n {
+            primary
+                .execute(INSERT, &[&format!("net-{written}")])
+                .unwrap();
+            written += 1;
+        }
+    };
+    write(100);
+    w.wait_for(
+        "warning: standby pg-replica is not ready for a failover",
+        30,
+    );
+    write(100);
+    std::thread::sleep(Duration::from_secs(3));
+    write(100);
+    let journal = lab.stream("journal");
+    assert!(
+        runs_of(&journal, "failover", "start").is_empty(),
+        "{journal:?}"
+    );
+    let warnings = notes(&journal, "warning");
+    assert!(
+        warnings
+            .iter()
+            .any(|n| n.contains("standby pg-replica is not ready") && n.contains("streamed")),
+        "{warnings:?}"
+    );
+    assert!(!w.output().contains("decision"), "{}", w.output());
+    assert_eq!(writable_nodes(&lab), vec!["pg-bases2"]);
+    assert!(lab.query_bool("pg-replica", "SELECT pg_is_in_recovery()"));
+
+    // Back on the lab network: the standby catches up with every row, the warning is resolved.
+    must(&["network", "connect", "--alias", &c, &net, &c]);
+    w.wait_for("no warning any more", 60);
+    wait_until("pg-replica to have every row", 30, || {
+        lab.query_i64(
+            "pg-replica",
+            "SELECT count(*) FROM public.replica_test WHERE val LIKE 'net-%'",
+        ) == written as i64
+    });
+    assert_eq!(writable_nodes(&lab), vec!["pg-bases2"]);
+    assert_eq!(w.stop(libc::SIGTERM), 0, "{}", w.output());
+    drop(side);
+}
+
+/// Redis stopped, then the primary killed under a write load: the watcher, which held the lease,
+/// goes on acting on its local lock and fails over; the journal entries of the failover and of
+/// the watcher are spooled, and delivered once Redis is back.
+#[test]
+fn with_redis_down_the_failover_happens_and_its_journal_is_delivered_later() {
+    let lab = lab_with("wredis", "");
+    let mut w = Watcher::start(&lab, None);
+    w.wait_for("acting: holds the lease in Redis", 30);
+    std::thread::sleep(Duration::from_millis(500));
+    lab.stop_redis();
+    w.wait_for("held the lease when Redis stopped answering", 15);
+    let acked = lab.writes_until_killed("pg-bases2", INSERT, "redis", WRITERS, 1500);
+    assert!(acked.len() > 50, "the load ran: {}", acked.len());
+    wait_until("pg-replica to accept writes", 60, || {
+        writable(&lab, "pg-replica")
+    });
+    w.wait_for("failover done", 30);
+    let spool = std::fs::read_to_string(lab.dir.path().join("spool.jsonl")).unwrap_or_default();
+    assert!(
+        spool.contains("\"failover\"") && spool.contains("unattended"),
+        "the failover's journal is in the spool:\n{spool}"
+    );
+    assert_eq!(writable_nodes(&lab), vec!["pg-replica"]);
+
+    lab.start_redis();
+    wait_until("the failover's journal in Redis", 30, || {
+        !runs_of(&lab.stream("journal"), "failover", "end").is_empty()
+    });
+    let journal = lab.stream("journal");
+    let ends = runs_of(&journal, "failover", "end");
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(ends[0]["outcome"], "ok", "{:?}", ends[0]);
+    assert_eq!(ends[0].get("unattended").map(String::as_str), Some("true"));
+    assert!(ends[0]["trigger"].contains("exited"), "{:?}", ends[0]);
+    assert!(
+        notes(&journal, "decision")
+            .iter()
+            .any(|n| n.contains("failover: primary pg-bases2 is out")),
+        "{journal:?}"
+    );
+    loss_within_bound(&lab, &acked, "redis", "pg-replica");
+    wait_until("the spool to be empty", 10, || {
+        std::fs::read_to_string(lab.dir.path().join("spool.jsonl"))
+            .map(|s| s.trim().is_empty())
+            .unwrap_or(true)
+    });
+    assert_eq!(w.stop(libc::SIGTERM), 0, "{}", w.output());
+    assert!(!writable(&lab, "pg-bases2"));
+}
+
+/// The watcher SIGKILLed in the middle of its failover, in the fence of the old primary (at the
+/// header of the step "Fence the old primary ..."; the killed primary's container has exited, so
+/// the fence goes through a one-off container on its data volume and takes a while), then
+/// started again: it finds the record of the failover it had decided, sees that no node accepts
+/// writes, and finishes it.
+///
+/// (Killed at the header of "Promote ...", the kill lands after the promotion was requested more
+/// often than not, a few milliseconds in: the run started again then finds the failover done,
+/// "Nothing to do", and measures no loss. The fence is where it stays half done.)
+#[test]
+fn a_watcher_killed_mid_failover_is_started_again_and_finishes_it() {
+    let lab = lab_with("wsigk", "");
+    let mut w = Watcher::start_killing_at(&lab, "Fence the old primary");
+    w.wait_for("acting: holds the lease in Redis", 30);
+    std::thread::sleep(Duration::from_millis(500));
+    let acked = lab.writes_until_killed("pg-bases2", INSERT, "sigk", WRITERS, 1500);
+    let (step, later) = w.wait_killed(60);
+    assert!(
+        step.starts_with("Fence the old primary pg-bases2"),
+        "{step}"
+    );
+    assert_eq!(later, None, "killed while {step:?} was under way");
+    let before = w.output();
+    assert!(!before.contains("failover done"), "{before}");
+    // Not promoted: no node accepts writes.
+    assert_eq!(writable_nodes(&lab), Vec::<&str>::new());
+    assert_eq!(lab.container_state("pg-bases2"), "exited");
+
+    let mut w2 = Watcher::start(&lab, None);
+    w2.wait_for("acting: holds the lease in Redis", 30);
+    w2.wait_for("did not finish", 10);
+    w2.wait_for("failover done", 60);
+    wait_until("pg-replica to accept writes", 30, || {
+        writable(&lab, "pg-replica")
+    });
+    let out = w2.output();
+    assert!(
+        out.contains("last finished step \"Check the standby is close enough"),
+        "{out}"
+    );
+    assert_eq!(writable_nodes(&lab), vec!["pg-replica"]);
+    let journal = lab.stream("journal");
+    let starts = runs_of(&journal, "failover", "start");
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    let ends = runs_of(&journal, "failover", "end");
+    assert_eq!(ends.len(), 1, "the killed run has no end: {ends:?}");
+    assert_eq!(ends[0]["outcome"], "ok", "{:?}", ends[0]);
+    assert!(
+        ends[0]["trigger"].contains("did not finish"),
+        "{:?}",
+        ends[0]
+    );
+    assert!(
+        notes(&journal, "interrupted")
+            .iter()
+            .any(|n| n.contains(&starts[0]["run_id"])),
+        "{journal:?}"
+    );
+    loss_within_bound(&lab, &acked, "sigk", "pg-replica");
+    // Nothing left to finish: a third watcher does nothing.
+    assert_eq!(w2.stop(libc::SIGTERM), 0, "{}", w2.output());
+    let mut w3 = Watcher::start(&lab, None);
+    w3.wait_for("acting: holds the lease in Redis", 30);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!w3.output().contains("did not finish"), "{}", w3.output());
+    assert_eq!(
+        runs_of(&lab.stream("journal"), "failover", "start").len(),
+        2
+    );
+    assert_eq!(w3.stop(libc::SIGTERM), 0, "{}", w3.output());
 }

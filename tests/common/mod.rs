@@ -706,6 +706,27 @@ prefix = "{id}"
         writers: usize,
         for_ms: u64,
     ) -> Vec<String> {
+        self.writes_until(node, insert, tag, writers, for_ms, || {
+            let out = self.docker(&["kill", "-s", "KILL", &self.container(node)]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        })
+    }
+
+    /// `writes_until_killed` with the fault of the caller's choosing: `fault` runs after
+    /// `for_ms`, while the writers go on; they stop at their first error (or when it returns).
+    pub fn writes_until(
+        &self,
+        node: &str,
+        insert: &str,
+        tag: &str,
+        writers: usize,
+        for_ms: u64,
+        fault: impl FnOnce(),
+    ) -> Vec<String> {
         use std::sync::atomic::AtomicBool;
         use std::sync::{Arc, Mutex};
         let acked = Arc::new(Mutex::new(Vec::new()));
@@ -728,12 +749,7 @@ prefix = "{id}"
             }));
         }
         std::thread::sleep(Duration::from_millis(for_ms));
-        let out = self.docker(&["kill", "-s", "KILL", &self.container(node)]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        fault();
         stop.store(true, Ordering::SeqCst);
         for h in handles {
             h.join().unwrap();

@@ -25,6 +25,8 @@ pub const LEASE: &str = "watch:lease";
 pub const WATCHERS: &str = "watch:watchers";
 /// The hash of schedules' last planned times (after the prefix).
 pub const SCHEDULES: &str = "watch:schedules";
+/// The hash holding a failover decided and not seen end (after the prefix; `pending.rs`).
+pub const FAILOVER: &str = "watch:failover";
 
 /// `<data dir>/watch/<hash>` for this cluster's journal (Redis URL and prefix).
 pub fn local_path(config: &Config, ext: &str) -> PathBuf {

@@ -18,6 +18,7 @@
 //! (`pgrunbook run failover` repairs, as after a crash); a third exits at once.
 
 pub mod lease;
+pub mod pending;
 pub mod policy;
 pub mod probe;
 pub mod schedule;
@@ -34,6 +35,7 @@ use crate::runtime::host::{now_rfc3339, Host};
 use crate::{errln, outln};
 use chrono::{DateTime, Local};
 use lease::{Claim, LocalLock, Standing};
+use pending::Pending;
 use policy::{Decision, Policy};
 use probe::{Prober, Seen};
 use rhai::{Dynamic, Map};
@@ -153,6 +155,12 @@ struct Track {
     /// The last warning given, digits removed (a warning is journaled when it changes).
     last_warning: String,
     retry_after: Option<Instant>,
+    /// A failover an earlier watcher decided and did not finish, with its run's id and the
+    /// last step it finished (`pending.rs`).
+    interrupted: Option<(Pending, Option<(String, String)>)>,
+    /// Redis did not answer when the record of a finished failover was removed: tried again when
+    /// the lease's standing changes (Redis answers again).
+    clear_redis_pending: bool,
 }
 
 impl Track {
@@ -257,6 +265,13 @@ impl Track {
             })
             .collect();
         o.insert("events".into(), evs.into());
+        o.insert(
+            "interrupted".into(),
+            self.interrupted
+                .as_ref()
+                .map(|(p, step)| Dynamic::from(p.obs(step.as_ref())))
+                .unwrap_or(Dynamic::UNIT),
+        );
         o
     }
 }
@@ -279,6 +294,13 @@ impl Log {
             f.insert(k.to_string(), v.clone());
         }
         self.host.journal.append(JOURNAL, f);
+    }
+
+    /// Journals Docker events already printed (outcome `event`).
+    fn journal_events(&self, events: &mut Vec<String>) {
+        for e in events.drain(..) {
+            self.entry("step", &[("step", e), ("outcome", "event".into())]);
+        }
     }
 
     /// A line printed and journaled: `kind` is its outcome column (`warning`, `decision`...).
@@ -428,8 +450,11 @@ pub fn run(config: Config) -> Result<(), Failure> {
         if shared.stops.load(Ordering::SeqCst) > 0 {
             break;
         }
+        // Printed now, journaled after the decision: a Redis round trip must not delay a
+        // failover that the event calls for.
+        let mut seen_events = vec![];
         for e in &events {
-            say(&format!(
+            let text = format!(
                 "docker event: {} {}{}",
                 e.container,
                 e.action,
@@ -438,7 +463,9 @@ pub fn run(config: Config) -> Result<(), Failure> {
                 } else {
                     format!(" ({})", e.detail)
                 }
-            ));
+            );
+            say(&text);
+            seen_events.push(text);
         }
         let standing = shared.standing.lock().unwrap().clone();
         if standing_shown.as_ref() != Some(&standing) {
@@ -450,8 +477,32 @@ pub fn run(config: Config) -> Result<(), Failure> {
                 "waiting"
             };
             log.note(kind, &format!("{kind}: {}", standing.text()));
+            // Redis answers again (or another watcher acts): the record of a finished failover
+            // that Redis kept is removed now.
+            if track.clear_redis_pending && Pending::clear_redis(&host) {
+                track.clear_redis_pending = false;
+            }
             if became_acting {
                 load_cursors(&host, &mut scheds, &log);
+                if let Some(p) = Pending::load(&host).filter(|p| p.watcher != me.id) {
+                    let step = p.last_step(&host);
+                    log.note(
+                        "interrupted",
+                        &format!(
+                            "a failover decided by watcher {} on {} pid {} at {} ({}) did not finish; its run {}: the policy decides whether to finish it",
+                            p.watcher,
+                            p.host,
+                            p.pid,
+                            p.since,
+                            p.trigger,
+                            match &step {
+                                Some((run, s)) => format!("{run} last finished step {s:?}"),
+                                None => "was not found in the journal".into(),
+                            }
+                        ),
+                    );
+                    track.interrupted = Some((p, step));
+                }
             }
             standing_shown = Some(standing.clone());
         }
@@ -460,6 +511,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
         if !standing.acting() {
             continue;
         }
+
         for s in scheds.iter_mut() {
             tick_schedule(s, &config, &me, &shared, &host, &log);
         }
@@ -475,6 +527,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
                     log.note("warning", &format!("the policy failed: {text}"));
                     policy_failed = text;
                 }
+                log.journal_events(&mut seen_events);
                 continue;
             }
         };
@@ -494,8 +547,8 @@ pub fn run(config: Config) -> Result<(), Failure> {
             "failover" | "stop_then_failover" if !busy => {
                 let stop_first = decision.action == "stop_then_failover";
                 let ok = fail_over(
-                    &decision, stop_first, &track, &config, &host, &me, &shared, &log, &failover,
-                    &policy,
+                    &decision, stop_first, &mut track, &config, &host, &me, &shared, &log,
+                    &failover, &policy,
                 );
                 track.last_warning.clear();
                 if ok.is_err() {
@@ -509,6 +562,14 @@ pub fn run(config: Config) -> Result<(), Failure> {
                             Duration::from_millis(policy.int("retry_after_ms").max(0) as u64)
                         },
                 );
+            }
+            "forget" if track.interrupted.is_some() => {
+                log.note(
+                    "resolved",
+                    &format!("not finishing it: {}", decision.reason),
+                );
+                track.interrupted = None;
+                track.clear_redis_pending = !Pending::clear(&config, &host);
             }
             "rejoin" if !busy => {
                 log.note("decision", &format!("rejoin: {}", decision.reason));
@@ -525,6 +586,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
             }
             _ => {}
         }
+        log.journal_events(&mut seen_events);
     }
 
     // Stopping: scheduled runs were interrupted by the signal handler; wait for them to end.
@@ -781,7 +843,7 @@ fn run_unattended(
 fn fail_over(
     decision: &Decision,
     stop_first: bool,
-    track: &Track,
+    track: &mut Track,
     config: &Config,
     host: &Host,
     me: &Me,
@@ -791,6 +853,44 @@ fn fail_over(
     policy: &Policy,
 ) -> Result<(), Failure> {
     log.note("decision", &format!("failover: {}", decision.reason));
+    // Written down first: a watcher killed from here on leaves it for the next one.
+    let pending = Pending {
+        watcher: me.id.clone(),
+        host: me.host.clone(),
+        pid: me.pid,
+        since: now_rfc3339(),
+        trigger: decision.reason.clone(),
+        primary: track.primary.clone(),
+        standby: track
+            .primary
+            .as_ref()
+            .and_then(|p| config.nodes.keys().find(|n| *n != p).cloned()),
+    };
+    pending.save(host);
+    track.interrupted = None;
+    let r = fail_over_steps(
+        decision, stop_first, track, config, host, me, shared, log, failover, policy,
+    );
+    // Abandoned (a second Ctrl-C): left for the next watcher, or `pgrunbook run failover`.
+    if !matches!(&r, Err(f) if f.class == Class::Interrupted) {
+        track.clear_redis_pending = !Pending::clear(config, host);
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fail_over_steps(
+    decision: &Decision,
+    stop_first: bool,
+    track: &Track,
+    config: &Config,
+    host: &Host,
+    me: &Me,
+    shared: &Arc<Shared>,
+    log: &Log,
+    failover: &Runbook,
+    policy: &Policy,
+) -> Result<(), Failure> {
     if stop_first {
         let Some(p) = &track.primary else {
             return Err(Failure::new(Class::Refused, "no primary known"));

@@ -27,7 +27,14 @@ pub struct Decision {
     pub reason: String,
 }
 
-pub const ACTIONS: [&str; 5] = ["none", "warn", "failover", "stop_then_failover", "rejoin"];
+pub const ACTIONS: [&str; 6] = [
+    "none",
+    "warn",
+    "failover",
+    "stop_then_failover",
+    "rejoin",
+    "forget",
+];
 
 /// A value of `[watch] settings` as the policy's default has it: a string for an integer
 /// setting may carry a size (`"8MB"`), and the environment gives every value as a string.
@@ -213,10 +220,13 @@ mod tests {
         assert_eq!(r.action, "failover");
         assert!(r.reason.contains("exited"), "{r:?}");
 
-        // Running (or paused) but silent: nothing within the grace, then stop and fail over.
+        // Running (or paused, or restarting) but silent: a warning within the grace, then stop
+        // and fail over.
         let mut silent = node("paused", false, false);
         set(&mut silent, "unanswered_ms", Dynamic::from_int(2999));
-        assert_eq!(d(obs(silent.clone(), sb())).action, "none");
+        let r = d(obs(silent.clone(), sb()));
+        assert_eq!(r.action, "warn");
+        assert!(r.reason.contains("primary a does not answer"), "{r:?}");
         set(&mut silent, "unanswered_ms", Dynamic::from_int(3000));
         assert_eq!(d(obs(silent, sb())).action, "stop_then_failover");
 
@@ -236,6 +246,35 @@ mod tests {
         let mut stale = sb();
         set(&mut stale, "streamed_ms_ago", Dynamic::from_int(60_000));
         assert_eq!(d(obs(node("exited", false, false), stale)).action, "warn");
+
+        // A failover a killed watcher did not finish.
+        let with = |mut o: Map| {
+            let mut i = Map::new();
+            for (k, v) in [
+                ("watcher", "w1"),
+                ("since", "t"),
+                ("trigger", "primary a is out"),
+                ("primary", "a"),
+                ("standby", "b"),
+                ("after_step", "Fence the old primary a"),
+            ] {
+                i.insert(k.into(), v.into());
+            }
+            o.insert("interrupted".into(), i.into());
+            o.insert("primary".into(), Dynamic::UNIT);
+            o.insert("standby".into(), Dynamic::UNIT);
+            o
+        };
+        // No node accepts writes (fenced, not yet promoted): finish it.
+        let r = d(with(obs(node("exited", false, false), sb())));
+        assert_eq!(r.action, "failover", "{r:?}");
+        assert!(r.reason.contains("Fence the old primary"), "{r:?}");
+        // Promoted, the old one down: finish the last steps.
+        let r = d(with(obs(node("exited", false, false), ok())));
+        assert_eq!(r.action, "failover", "{r:?}");
+        // The old primary still writable (never fenced), or a healthy pair again: forget it.
+        assert_eq!(d(with(obs(ok(), sb()))).action, "forget");
+        assert_eq!(d(with(obs(sb(), ok()))).action, "forget");
     }
 
     #[test]
