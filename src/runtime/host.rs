@@ -79,6 +79,9 @@ pub struct Host {
     /// When the run under way must stop (`runbook.timeout_s`); waits check it, so a long
     /// `sleep_ms` or `wait_ready` ends at the limit, not long after it.
     pub deadline: Mutex<Option<Instant>>,
+    /// The replication password this run uses, when `load_replication_password` replaced the
+    /// configured one (a rotation): `replication_password()` returns it.
+    new_replication_password: Mutex<Option<String>>,
 }
 
 impl Host {
@@ -92,8 +95,25 @@ impl Host {
             run: Mutex::new(RunState::new("repl")),
             tty: std::io::IsTerminal::is_terminal(&std::io::stdout()),
             deadline: Mutex::new(None),
+            new_replication_password: Mutex::new(None),
             config,
         }
+    }
+
+    /// The replication role's password as this run uses it: the configured one, or the new one
+    /// `load_replication_password` read (then masked by value like the configured ones).
+    pub fn replication_password(&self) -> String {
+        self.new_replication_password
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| self.config.cluster.replication_password.clone())
+    }
+
+    /// From now on this run uses `password` as the replication role's password.
+    pub fn use_replication_password(&self, password: &str) {
+        crate::secrets::learn(password);
+        *self.new_replication_password.lock().unwrap() = Some(password.to_string());
     }
 
     pub fn dry_run(&self) -> bool {

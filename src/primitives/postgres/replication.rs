@@ -1,7 +1,9 @@
-//! Testing a replication login the way a standby makes it: from the standby's container, to the
-//! primary's container name and port, as the configured replication role with the configured
-//! password, over a replication connection. What `diagnose` and `repair-replication-login` use to
-//! tell a wrong password from a missing pg_hba.conf rule from a host that does not resolve.
+//! A standby's replication connection: testing the login the way the standby makes it (from its
+//! container, to the primary's container name and port, as the replication role, over a
+//! replication connection), which `diagnose` and `repair-replication-login` use to tell a wrong
+//! password from a missing pg_hba.conf rule from a host that does not resolve; and pointing a
+//! node at a primary (`set_primary_conninfo`), which `switchover` and
+//! `rotate-replication-password` use.
 
 use super::R;
 use crate::error::Class;
@@ -36,6 +38,75 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
     let h = host.clone();
     def!(
         m,
+        "set_primary_conninfo",
+        ["node: &str", "primary: &str"],
+        "Points `node` at `primary` as its standby: rewrites `primary_conninfo` (the primary's
+        container name and port, the replication role, the password this run uses, application
+        name `node`) and `primary_slot_name` (node_info(node).slot) in the node's
+        postgresql.auto.conf, then reloads it when it runs. A standby (PostgreSQL 13 or later)
+        restarts its WAL receiver on the reload and connects again with the new settings, without
+        a restart; a primary ignores them until it starts as a standby. The password travels in
+        the environment of a `docker exec` (a one-off container when the node is stopped), never
+        in SQL (a server may log statements) nor on a command line, and it appears in no output,
+        plan or journal.",
+        move |node: &str, primary: &str| -> R<()> {
+            let container = h.container("set_primary_conninfo", primary)?;
+            h.check_node("set_primary_conninfo", node)?;
+            if node == primary {
+                return Err(h.error(
+                    Class::Runbook,
+                    format!("set_primary_conninfo: {node} cannot stream from itself"),
+                ));
+            }
+            let slot = h
+                .config
+                .nodes
+                .get(node)
+                .map(|n| n.slot.clone())
+                .unwrap_or_default();
+            // The port inside the primary's container, as its server says.
+            let port = node::server_facts(&h, "set_primary_conninfo", primary)?.port;
+            if !h.change(
+                node,
+                &format!(
+                    "point primary_conninfo at {primary} ({container}:{port}, role {}, password not shown) through slot {slot}, and reload",
+                    h.config.cluster.replication_user
+                ),
+            ) {
+                return Ok(());
+            }
+            let settings = super::clone::standby_settings(&h, &container, port, node, &slot);
+            let script = format!(
+                "set -e\ntest -s \"$PGDATA/PG_VERSION\"\n{}",
+                super::clone::WRITE_STANDBY_SETTINGS
+            );
+            let out = node::run_script(
+                &h,
+                "set_primary_conninfo",
+                node,
+                &script,
+                vec![format!("PGRUNBOOK_STANDBY_SETTINGS={settings}")],
+            )?;
+            if out.exit_code != 0 {
+                return Err(h.error(
+                    Class::Refused,
+                    format!(
+                        "set_primary_conninfo on {node}: cannot rewrite postgresql.auto.conf: {}",
+                        out.stderr.trim()
+                    ),
+                ));
+            }
+            if h.pg.ping(node) {
+                h.pg.execute_batch(node, "SELECT pg_reload_conf()", None)
+                    .map_err(|e| h.fail("set_primary_conninfo", node, e.into()))?;
+            }
+            Ok(())
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        m,
         "replication_login",
         ["standby: &str", "primary: &str", "Map"],
         "Tests the replication login `standby` makes to `primary`: from the standby's container
@@ -67,7 +138,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                 "replication_login",
                 standby,
                 &script,
-                vec![format!("PGPASSWORD={}", c.replication_password)],
+                vec![format!("PGPASSWORD={}", h.replication_password())],
             )?;
             if out.exit_code == 0 {
                 let system = out
