@@ -25,20 +25,20 @@ fn parse_controldata(text: &str) -> Option<(String, String, Option<i64>)> {
     Some((state, lsn, tli))
 }
 
-/// The LSN of the last shutdown checkpoint in `entries`, when they show a whole clean shutdown:
-/// "checkpoint starting: shutdown ...", then "checkpoint complete: ... lsn=X/Y, redo lsn=...",
-/// then "database system is shut down". PostgreSQL 17 writes the LSN in that message (with
-/// log_checkpoints, on by default); older servers do not, and then this is None.
+/// The LSN of the last shutdown checkpoint in `entries`, once it is complete: "checkpoint
+/// starting: shutdown ...", then "checkpoint complete: ... lsn=X/Y, redo lsn=...". A shutdown
+/// checkpoint is the last record a server writes, so its LSN is final as soon as it is logged
+/// (before the walsenders' last send and the postmaster's exit). PostgreSQL 17 writes the LSN in
+/// that message (with log_checkpoints, on by default); older servers do not, and then this is
+/// None.
 fn shutdown_checkpoint_in_log(entries: &[LogEntry]) -> Option<String> {
-    let done = entries
-        .iter()
-        .rposition(|e| e.message.starts_with("database system is shut down"))?;
-    let complete = entries[..done]
-        .iter()
-        .rposition(|e| e.message.starts_with("checkpoint complete:"))?;
-    entries[..complete]
+    let start = entries
         .iter()
         .rposition(|e| e.message.starts_with("checkpoint starting: shutdown"))?;
+    let complete = start
+        + entries[start..]
+            .iter()
+            .position(|e| e.message.starts_with("checkpoint complete:"))?;
     let msg = &entries[complete].message;
     let rest = &msg[msg.find("; lsn=").map(|i| i + 6).or_else(|| {
         msg.find(" lsn=")
@@ -75,7 +75,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
         is true when the server was shut down cleanly as a primary (state \"shut down\"): then
         `lsn` is its shutdown checkpoint, the last record of its WAL. With `since_ms` (now_ms()
         when the shutdown was asked for) it waits, up to 30 s, for the server's own log to show
-        that shutdown complete, and reads the checkpoint's LSN there (PostgreSQL 17 logs it; one
+        its shutdown checkpoint complete, and reads the checkpoint's LSN there (PostgreSQL 17 logs it; one
         call to the engine, no container): source \"log\", timeline (). Otherwise, or when the
         log does not say, it reads the control file with pg_controldata (in the container, or a
         one-off container when it is stopped: slower): source \"pg_controldata\". With
@@ -148,7 +148,7 @@ mod tests {
             Some("0/3000028")
         );
         // Not finished yet: no answer from the log.
-        let unfinished: String = log.lines().take(4).map(|l| format!("{l}\n")).collect();
+        let unfinished: String = log.lines().take(3).map(|l| format!("{l}\n")).collect();
         assert_eq!(shutdown_checkpoint_in_log(&entries(&unfinished)), None);
         // A spread checkpoint, not a shutdown's: no answer.
         let other = "2026-11-26 16:20:19.133 UTC [40] LOG:  checkpoint starting: time\n\
