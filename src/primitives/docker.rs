@@ -274,7 +274,10 @@ pub fn create_module(host: Arc<Host>) -> Module {
             if node::read_data_file(&h, "unfence", node, "pgrunbook.fenced")?.is_none() {
                 return Ok(false);
             }
-            if !h.change(node, "lift the fence (remove pgrunbook.fenced, keep standby.signal)") {
+            if !h.change(
+                node,
+                "lift the fence (remove pgrunbook.fenced, keep standby.signal)",
+            ) {
                 return Ok(true);
             }
             let out = node::run_on_data_dir(

@@ -314,10 +314,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                 user = node::sh_quote(&h.config.cluster.replication_user),
                 slot = node::sh_quote(slot),
             );
-            let env = vec![format!(
-                "PGPASSWORD={}",
-                h.replication_password()
-            )];
+            let env = vec![format!("PGPASSWORD={}", h.replication_password())];
             let out = job.run("pg_basebackup", script, env)?;
             if out.exit_code != 0 {
                 return Err(h.error(Class::Refused, format!(

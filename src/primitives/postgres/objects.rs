@@ -63,8 +63,9 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                 let first = v.lines().next().unwrap_or("").to_string();
                 (first, format!("file {file}"))
             };
-            let pw = check_new_password(&text)
-                .map_err(|why| refuse(format!("the new password from {source} is refused: {why}")))?;
+            let pw = check_new_password(&text).map_err(|why| {
+                refuse(format!("the new password from {source} is refused: {why}"))
+            })?;
             let differs = pw != h.config.cluster.replication_password;
             h.use_replication_password(&pw);
             let mut out = Map::new();
@@ -156,9 +157,8 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                 "CREATE"
             };
             // A SCRAM verifier, not the password: the statement may be logged (log_statement).
-            let verifier = postgres_protocol::password::scram_sha_256(
-                h.replication_password().as_bytes(),
-            );
+            let verifier =
+                postgres_protocol::password::scram_sha_256(h.replication_password().as_bytes());
             let stmt = format!(
                 "{verb} ROLE {} WITH REPLICATION LOGIN PASSWORD {}",
                 quote_ident(&role),
@@ -201,9 +201,8 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
             ) {
                 return Ok(());
             }
-            let verifier = postgres_protocol::password::scram_sha_256(
-                h.replication_password().as_bytes(),
-            );
+            let verifier =
+                postgres_protocol::password::scram_sha_256(h.replication_password().as_bytes());
             let stmt = format!(
                 "ALTER ROLE {} PASSWORD {}",
                 quote_ident(&role),
@@ -223,10 +222,16 @@ mod tests {
     fn new_passwords_lose_their_line_end_and_short_ones_are_refused() {
         assert_eq!(check_new_password("s3cret-new\n").unwrap(), "s3cret-new");
         assert_eq!(check_new_password("s3cret-new\r\n").unwrap(), "s3cret-new");
-        assert_eq!(check_new_password("with space ok").unwrap(), "with space ok");
+        assert_eq!(
+            check_new_password("with space ok").unwrap(),
+            "with space ok"
+        );
         let e = check_new_password("short").unwrap_err();
         assert!(e.contains("5 character"), "{e}");
-        assert!(!e.contains("short"), "the reason never shows the value: {e}");
+        assert!(
+            !e.contains("short"),
+            "the reason never shows the value: {e}"
+        );
         assert!(check_new_password("two\nlines here").is_err());
     }
 }
