@@ -110,6 +110,11 @@ impl Host {
             .unwrap_or_else(|| self.config.cluster.replication_password.clone())
     }
 
+    /// Whether `load_replication_password` replaced the configured replication password.
+    pub fn replication_password_replaced(&self) -> bool {
+        self.new_replication_password.lock().unwrap().is_some()
+    }
+
     /// From now on this run uses `password` as the replication role's password.
     pub fn use_replication_password(&self, password: &str) {
         crate::secrets::learn(password);

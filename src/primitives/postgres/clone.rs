@@ -47,13 +47,22 @@ pub fn standby_settings(
 }
 
 /// Shell lines that replace `primary_conninfo` and `primary_slot_name` in
-/// `$PGDATA/postgresql.auto.conf` with `$PGRUNBOOK_STANDBY_SETTINGS` (from `standby_settings`),
-/// leaving the file mode 0600. `sed -i` writes a new file and renames it over the old one, so a
-/// server reading the file sees the old or the new one, never half of it.
+/// `$PGDATA/postgresql.auto.conf` with `$PGRUNBOOK_QUIET` (a `QUIET_RELOAD` line, or nothing)
+/// followed by `$PGRUNBOOK_STANDBY_SETTINGS` (from `standby_settings`), leaving the file mode
+/// 0600. A `QUIET_RELOAD` line left by an earlier run goes too. `sed -i` writes a new file and
+/// renames it over the old one, so a server reading the file sees the old or the new one, never
+/// half of it.
 pub const WRITE_STANDBY_SETTINGS: &str = "touch \"$PGDATA/postgresql.auto.conf\"\n\
-    sed -i -e '/^primary_conninfo/d' -e '/^primary_slot_name/d' \"$PGDATA/postgresql.auto.conf\"\n\
-    printf '%s' \"$PGRUNBOOK_STANDBY_SETTINGS\" >> \"$PGDATA/postgresql.auto.conf\"\n\
+    sed -i -e '/^primary_conninfo/d' -e '/^primary_slot_name/d' -e '/# pgrunbook: quiet reload$/d' \"$PGDATA/postgresql.auto.conf\"\n\
+    printf '%s%s' \"$PGRUNBOOK_QUIET\" \"$PGRUNBOOK_STANDBY_SETTINGS\" >> \"$PGDATA/postgresql.auto.conf\"\n\
     chmod 600 \"$PGDATA/postgresql.auto.conf\"\n";
+
+/// A line that keeps the postmaster from logging the reload that applies a new
+/// `primary_conninfo`: on SIGHUP it logs every changed parameter with its value at level LOG
+/// ("parameter \"primary_conninfo\" changed to \"... password=...\""), whatever the parameter.
+/// Read before the settings that follow it, it raises the log level to FATAL for that reload;
+/// `set_primary_conninfo` removes it (a second reload) as soon as the first one is applied.
+pub const QUIET_RELOAD: &str = "log_min_messages = 'fatal' # pgrunbook: quiet reload\n";
 
 /// One clone of `target` from `source` by a tool (pg_rewind, pg_basebackup) in a one-off
 /// container with the target's image, volumes and network: what `rewind` and `basebackup`

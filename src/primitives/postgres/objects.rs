@@ -176,7 +176,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
         "reset_replication_password",
         ["node: &str"],
         "Sets the password of the configured replication role on the node (a primary) to the
-        configured one, as a SCRAM verifier: the password itself is not sent, so it reaches no
+        configured one (or the new one `load_replication_password` read), as a SCRAM verifier: the password itself is not sent, so it reaches no
         server log even with log_statement = 'all', and it appears in no output, plan or journal.
         Fails (exit code 4) when the role does not exist: `ensure_replication_role` creates it.
         Standbys that failed to log in connect again by themselves at their next retry.",
@@ -195,10 +195,12 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                     format!("reset_replication_password on {node}: role {role} does not exist (ensure_replication_role creates it)"),
                 ));
             }
-            if !h.change(
-                node,
-                &format!("set the password of role {role} to the configured one"),
-            ) {
+            let which = if h.replication_password_replaced() {
+                "the new one (a SCRAM verifier; the password is not shown)"
+            } else {
+                "the configured one"
+            };
+            if !h.change(node, &format!("set the password of role {role} to {which}")) {
                 return Ok(());
             }
             let verifier =

@@ -9,7 +9,9 @@ use super::R;
 use crate::error::Class;
 use crate::primitives::{def, node};
 use crate::runtime::host::Host;
+use super::sql::query_value;
 use rhai::{Dynamic, Map, Module};
+use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 /// The result of a replication login test, as the Rhai map the primitive returns.
@@ -76,30 +78,63 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                 return Ok(());
             }
             let settings = super::clone::standby_settings(&h, &container, port, node, &slot);
-            let script = format!(
-                "set -e\ntest -s \"$PGDATA/PG_VERSION\"\n{}",
-                super::clone::WRITE_STANDBY_SETTINGS
-            );
-            let out = node::run_script(
-                &h,
-                "set_primary_conninfo",
-                node,
-                &script,
-                vec![format!("PGRUNBOOK_STANDBY_SETTINGS={settings}")],
-            )?;
-            if out.exit_code != 0 {
-                return Err(h.error(
-                    Class::Refused,
-                    format!(
-                        "set_primary_conninfo on {node}: cannot rewrite postgresql.auto.conf: {}",
-                        out.stderr.trim()
-                    ),
-                ));
+            let running = h.pg.ping(node);
+            let write = |quiet: &str| -> R<()> {
+                let script = format!(
+                    "set -e\ntest -s \"$PGDATA/PG_VERSION\"\n{}",
+                    super::clone::WRITE_STANDBY_SETTINGS
+                );
+                let out = node::run_script(
+                    &h,
+                    "set_primary_conninfo",
+                    node,
+                    &script,
+                    vec![
+                        format!("PGRUNBOOK_STANDBY_SETTINGS={settings}"),
+                        format!("PGRUNBOOK_QUIET={quiet}"),
+                    ],
+                )?;
+                if out.exit_code != 0 {
+                    return Err(h.error(
+                        Class::Refused,
+                        format!(
+                            "set_primary_conninfo on {node}: cannot rewrite postgresql.auto.conf: {}",
+                            out.stderr.trim()
+                        ),
+                    ));
+                }
+                Ok(())
+            };
+            if !running {
+                // Read at the next start, which logs no parameter values.
+                return write("");
             }
-            if h.pg.ping(node) {
+            // The postmaster logs a changed parameter's value when it reloads: the new
+            // primary_conninfo is applied by a reload whose messages are kept out of the log,
+            // then the log level is put back by a second reload.
+            write(super::clone::QUIET_RELOAD)?;
+            let reload = || {
                 h.pg.execute_batch(node, "SELECT pg_reload_conf()", None)
-                    .map_err(|e| h.fail("set_primary_conninfo", node, e.into()))?;
+                    .map_err(|e| h.fail("set_primary_conninfo", node, e.into()))
+            };
+            reload()?;
+            let end = Instant::now() + Duration::from_secs(10);
+            loop {
+                let level = query_value(
+                    &h,
+                    "set_primary_conninfo",
+                    node,
+                    "SELECT setting FROM pg_settings WHERE name = 'log_min_messages'",
+                    &[],
+                )?;
+                if level.to_string() == "fatal" || Instant::now() >= end {
+                    break;
+                }
+                h.check_cancel()?;
+                std::thread::sleep(Duration::from_millis(5));
             }
+            write("")?;
+            reload()?;
             Ok(())
         }
     );
