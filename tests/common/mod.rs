@@ -25,6 +25,7 @@ pub const PASSWORD: &str = "t3st_superuser_pw";
 pub const REPL_PASSWORD: &str = "t3st_replication_pw";
 
 mod kill;
+#[allow(unused_imports)]
 pub use kill::*;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
