@@ -87,7 +87,8 @@ fn rotation_from_env_and_file_reconnects_the_standby_and_shows_the_password_nowh
     let lab = TestLab::replicating("swrot");
     for node in ["pg-bases2", "pg-replica"] {
         let mut c = lab.client(node);
-        c.batch_execute("ALTER SYSTEM SET log_statement = 'all'").unwrap();
+        c.batch_execute("ALTER SYSTEM SET log_statement = 'all'")
+            .unwrap();
         c.batch_execute("SELECT pg_reload_conf()").unwrap();
     }
     let ps = PsSampler::start();
@@ -125,8 +126,14 @@ fn rotation_from_env_and_file_reconnects_the_standby_and_shows_the_password_nowh
         .stdout_has("verify: all checks passed")
         .stdout_has("PGRUNBOOK_REPLICATION_PASSWORD");
     keep("the rotation from the environment", &r);
-    assert!(replication_login(&lab, NEW_PW), "the new password is refused");
-    assert!(!replication_login(&lab, REPL_PASSWORD), "the old password still works");
+    assert!(
+        replication_login(&lab, NEW_PW),
+        "the new password is refused"
+    );
+    assert!(
+        !replication_login(&lab, REPL_PASSWORD),
+        "the old password still works"
+    );
     assert!(standby_auto_conf(&lab).contains(NEW_PW));
     let interrupted: i64 = lab
         .stream("journal")
@@ -138,7 +145,10 @@ fn rotation_from_env_and_file_reconnects_the_standby_and_shows_the_password_nowh
         })
         .expect("the journal has replication_interrupted_ms");
     eprintln!("replication interrupted for {interrupted} ms");
-    assert!(interrupted < 2000, "replication interrupted for {interrupted} ms");
+    assert!(
+        interrupted < 2000,
+        "replication interrupted for {interrupted} ms"
+    );
 
     // From a file (0600), with the configured password still the first one: the run uses
     // the file's, and pgrunbook logs in as the superuser only.

@@ -5,14 +5,14 @@
 //! node at a primary (`set_primary_conninfo`), which `switchover` and
 //! `rotate-replication-password` use.
 
+use super::sql::query_value;
 use super::R;
 use crate::error::Class;
 use crate::primitives::{def, node};
 use crate::runtime::host::Host;
-use super::sql::query_value;
 use rhai::{Dynamic, Map, Module};
-use std::time::{Duration, Instant};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The result of a replication login test, as the Rhai map the primitive returns.
 fn login_map(ok: bool, error: &str, from: &str, system: &str) -> Map {
