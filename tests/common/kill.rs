@@ -23,13 +23,15 @@ pub struct Kill {
 /// contains `title` starts. Fails the test when the run ends without such a step (the runbook's
 /// steps have changed: the kill point no longer exists).
 pub fn kill_in_step(lab: &TestLab, runbook: &str, title: &str, delay_ms: u64) -> Kill {
+    // Its stderr goes to a file, read only when the run ends before the step (why it ended).
+    let stderr_path = lab.dir.path().join("killed-run.stderr");
     let mut child = Command::new(BIN)
         .args(["run", runbook])
         .current_dir(lab.dir.path())
         .env("PGRUNBOOK_CONFIG", &lab.config_path)
         .env("PGRUNBOOK_DATA_DIR", &lab.data_dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -50,8 +52,9 @@ pub fn kill_in_step(lab: &TestLab, runbook: &str, title: &str, delay_ms: u64) ->
     let Some(step) = named else {
         let _ = child.wait();
         panic!(
-            "{runbook} ended without a step titled \"...{title}...\"; it printed:\n{}",
-            printed.join("\n")
+            "{runbook} ended without a step titled \"...{title}...\"; it printed:\n{}\n--- stderr\n{}",
+            printed.join("\n"),
+            std::fs::read_to_string(&stderr_path).unwrap_or_default()
         );
     };
     // Whatever it printed before the kill landed is still in the pipe: a later step's header
