@@ -406,6 +406,7 @@ impl Config {
             .into_iter()
             .cloned()
             .chain(redis)
+            .chain(crate::secrets::learnt())
             .filter(|s| s.len() >= 4)
             .collect()
     }

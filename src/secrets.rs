@@ -18,6 +18,23 @@
 
 const MASK: &str = "********";
 
+/// Secrets learnt during the run, beyond the configured ones (a new replication password read
+/// by `load_replication_password`): masked by value like the configured ones.
+static LEARNT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds a secret to mask by value from now on, wherever the configured passwords are masked.
+pub fn learn(secret: &str) {
+    let mut l = LEARNT.lock().unwrap_or_else(|e| e.into_inner());
+    if !secret.is_empty() && !l.iter().any(|s| s == secret) {
+        l.push(secret.to_string());
+    }
+}
+
+/// The secrets learnt during the run (see `learn`).
+pub fn learnt() -> Vec<String> {
+    LEARNT.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// Masks the values of `password=`, `PGPASSWORD=` and URL passwords.
 pub fn mask_shapes(text: &str) -> String {
     let mut out = mask_after(text, "password=");

@@ -296,7 +296,15 @@ fn shipped_runbooks() -> Vec<String> {
     let mut names = vec![];
     walk(&base, &base, &mut names);
     names.sort();
-    for name in ["setup", "verify", "failover", "failback", "backup"] {
+    for name in [
+        "setup",
+        "verify",
+        "failover",
+        "failback",
+        "backup",
+        "switchover",
+        "rotate-replication-password",
+    ] {
         assert!(
             names.iter().any(|n| n == name),
             "runbooks/{name}.rhai not found in {names:?}"

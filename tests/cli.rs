@@ -55,7 +55,9 @@ fn list_shows_descriptions_and_parameters() {
         "examples/replication_report",
         "failback",
         "failover",
+        "rotate-replication-password",
         "setup",
+        "switchover",
         "verify",
     ] {
         assert!(

@@ -191,7 +191,23 @@ fn dry_run_of_every_shipped_runbook_changes_nothing() {
     ];
     // diagnose reads only, and exits 4 when it finds a problem (after a failover the old
     // primary is down, which it reports): it is dry-run only where the pair is healthy.
-    let healthy: Vec<&[&str]> = all.iter().copied().chain([&["diagnose"][..]]).collect();
+    // switchover and rotate-replication-password need a streaming pair, and refuse after a
+    // failover: they too are dry-run where the pair is healthy. The new password comes from a
+    // file in the lab's directory.
+    lab.script("new-replication-password", "Dry-run-new-pw-1\n");
+    let healthy: Vec<&[&str]> = all
+        .iter()
+        .copied()
+        .chain([
+            &["diagnose"][..],
+            &["switchover"][..],
+            &[
+                "rotate-replication-password",
+                "--set",
+                "password_file=new-replication-password",
+            ][..],
+        ])
+        .collect();
     // Healthy: failover has a real plan (fence, shut down, promote).
     let r = lab.pgrunbook(&["run", "failover", "--dry-run"]).succeeds();
     assert!(
@@ -233,7 +249,15 @@ fn dry_run_of_every_shipped_runbook_changes_nothing() {
         .map(|l| l.split_whitespace().next().unwrap())
         .filter(|name| !name.starts_with("examples/"))
         .collect();
-    for name in ["backup", "failback", "failover", "setup", "verify"] {
+    for name in [
+        "backup",
+        "failback",
+        "failover",
+        "rotate-replication-password",
+        "setup",
+        "switchover",
+        "verify",
+    ] {
         assert!(shipped.contains(&name), "list lacks {name}:\n{list}");
     }
     for name in shipped {

@@ -637,6 +637,46 @@ pub fn create_module(host: Arc<Host>) -> Module {
     let h = host.clone();
     def!(
         &mut m,
+        "unfence",
+        ["node: &str", "bool"],
+        "Lifts the fence `fence` wrote: removes `pgrunbook.fenced` from the node's data directory
+        and leaves `standby.signal`, so a standby stays a standby. For a fenced node that streams
+        again from the primary (switchover's old primary, once it follows the new one); `rewind`
+        and `basebackup` lift fences themselves. Returns false when the node was not fenced. Works
+        on a stopped container too (through a one-off container).",
+        move |node: &str| -> R<bool> {
+            h.check_node("unfence", node)?;
+            if node::read_data_file(&h, "unfence", node, "pgrunbook.fenced")?.is_none() {
+                return Ok(false);
+            }
+            if !h.change(
+                node,
+                "lift the fence (remove pgrunbook.fenced, keep standby.signal)",
+            ) {
+                return Ok(true);
+            }
+            let out = node::run_on_data_dir(
+                &h,
+                "unfence",
+                node,
+                "set -e; rm -f \"$PGDATA/pgrunbook.fenced\"; sync",
+            )?;
+            if out.exit_code != 0 {
+                return Err(h.error(
+                    Class::Refused,
+                    format!(
+                        "unfence on {node}: cannot remove pgrunbook.fenced: {}",
+                        out.stderr.trim()
+                    ),
+                ));
+            }
+            Ok(true)
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
         "fence_info",
         ["node: &str", "Dynamic"],
         "The node's fence (the time and reason `fence` wrote), or `()` when it is not fenced.",

@@ -81,6 +81,9 @@ pub struct Host {
     pub deadline: Mutex<Option<Instant>>,
     /// Fields added to every run's start and end entries (`pgrunbook watch`: scheduled, late).
     pub run_marks: Mutex<BTreeMap<String, String>>,
+    /// The replication password this run uses, when `load_replication_password` replaced the
+    /// configured one (a rotation): `replication_password()` returns it.
+    new_replication_password: Mutex<Option<String>>,
 }
 
 impl Host {
@@ -95,8 +98,30 @@ impl Host {
             tty: std::io::IsTerminal::is_terminal(&std::io::stdout()),
             deadline: Mutex::new(None),
             run_marks: Mutex::new(BTreeMap::new()),
+            new_replication_password: Mutex::new(None),
             config,
         }
+    }
+
+    /// The replication role's password as this run uses it: the configured one, or the new one
+    /// `load_replication_password` read (then masked by value like the configured ones).
+    pub fn replication_password(&self) -> String {
+        self.new_replication_password
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| self.config.cluster.replication_password.clone())
+    }
+
+    /// Whether `load_replication_password` replaced the configured replication password.
+    pub fn replication_password_replaced(&self) -> bool {
+        self.new_replication_password.lock().unwrap().is_some()
+    }
+
+    /// From now on this run uses `password` as the replication role's password.
+    pub fn use_replication_password(&self, password: &str) {
+        crate::secrets::learn(password);
+        *self.new_replication_password.lock().unwrap() = Some(password.to_string());
     }
 
     pub fn dry_run(&self) -> bool {

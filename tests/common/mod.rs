@@ -24,6 +24,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_pgrunbook");
 pub const PASSWORD: &str = "t3st_superuser_pw";
 pub const REPL_PASSWORD: &str = "t3st_replication_pw";
 
+mod kill;
+#[allow(unused_imports)]
+pub use kill::*;
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 static IMAGE: Once = Once::new();
 

@@ -19,6 +19,51 @@ pub fn conninfo_quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// The `primary_conninfo` and `primary_slot_name` lines of a standby's postgresql.auto.conf that
+/// point it at the container `source_container` (its server on `port` inside the network), as
+/// the replication role with the password this run uses, reading `slot`. Quoted for libpq, then
+/// for the configuration file. It holds the password: it reaches a container only through the
+/// environment (`PGRUNBOOK_STANDBY_SETTINGS`, written by `WRITE_STANDBY_SETTINGS`), never a
+/// command line or an SQL statement (which a server may log).
+pub fn standby_settings(
+    h: &Host,
+    source_container: &str,
+    port: i64,
+    target: &str,
+    slot: &str,
+) -> String {
+    let conninfo = format!(
+        "host={} port={port} user={} password={} application_name={}",
+        conninfo_quote(source_container),
+        conninfo_quote(&h.config.cluster.replication_user),
+        conninfo_quote(&h.replication_password()),
+        conninfo_quote(target),
+    );
+    format!(
+        "primary_conninfo = {}\nprimary_slot_name = {}\n",
+        quote_literal(&conninfo),
+        quote_literal(slot)
+    )
+}
+
+/// Shell lines that replace `primary_conninfo` and `primary_slot_name` in
+/// `$PGDATA/postgresql.auto.conf` with `$PGRUNBOOK_QUIET` (a `QUIET_RELOAD` line, or nothing)
+/// followed by `$PGRUNBOOK_STANDBY_SETTINGS` (from `standby_settings`), leaving the file mode
+/// 0600. A `QUIET_RELOAD` line left by an earlier run goes too. `sed -i` writes a new file and
+/// renames it over the old one, so a server reading the file sees the old or the new one, never
+/// half of it.
+pub const WRITE_STANDBY_SETTINGS: &str = "touch \"$PGDATA/postgresql.auto.conf\"\n\
+    sed -i -e '/^primary_conninfo/d' -e '/^primary_slot_name/d' -e '/# pgrunbook: quiet reload$/d' \"$PGDATA/postgresql.auto.conf\"\n\
+    printf '%s%s' \"$PGRUNBOOK_QUIET\" \"$PGRUNBOOK_STANDBY_SETTINGS\" >> \"$PGDATA/postgresql.auto.conf\"\n\
+    chmod 600 \"$PGDATA/postgresql.auto.conf\"\n";
+
+/// A line that keeps the postmaster from logging the reload that applies a new
+/// `primary_conninfo`: on SIGHUP it logs every changed parameter with its value at level LOG
+/// ("parameter \"primary_conninfo\" changed to \"... password=...\""), whatever the parameter.
+/// Read before the settings that follow it, it raises the log level to FATAL for that reload;
+/// `set_primary_conninfo` removes it (a second reload) as soon as the first one is applied.
+pub const QUIET_RELOAD: &str = "log_min_messages = 'fatal' # pgrunbook: quiet reload\n";
+
 /// One clone of `target` from `source` by a tool (pg_rewind, pg_basebackup) in a one-off
 /// container with the target's image, volumes and network: what `rewind` and `basebackup`
 /// share. In order: `new` checks the arguments and inspects the target (a dry run too), `plan`
@@ -167,20 +212,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                     "rewind on {target}: its data volume {} is mounted by running container(s) {}: pg_rewind needs the data directory to itself; nothing was changed",
                     volume.unwrap_or_default(), others.join(", "))));
             }
-            // The conninfo is built here, quoted for libpq and then for postgresql.conf, and
-            // reaches the container through the environment, never a command line.
-            let conninfo = format!(
-                "host={} port={src_port} user={} password={} application_name={}",
-                conninfo_quote(&job.src),
-                conninfo_quote(&c.replication_user),
-                conninfo_quote(&c.replication_password),
-                conninfo_quote(target),
-            );
-            let settings = format!(
-                "primary_conninfo = {}\nprimary_slot_name = {}\n",
-                quote_literal(&conninfo),
-                quote_literal(slot)
-            );
+            let settings = standby_settings(&h, &job.src, src_port, target, slot);
             let script = format!(
                 "set -e\n\
                  if [ -f \"$PGDATA/postmaster.pid\" ]; then\n\
@@ -195,14 +227,13 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                    if [ -n \"$signal\" ]; then touch \"$PGDATA/standby.signal\"; fi\n\
                    exit 1\n\
                  fi\n\
-                 sed -i -e '/^primary_conninfo/d' -e '/^primary_slot_name/d' \"$PGDATA/postgresql.auto.conf\"\n\
-                 printf '%s' \"$PGRUNBOOK_STANDBY_SETTINGS\" >> \"$PGDATA/postgresql.auto.conf\"\n\
-                 chmod 600 \"$PGDATA/postgresql.auto.conf\"\n\
+                 {write_settings}\
                  touch \"$PGDATA/standby.signal\"\n\
                  rm -f \"$PGDATA/pgrunbook.fenced\"\n\
                  rm -rf \"$PGDATA\"/pg_replslot/*\n",
                 host = job.src,
                 user = c.superuser,
+                write_settings = WRITE_STANDBY_SETTINGS,
             );
             let out = job.run(
                 "pg_rewind",
@@ -292,10 +323,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                 user = node::sh_quote(&h.config.cluster.replication_user),
                 slot = node::sh_quote(slot),
             );
-            let env = vec![format!(
-                "PGPASSWORD={}",
-                h.config.cluster.replication_password
-            )];
+            let env = vec![format!("PGPASSWORD={}", h.replication_password())];
             let out = job.run("pg_basebackup", script, env)?;
             if out.exit_code != 0 {
                 return Err(h.error(Class::Refused, format!(

@@ -7,8 +7,9 @@
 //! | `sql.rs`     | queries, and the helpers the other files query with   | `sql`, `sql_value`, `setting`                                     |
 //! | `server.rs`  | the server's state                                    | `pg_ping`, `server_info`, `is_in_recovery`, `wait_ready`, `promote` |
 //! | `slots.rs`   | replication slots                                     | `slots`, `create_slot`, `drop_slot`                               |
-//! | `objects.rs` | the role and table pgrunbook creates for itself       | `ensure_replication_role`, `reset_replication_password`, `verify_table` |
-//! | `replication.rs` | a standby's replication login, tested as it makes it | `replication_login`                                         |
+//! | `objects.rs` | the role and table pgrunbook creates for itself       | `ensure_replication_role`, `reset_replication_password`, `load_replication_password`, `verify_table` |
+//! | `replication.rs` | a standby's replication connection: its login, tested as it makes it, and where it points | `replication_login`, `set_primary_conninfo` |
+//! | `control.rs` | how a server ended: its final (shutdown) checkpoint  | `final_checkpoint`                                                |
 //! | `waldump.rs` | WAL a crashed primary never shipped (pg_waldump)      | `unshipped_wal`                                                   |
 //! | `clone.rs`   | cloning a standby in a one-off container              | `rewind`, `basebackup`                                            |
 //! | `readonly.rs`| which statements a dry run may run                    |                                                                   |
@@ -18,6 +19,7 @@
 //! gathers them into the backend's module.
 
 mod clone;
+mod control;
 mod objects;
 mod readonly;
 mod replication;
@@ -44,5 +46,6 @@ pub fn create_module(host: Arc<Host>, orders: Arc<ColumnOrders>) -> Module {
     waldump::register(&mut m, &host);
     clone::register(&mut m, &host);
     replication::register(&mut m, &host);
+    control::register(&mut m, &host);
     m
 }

@@ -1,14 +1,18 @@
-//! Testing a replication login the way a standby makes it: from the standby's container, to the
-//! primary's container name and port, as the configured replication role with the configured
-//! password, over a replication connection. What `diagnose` and `repair-replication-login` use to
-//! tell a wrong password from a missing pg_hba.conf rule from a host that does not resolve.
+//! A standby's replication connection: testing the login the way the standby makes it (from its
+//! container, to the primary's container name and port, as the replication role, over a
+//! replication connection), which `diagnose` and `repair-replication-login` use to tell a wrong
+//! password from a missing pg_hba.conf rule from a host that does not resolve; and pointing a
+//! node at a primary (`set_primary_conninfo`), which `switchover` and
+//! `rotate-replication-password` use.
 
+use super::sql::query_value;
 use super::R;
 use crate::error::Class;
 use crate::primitives::{def, node};
 use crate::runtime::host::Host;
 use rhai::{Dynamic, Map, Module};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The result of a replication login test, as the Rhai map the primitive returns.
 fn login_map(ok: bool, error: &str, from: &str, system: &str) -> Map {
@@ -32,7 +36,128 @@ fn psql_error(stderr: &str) -> String {
         .to_string()
 }
 
+/// `set_primary_conninfo`: see its doc. `reload_now` false leaves a running node's settings
+/// for its next start (a primary about to be shut down has no use for a reload).
+fn set_primary_conninfo(h: &Host, node: &str, primary: &str, reload_now: bool) -> R<()> {
+    let container = h.container("set_primary_conninfo", primary)?;
+    h.check_node("set_primary_conninfo", node)?;
+    if node == primary {
+        return Err(h.error(
+            Class::Runbook,
+            format!("set_primary_conninfo: {node} cannot stream from itself"),
+        ));
+    }
+    let slot = h
+        .config
+        .nodes
+        .get(node)
+        .map(|n| n.slot.clone())
+        .unwrap_or_default();
+    // The port inside the primary's container, as its server says.
+    let port = node::server_facts(h, "set_primary_conninfo", primary)?.port;
+    if !h.change(
+            node,
+            &format!(
+                "point primary_conninfo at {primary} ({container}:{port}, role {}, password not shown) through slot {slot}, {}",
+                h.config.cluster.replication_user,
+                if reload_now { "and reload" } else { "read at its next start" }
+            ),
+        ) {
+            return Ok(());
+        }
+    let settings = super::clone::standby_settings(h, &container, port, node, &slot);
+    let running = h.pg.ping(node);
+    let write = |quiet: &str| -> R<()> {
+        let script = format!(
+            "set -e\ntest -s \"$PGDATA/PG_VERSION\"\n{}",
+            super::clone::WRITE_STANDBY_SETTINGS
+        );
+        let out = node::run_script(
+            h,
+            "set_primary_conninfo",
+            node,
+            &script,
+            vec![
+                format!("PGRUNBOOK_STANDBY_SETTINGS={settings}"),
+                format!("PGRUNBOOK_QUIET={quiet}"),
+            ],
+        )?;
+        if out.exit_code != 0 {
+            return Err(h.error(
+                Class::Refused,
+                format!(
+                    "set_primary_conninfo on {node}: cannot rewrite postgresql.auto.conf: {}",
+                    out.stderr.trim()
+                ),
+            ));
+        }
+        Ok(())
+    };
+    if !running || !reload_now {
+        // Read at the next start, which logs no parameter values.
+        return write("");
+    }
+    // The postmaster logs a changed parameter's value when it reloads: the new
+    // primary_conninfo is applied by a reload whose messages are kept out of the log,
+    // then the log level is put back by a second reload.
+    write(super::clone::QUIET_RELOAD)?;
+    let reload = || {
+        h.pg.execute_batch(node, "SELECT pg_reload_conf()", None)
+            .map_err(|e| h.fail("set_primary_conninfo", node, e.into()))
+    };
+    reload()?;
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let level = query_value(
+            h,
+            "set_primary_conninfo",
+            node,
+            "SELECT setting FROM pg_settings WHERE name = 'log_min_messages'",
+            &[],
+        )?;
+        if level.to_string() == "fatal" || Instant::now() >= end {
+            break;
+        }
+        h.check_cancel()?;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    write("")?;
+    reload()?;
+    Ok(())
+}
+
 pub fn register(m: &mut Module, host: &Arc<Host>) {
+    let h = host.clone();
+    def!(
+        m,
+        "set_primary_conninfo",
+        ["node: &str", "primary: &str"],
+        "Points `node` at `primary` as its standby: rewrites `primary_conninfo` (the primary's
+        container name and port, the replication role, the password this run uses, application
+        name `node`) and `primary_slot_name` (node_info(node).slot) in the node's
+        postgresql.auto.conf, then reloads it when it runs. A standby (PostgreSQL 13 or later)
+        restarts its WAL receiver on the reload and connects again with the new settings, without
+        a restart; a primary ignores them until it starts as a standby. The password travels in
+        the environment of a `docker exec` (a one-off container when the node is stopped), never
+        in SQL (a server may log statements) nor on a command line, and it appears in no output,
+        plan or journal.",
+        move |node: &str, primary: &str| -> R<()> { set_primary_conninfo(&h, node, primary, true) }
+    );
+
+    let h = host.clone();
+    def!(
+        m,
+        "set_primary_conninfo",
+        ["node: &str", "primary: &str", "reload: bool"],
+        "Like `set_primary_conninfo(node, primary)`; with `reload` false the file is rewritten
+        but a running node is not reloaded: the settings take effect at its next start. For a
+        primary about to be shut down and started as a standby (switchover): one `docker exec`,
+        and no reload whose parameter changes the server would log.",
+        move |node: &str, primary: &str, reload: bool| -> R<()> {
+            set_primary_conninfo(&h, node, primary, reload)
+        }
+    );
+
     let h = host.clone();
     def!(
         m,
@@ -67,7 +192,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                 "replication_login",
                 standby,
                 &script,
-                vec![format!("PGPASSWORD={}", c.replication_password)],
+                vec![format!("PGPASSWORD={}", h.replication_password())],
             )?;
             if out.exit_code == 0 {
                 let system = out

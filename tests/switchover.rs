@@ -1,0 +1,305 @@
+//! Issue 13: `run switchover` on real containers. Under a write load (several writers, each
+//! recording every commit acknowledged to it, through the published ports, independently of
+//! pgrunbook), two switchovers swap the roles and bring them back with no acknowledged commit
+//! missing; a pair that is not healthy is refused with nothing changed; and a SIGKILL of
+//! pgrunbook at every step, followed by a re-run, ends in a healthy pair with nothing lost.
+
+mod common;
+use common::*;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const NODES: [&str; 2] = ["pg-bases2", "pg-replica"];
+
+/// Writers that insert into `sw_load` on whichever node accepts writes, each in autocommit on
+/// its own connection, recording every value whose commit was acknowledged (and when). A failed
+/// statement or connection is not acknowledged: the writer finds the primary again.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(String, Instant)>>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(lab: &TestLab, writers: usize) -> Load {
+        let primary = primary(lab).expect("a primary");
+        lab.client(primary)
+            .batch_execute("CREATE TABLE IF NOT EXISTS sw_load (id bigserial PRIMARY KEY, val text UNIQUE NOT NULL)")
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let handles = (0..writers)
+            .map(|w| {
+                let cfgs: Vec<postgres::Config> = NODES.iter().map(|n| lab.pg_config(n)).collect();
+                let (stop, acked) = (stop.clone(), acked.clone());
+                std::thread::spawn(move || {
+                    let mut client: Option<postgres::Client> = None;
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::SeqCst) {
+                        let Some(c) = client.as_mut() else {
+                            client = cfgs.iter().find_map(|cfg| {
+                                let mut c = cfg.connect(postgres::NoTls).ok()?;
+                                let standby: bool =
+                                    c.query_one("SELECT pg_is_in_recovery()", &[]).ok()?.get(0);
+                                (!standby).then_some(c)
+                            });
+                            if client.is_none() {
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                            continue;
+                        };
+                        let val = format!("w{w}-{i}");
+                        i += 1;
+                        match c.execute("INSERT INTO sw_load(val) VALUES ($1)", &[&val]) {
+                            Ok(_) => acked.lock().unwrap().push((val, Instant::now())),
+                            Err(_) => client = None,
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            acked,
+            handles,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// The longest time between two acknowledged commits since `from`: what the clients saw of
+    /// the switchover.
+    fn longest_gap_since(&self, from: Instant) -> Duration {
+        let mut times: Vec<Instant> = self
+            .acked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| *t)
+            .filter(|t| *t >= from)
+            .collect();
+        times.sort();
+        times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
+    }
+
+    fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.handles {
+            h.join().unwrap();
+        }
+        Arc::try_unwrap(self.acked)
+            .unwrap()
+            .into_inner()
+            .unwrap()
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect()
+    }
+}
+
+/// The node that answers and is not in recovery, asked directly.
+fn primary(lab: &TestLab) -> Option<&'static str> {
+    NODES.into_iter().find(|n| {
+        lab.try_client(n)
+            .and_then(|mut c| c.query_one("SELECT pg_is_in_recovery()", &[]).ok())
+            .is_some_and(|r| !r.get::<_, bool>(0))
+    })
+}
+
+/// Asserts that `primary` accepts writes and the other node is its streaming standby.
+fn assert_roles(lab: &TestLab, primary_node: &str, context: &str) {
+    let standby = NODES.into_iter().find(|n| *n != primary_node).unwrap();
+    assert_eq!(
+        primary(lab),
+        Some(NODES.into_iter().find(|n| *n == primary_node).unwrap()),
+        "{context}"
+    );
+    assert!(
+        lab.query_bool(standby, "SELECT pg_is_in_recovery()"),
+        "{context}"
+    );
+    let streaming = lab.query_i64(
+        primary_node,
+        "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+    );
+    assert_eq!(
+        streaming, 1,
+        "{context}: {standby} does not stream from {primary_node}"
+    );
+    assert!(
+        !lab.is_fenced(standby),
+        "{context}: {standby} is still fenced"
+    );
+}
+
+/// Every acknowledged value is on `node`.
+fn assert_nothing_missing(lab: &TestLab, node: &str, acked: &[String]) {
+    let present: HashSet<String> = lab
+        .query_strings(node, "SELECT val FROM sw_load")
+        .into_iter()
+        .collect();
+    let missing: Vec<&String> = acked.iter().filter(|v| !present.contains(*v)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged commits are missing on {node}: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
+
+/// The journal's metric `key` of the last run of `runbook`, read in Redis directly.
+fn last_metric(lab: &TestLab, runbook: &str, key: &str) -> Option<String> {
+    lab.stream("journal")
+        .into_iter()
+        .rev()
+        .filter(|e| e.get("runbook").map(String::as_str) == Some(runbook))
+        .find_map(|e| {
+            e.get(key).cloned().or_else(|| {
+                e.values().find_map(|v| {
+                    let j: serde_json::Value = serde_json::from_str(v).ok()?;
+                    j.get(key)
+                        .map(|x| x.as_str().map(str::to_string).unwrap_or(x.to_string()))
+                })
+            })
+        })
+}
+
+#[test]
+fn switchover_twice_under_load_loses_no_acknowledged_commit() {
+    let lab = TestLab::replicating("swload");
+    let load = Load::start(&lab, 4);
+    std::thread::sleep(Duration::from_millis(1000));
+
+    let mut gaps = vec![];
+    for (round, primary_after) in [(1, "pg-replica"), (2, "pg-bases2")] {
+        let before = load.count();
+        let t = Instant::now();
+        let r = lab
+            .pgrunbook(&["run", "switchover"])
+            .succeeds()
+            .stdout_has("verify: all checks passed")
+            .stdout_has("Switchover done")
+            .stdout_lacks("Rewind");
+        assert_roles(
+            &lab,
+            primary_after,
+            &format!("after switchover {round}\n{}", r.stdout),
+        );
+        // Writes go on on the new primary.
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(
+            load.count() > before,
+            "no commit acknowledged after switchover {round}"
+        );
+        let gap = load.longest_gap_since(t);
+        let unavailable = last_metric(&lab, "switchover", "writes_unavailable_ms");
+        let total = last_metric(&lab, "switchover", "total_ms");
+        assert!(
+            unavailable.is_some() && total.is_some(),
+            "journal lacks the switchover's times"
+        );
+        eprintln!(
+            "switchover {round}: writers saw no commit for {} ms at most; journal: writes unavailable {} ms, total {} ms",
+            gap.as_millis(),
+            unavailable.unwrap(),
+            total.unwrap()
+        );
+        gaps.push(gap);
+    }
+    let acked = load.finish();
+    assert!(acked.len() > 100, "too few commits: {}", acked.len());
+    assert_nothing_missing(&lab, "pg-bases2", &acked);
+    eprintln!("{} acknowledged commits, none missing", acked.len());
+}
+
+#[test]
+fn switchover_refuses_when_the_standby_is_down_and_changes_nothing() {
+    let lab = TestLab::replicating("swdown");
+    let out = lab.docker(&["stop", &lab.container("pg-replica")]);
+    assert!(out.status.success());
+    let auto_conf = |node: &str| {
+        String::from_utf8_lossy(
+            &lab.docker(&[
+                "exec",
+                &lab.container(node),
+                "cat",
+                "/var/lib/postgresql/data/postgresql.auto.conf",
+            ])
+            .stdout,
+        )
+        .into_owned()
+    };
+    let slots = || {
+        lab.query_strings(
+            "pg-bases2",
+            "SELECT slot_name::text FROM pg_replication_slots ORDER BY 1",
+        )
+    };
+    let (conf_before, slots_before) = (auto_conf("pg-bases2"), slots());
+
+    lab.pgrunbook(&["run", "switchover"])
+        .fails_with(4)
+        .stderr_has("not a healthy pair")
+        .stderr_has("Nothing was changed");
+    lab.pgrunbook(&["run", "switchover", "--dry-run"])
+        .fails_with(4);
+
+    assert_eq!(lab.container_state("pg-replica"), "exited");
+    assert_eq!(primary(&lab), Some("pg-bases2"));
+    lab.client("pg-bases2")
+        .batch_execute("CREATE TABLE still_writable(x int); DROP TABLE still_writable")
+        .unwrap();
+    assert!(!lab.is_fenced("pg-bases2"));
+    assert_eq!(auto_conf("pg-bases2"), conf_before);
+    assert_eq!(slots(), slots_before);
+}
+
+#[test]
+fn switchover_recovers_from_a_kill_at_every_step() {
+    let lab = TestLab::replicating("swcrash");
+    let load = Load::start(&lab, 2);
+    let steps = [
+        "Check the pair is healthy",
+        "Prepare",
+        "Stop writes",
+        "has received and replayed everything",
+        "Promote",
+        "without a rewind",
+        "as a standby of",
+        "Synchronous replication",
+        "Drop slots",
+        "Lift the switchover fence",
+        "Verify",
+    ];
+    kill_at_each(
+        &lab,
+        "switchover",
+        // Starting the old primary as a standby is the long step.
+        &points(&steps, &["as a standby of"]),
+        || {},
+        |step| {
+            let r = lab.pgrunbook(&["run", "switchover"]);
+            assert_eq!(
+                r.code, 0,
+                "re-run after a kill in \"{step}\":\n{}\n{}",
+                r.stdout, r.stderr
+            );
+            let p = primary(&lab).unwrap_or_else(|| panic!("no primary after a kill in {step}"));
+            assert_roles(&lab, p, &format!("after a kill in \"{step}\" and a re-run"));
+        },
+    );
+    let acked = load.finish();
+    let p = primary(&lab).unwrap();
+    assert_nothing_missing(&lab, p, &acked);
+    eprintln!("{} acknowledged commits, none missing", acked.len());
+}
