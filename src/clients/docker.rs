@@ -316,6 +316,55 @@ impl Docker {
     /// Copies one file into a container (running or not) through the archive endpoint, like
     /// `docker cp`: the file is owned by root with `mode`.
     pub fn upload_file(&self, container: &str, path: &str, data: &[u8], mode: u32) -> Result<()> {
+        self.upload_file_owned(container, path, data, mode, (0, 0))
+    }
+
+    /// The owner (uid, gid) of a file in a container, running or not, through the engine's
+    /// archive endpoint (no process is started); None when there is no such file.
+    pub fn file_owner(&self, container: &str, path: &str) -> Result<Option<(u64, u64)>> {
+        let c = self.client()?;
+        let opts = qp::DownloadFromContainerOptions {
+            path: path.to_string(),
+        };
+        let body = self.block_on(async {
+            let mut stream = Box::pin(c.download_from_container(container, Some(opts)));
+            let mut body = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                body.extend_from_slice(&chunk?);
+                // The first header (512 bytes) is all that is read.
+                if body.len() >= 512 {
+                    break;
+                }
+            }
+            Ok::<_, bollard::errors::Error>(body)
+        });
+        let Some(body) = body
+            .ok_if_not_found()
+            .with_context(|| format!("cannot read {path} in container '{container}'"))?
+        else {
+            return Ok(None);
+        };
+        let mut archive = tar::Archive::new(body.as_slice());
+        let mut entries = archive.entries()?;
+        match entries.next() {
+            Some(entry) => {
+                let h = entry?.header().clone();
+                Ok(Some((h.uid()?, h.gid()?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Writes one file into a container, running or not (the engine's archive endpoint), owned
+    /// by `owner` (uid, gid) with `mode`.
+    pub fn upload_file_owned(
+        &self,
+        container: &str,
+        path: &str,
+        data: &[u8],
+        mode: u32,
+        owner: (u64, u64),
+    ) -> Result<()> {
         let c = self.client()?;
         let (dir, name) = path
             .rsplit_once('/')
@@ -324,6 +373,8 @@ impl Docker {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(mode);
+        header.set_uid(owner.0);
+        header.set_gid(owner.1);
         header.set_mtime(0);
         header.set_cksum();
         tar.append_data(&mut header, name, data)?;
