@@ -75,9 +75,13 @@ trap cleanup EXIT
 pgr lab down --volumes >/dev/null 2>&1 || true
 pgr lab up >/dev/null
 pgr run setup >/dev/null
-pgr watch > "$out/watch.log" 2>&1 &
+# The binary itself in the background, not the `pgr` function: `$!` of a function is a subshell,
+# and killing it would leave the watcher running (holding its lock for the next run).
+"$bin" watch > "$out/watch.log" 2>&1 &
 watcher=$!
-until grep -q "acting: holds the lease" "$out/watch.log"; do sleep 0.1; done
+for _ in $(seq 600); do grep -q "acting: holds the lease" "$out/watch.log" && break; sleep 0.1; done
+grep -q "acting: holds the lease" "$out/watch.log" || {
+    echo "the watcher did not start acting within 60 s:" >&2; cat "$out/watch.log" >&2; exit 1; }
 
 primary() {
     for n in pg-bases2 pg-replica; do
