@@ -10,8 +10,9 @@
 #   SCALE=70 (pgbench scale, ~1 GB)  LOAD_S=30 (pgbench seconds for the archive rate)  KEEP=1
 #
 # Each round takes a full backup with each setting (the order alternates), records its time and
-# its size in the repository (pgBackRest's own `info`), and restores it into an empty directory
-# of the standby's container (pgBackRest restore with the same setting's process count). Then
+# its size in the repository (pgBackRest's own `info`), and restores it into an empty volume
+# (pgBackRest restore in a one-off container of the node's image, with the same setting's
+# process count; the one-off's start is outside the measured time). Then
 # LOAD_S seconds of pgbench writes measure how fast WAL is archived with the shipped settings,
 # and whether pg_wal grows. The report (medians, ratios, targets) is printed, written to
 # target/bench/backup.md, and replaces the "Backups" section of docs/benchmarks.md.
@@ -91,13 +92,23 @@ run_one() { # $1 name, $2 backup options, $3 restore options
   t1=$(now)
   label=$(as_pg "$P" pgbackrest --stanza=$STANZA --output=json info | python3 -c 'import json,sys; b=json.load(sys.stdin)[0]["backup"][-1]; print(b["label"], b["info"]["repository"]["delta"])')
   size=${label#* }; label=${label% *}
-  as_pg "$S" rm -rf /tmp/bench-restore
-  as_pg "$S" mkdir -p /tmp/bench-restore
+  # Into a volume of its own, as restore-check and a real restore do (a container's own
+  # filesystem is an overlay, slower to write than the volume a data directory lives on), from
+  # a one-off container of the node's image that mounts the repository; the options the node's
+  # configuration file would give are on the command line (the one-off has no such file).
+  docker volume rm -f benchbk-restore >/dev/null 2>&1 || true
+  docker volume create benchbk-restore >/dev/null
+  local image conf
+  image=$(docker inspect -f '{{.Config.Image}}' "$S")
+  conf="--repo1-path=/var/lib/pgbackrest --stanza=$STANZA --pg1-path=/restore/data --log-level-console=warn"
+  [ -n "$ropts" ] || ropts="--process-max=$nproc --delta"
+  docker run --rm -u root -v benchbk-restore:/restore --entrypoint sh "$image" -c 'install -d -o postgres -m 0700 /restore/data' >/dev/null
   r0=$(now)
-  as_pg "$S" pgbackrest --stanza=$STANZA --set="$label" --pg1-path=/tmp/bench-restore $ropts restore >"$out/backup-last.log" 2>&1 \
+  docker run --rm -u postgres -v benchbk-pgbackrest:/var/lib/pgbackrest:ro -v benchbk-restore:/restore \
+    --entrypoint pgbackrest "$image" $conf --set="$label" $ropts restore >"$out/backup-last.log" 2>&1 \
     || { cat "$out/backup-last.log" >&2; exit 1; }
   r1=$(now)
-  as_pg "$S" rm -rf /tmp/bench-restore
+  docker volume rm -f benchbk-restore >/dev/null
   backup_s[$name]+="$(awk "BEGIN{print $t1 - $t0}") "
   restore_s[$name]+="$(awk "BEGIN{print $r1 - $r0}") "
   size_b[$name]+="$size "
