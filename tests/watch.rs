@@ -199,6 +199,22 @@ fn notes(journal: &[Fields], kind: &str) -> Vec<String> {
         .collect()
 }
 
+/// The journal holds exactly one failover run, ended ok, unattended, triggered by pg-bases2's
+/// container having exited, after the watcher's decision that the primary pg-bases2 is out.
+fn assert_one_unattended_failover_of_pg_bases2(journal: &[Fields]) {
+    let ends = runs_of(journal, "failover", "end");
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(ends[0]["outcome"], "ok", "{:?}", ends[0]);
+    assert_eq!(ends[0].get("unattended").map(String::as_str), Some("true"));
+    assert!(ends[0]["trigger"].contains("exited"), "{:?}", ends[0]);
+    assert!(
+        notes(journal, "decision")
+            .iter()
+            .any(|n| n.contains("failover: primary pg-bases2 is out")),
+        "{journal:?}"
+    );
+}
+
 #[test]
 fn scheduled_backups_are_taken_recorded_and_caught_up_when_missed() {
     let lab = lab_with(
@@ -348,17 +364,7 @@ fn a_killed_primary_is_failed_over_once_and_journaled() {
     assert!(!writable(&lab, "pg-bases2"));
     assert_eq!(lab.container_state("pg-bases2"), "exited");
     let journal = lab.stream("journal");
-    let ends = runs_of(&journal, "failover", "end");
-    assert_eq!(ends.len(), 1, "{ends:?}");
-    assert_eq!(ends[0]["outcome"], "ok", "{:?}", ends[0]);
-    assert_eq!(ends[0].get("unattended").map(String::as_str), Some("true"));
-    assert!(ends[0]["trigger"].contains("exited"), "{:?}", ends[0]);
-    assert!(
-        notes(&journal, "decision")
-            .iter()
-            .any(|n| n.contains("failover: primary pg-bases2 is out")),
-        "{journal:?}"
-    );
+    assert_one_unattended_failover_of_pg_bases2(&journal);
     // Afterwards the watcher warns that there is no standby, and does nothing else.
     w.wait_for("warning: standby pg-bases2 is not ready", 10);
     std::thread::sleep(Duration::from_secs(2));
@@ -784,17 +790,7 @@ fn with_redis_down_the_failover_happens_and_its_journal_is_delivered_later() {
         !runs_of(&lab.stream("journal"), "failover", "end").is_empty()
     });
     let journal = lab.stream("journal");
-    let ends = runs_of(&journal, "failover", "end");
-    assert_eq!(ends.len(), 1, "{ends:?}");
-    assert_eq!(ends[0]["outcome"], "ok", "{:?}", ends[0]);
-    assert_eq!(ends[0].get("unattended").map(String::as_str), Some("true"));
-    assert!(ends[0]["trigger"].contains("exited"), "{:?}", ends[0]);
-    assert!(
-        notes(&journal, "decision")
-            .iter()
-            .any(|n| n.contains("failover: primary pg-bases2 is out")),
-        "{journal:?}"
-    );
+    assert_one_unattended_failover_of_pg_bases2(&journal);
     loss_within_bound(&lab, &acked, "redis", "pg-replica");
     wait_until("the spool to be empty", 10, || {
         std::fs::read_to_string(lab.dir.path().join("spool.jsonl"))

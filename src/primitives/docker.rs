@@ -32,17 +32,7 @@ const RESTORED_SERVER_SCRIPT: &str = r#"PATH="$PATH:$(ls -d /usr/lib/postgresql/
 exec postgres -D "$PGDATA" "$@"
 "#;
 
-fn opt_str(opts: &Map, key: &str) -> String {
-    opts.get(key)
-        .map(|v| {
-            if v.is_unit() {
-                String::new()
-            } else {
-                v.to_string()
-            }
-        })
-        .unwrap_or_default()
-}
+use super::map_text as opt_str;
 
 fn opt_int(opts: &Map, key: &str, default: i64) -> i64 {
     opts.get(key)
@@ -299,16 +289,30 @@ fn fence_stopped_through_engine(h: &Host, node: &str, stamp: &str) -> R<bool> {
         return Ok(false);
     };
     let dir = h.config.cluster.data_dir.trim_end_matches('/').to_string();
-    let Ok(Some(owner)) = h.docker.file_owner(&container, &format!("{dir}/PG_VERSION")) else {
+    let Ok(Some(owner)) = h
+        .docker
+        .file_owner(&container, &format!("{dir}/PG_VERSION"))
+    else {
         return Ok(false);
     };
     let fenced = format!("{stamp}\n");
     let written = h
         .docker
-        .upload_file_owned(&container, &format!("{dir}/pgrunbook.fenced"), fenced.as_bytes(), 0o600, owner)
+        .upload_file_owned(
+            &container,
+            &format!("{dir}/pgrunbook.fenced"),
+            fenced.as_bytes(),
+            0o600,
+            owner,
+        )
         .and_then(|_| {
-            h.docker
-                .upload_file_owned(&container, &format!("{dir}/standby.signal"), b"", 0o600, owner)
+            h.docker.upload_file_owned(
+                &container,
+                &format!("{dir}/standby.signal"),
+                b"",
+                0o600,
+                owner,
+            )
         });
     if written.is_err() {
         return Ok(false);

@@ -30,6 +30,15 @@ use crate::table::ColumnOrders;
 use rhai::{Engine, Module};
 use std::sync::Arc;
 
+/// An option of a map a script passed (`#{container: "x", port: 5440}`) as text: "" when it is
+/// missing or `()`.
+pub fn map_text(opts: &rhai::Map, key: &str) -> String {
+    opts.get(key)
+        .filter(|v| !v.is_unit())
+        .map(|v| v.to_string())
+        .unwrap_or_default()
+}
+
 /// Turns a doc string into Rhai doc-comment lines.
 pub fn doc_lines(doc: &str) -> Vec<String> {
     doc.trim()

@@ -214,17 +214,7 @@ pub fn pgbackrest_reason(stdout: &str, stderr: &str) -> String {
         .unwrap_or_else(|| stderr.trim().to_string())
 }
 
-fn map_str(opts: &Map, key: &str) -> String {
-    opts.get(key)
-        .map(|v| {
-            if v.is_unit() {
-                String::new()
-            } else {
-                v.to_string()
-            }
-        })
-        .unwrap_or_default()
-}
+use super::map_text as map_str;
 
 /// `restore_backup`: see its doc in `create_module`.
 fn restore_backup(h: &Host, node: &str, opts: &Map) -> R<Map> {
