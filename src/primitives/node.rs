@@ -177,6 +177,20 @@ pub fn fast_shutdown(h: &Host, primitive: &str, node: &str) -> R<bool> {
     if !state.is_running() {
         return Ok(false);
     }
+    match signal_postmaster(h, primitive, node, &container) {
+        // The container exited between the look at its state and the exec that reads or signals
+        // its postmaster (a server already shutting down): there is nothing left to shut down.
+        Err(_) if !h.docker.state(&container).is_ok_and(|s| s.is_running()) => {
+            h.pg.forget(node);
+            Ok(false)
+        }
+        other => other,
+    }
+}
+
+/// `fast_shutdown`'s work once the container was seen running: SIGINT to the postmaster.
+fn signal_postmaster(h: &Host, primitive: &str, node: &str, container: &str) -> R<bool> {
+    let container = container.to_string();
     let Some(pid) = postmaster_pid(h, primitive, node)? else {
         // No server runs in the container (a lab standby waiting for its clone, say): there is
         // nothing to shut down; Docker's stop ends the container.
