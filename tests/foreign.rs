@@ -260,3 +260,50 @@ fn lab_up_official_flavour_then_setup_and_verify() {
         .succeeds()
         .stdout_has("verify: all checks passed");
 }
+
+/// This round's runbooks on the pair made by hand (official-like image, nodes alpha/beta,
+/// superuser dba, database appdb, replication role streamer, port 5544 inside the containers):
+/// diagnose finds a changed replication password and repair-replication-login fixes it, a
+/// restore drill passes, and a switchover there and back loses nothing and ends healthy.
+#[test]
+fn diagnose_repair_restore_check_and_switchover_on_a_pair_made_by_hand() {
+    let lab = TestLab::foreign("foreign2");
+    lab.pgrunbook(&["run", "setup", "--set", "configure_archiving=true"])
+        .succeeds();
+    lab.pgrunbook(&["run", "diagnose"])
+        .succeeds()
+        .stdout_has("replication login as streamer from")
+        .stdout_has("diagnose: no problem found");
+
+    lab.client("alpha")
+        .simple_query(
+            "ALTER ROLE streamer PASSWORD 'changed-by-someone-else'; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_replication",
+        )
+        .unwrap();
+    let r = lab.pgrunbook(&["run", "diagnose"]).fails_with(4);
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("replication password"))
+        .unwrap_or_else(|| panic!("no replication password line:\n{}", r.stdout));
+    assert!(
+        line.contains("| FOUND ") && line.contains("password authentication failed"),
+        "{}",
+        r.stdout
+    );
+    lab.pgrunbook(&["run", "repair-replication-login"])
+        .succeeds()
+        .stdout_has("streams from alpha again");
+
+    lab.pgrunbook(&["run", "backup", "--set", "type=full"])
+        .succeeds();
+    lab.pgrunbook(&["run", "restore-check"]).succeeds();
+
+    lab.pgrunbook(&["run", "switchover"]).succeeds();
+    assert!(lab.query_bool("alpha", "SELECT pg_is_in_recovery()"));
+    assert!(!lab.query_bool("beta", "SELECT pg_is_in_recovery()"));
+    lab.pgrunbook(&["run", "switchover"]).succeeds();
+    assert!(!lab.query_bool("alpha", "SELECT pg_is_in_recovery()"));
+    lab.pgrunbook(&["run", "diagnose"]).succeeds();
+}
