@@ -169,6 +169,17 @@ fn writable(lab: &TestLab, node: &str) -> bool {
         .is_some()
 }
 
+/// Someone starts the node's container by hand; waits until its server answers.
+fn start_by_hand(lab: &TestLab, node: &str) {
+    assert!(lab
+        .docker(&["start", &lab.container(node)])
+        .status
+        .success());
+    wait_until(&format!("{node} to answer"), 60, || {
+        lab.try_client(node).is_some()
+    });
+}
+
 fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(secs);
     while !f() {
@@ -375,13 +386,7 @@ fn a_killed_primary_is_failed_over_once_and_journaled() {
     assert_eq!(w.stop(libc::SIGTERM), 0, "{}", w.output());
 
     // Started again by hand, the old primary is a read-only standby (the fence).
-    assert!(lab
-        .docker(&["start", &lab.container("pg-bases2")])
-        .status
-        .success());
-    wait_until("pg-bases2 to answer", 60, || {
-        lab.try_client("pg-bases2").is_some()
-    });
+    start_by_hand(&lab, "pg-bases2");
     assert!(lab.query_bool("pg-bases2", "SELECT pg_is_in_recovery()"));
     assert!(!writable(&lab, "pg-bases2"));
     assert!(writable(&lab, "pg-replica"));
@@ -518,13 +523,7 @@ fn a_paused_primary_is_stopped_through_the_engine_then_failed_over() {
     );
     assert!(!notes(&journal, "fenced").is_empty(), "{journal:?}");
     assert_eq!(w.stop(libc::SIGTERM), 0, "{}", w.output());
-    assert!(lab
-        .docker(&["start", &lab.container("pg-bases2")])
-        .status
-        .success());
-    wait_until("pg-bases2 to answer", 60, || {
-        lab.try_client("pg-bases2").is_some()
-    });
+    start_by_hand(&lab, "pg-bases2");
     assert!(!writable(&lab, "pg-bases2"));
     assert!(writable(&lab, "pg-replica"));
 }
