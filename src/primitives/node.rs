@@ -5,7 +5,7 @@
 //! The Docker, PostgreSQL and pgBackRest primitives all use these; none of those files uses
 //! another, only this one. Nothing here is registered as a primitive.
 
-use crate::clients::docker::ExecOutput;
+use crate::clients::docker::{ExecOutput, State};
 use crate::error::Class;
 use crate::runtime::host::Host;
 use rhai::EvalAltResult;
@@ -105,16 +105,7 @@ pub fn run_script(
     let mut env = env;
     env.push(format!("PGDATA={}", h.config.cluster.data_dir));
     let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
-    let out = if state.is_running() {
-        h.docker.exec(
-            &container,
-            &argv,
-            Some("postgres"),
-            &env,
-            &h.cancel,
-            &mut |_| {},
-        )
-    } else {
+    let oneoff = || {
         h.docker
             .oneoff_like(&container, &format!("{container}-pgrunbook"))
             .and_then(|mut spec| {
@@ -124,7 +115,40 @@ pub fn run_script(
                 h.docker.run_oneoff(&spec, &h.cancel, &mut |_| {})
             })
     };
-    out.map_err(|e| h.fail(primitive, node, e))
+    if !state.is_running() {
+        return oneoff().map_err(|e| h.fail(primitive, node, e));
+    }
+    // The container can stop under the exec: a `docker stop` sent by an earlier run that was
+    // killed goes on in the daemon, and when the container's main process ends the exec ends
+    // with SIGKILL (exit 137) or cannot start. Look again: a container now down gets the script
+    // where it would have run had it been down from the start, in a one-off container of its
+    // image; one still up runs it again (at most three times in all).
+    let mut attempt = 1;
+    loop {
+        let out = h.docker.exec(
+            &container,
+            &argv,
+            Some("postgres"),
+            &env,
+            &h.cancel,
+            &mut |_| {},
+        );
+        let stopped_under = match &out {
+            Ok(o) => o.exit_code == 137,
+            Err(_) => true,
+        };
+        if !stopped_under || attempt == 3 || h.cancel.is_cancelled() {
+            return out.map_err(|e| h.fail(primitive, node, e));
+        }
+        match h.docker.state(&container) {
+            Ok(s) if !s.is_running() && s != State::Missing => {
+                return oneoff().map_err(|e| h.fail(primitive, node, e));
+            }
+            Ok(s) if s.is_running() => attempt += 1,
+            _ => return out.map_err(|e| h.fail(primitive, node, e)),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A small file of the node's data directory (`postmaster.pid`, `pgrunbook.fenced`): through
