@@ -433,7 +433,7 @@ impl Config {
 
 /// FNV-1a, 64 bits: a hash that never changes between builds or Rust versions (the spool's file
 /// name must stay the same from one pgrunbook to the next), unlike `std`'s `DefaultHasher`.
-pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })

@@ -871,3 +871,50 @@ fn a_watcher_killed_mid_failover_is_started_again_and_finishes_it() {
     );
     assert_eq!(w3.stop(libc::SIGTERM), 0, "{}", w3.output());
 }
+
+/// A switchover typed by hand while a watcher runs: the switchover shuts the primary down on
+/// purpose, and the watcher must hold off (`hold_watchers()`) rather than start a failover of its
+/// own beside it. Once the run is over the hold is gone: a kill of the new primary is failed
+/// over as usual.
+#[test]
+fn a_switchover_by_hand_holds_the_watcher_off_and_the_hold_ends_with_it() {
+    let lab = lab_with("wsw", "");
+    let mut w = Watcher::start(&lab, None);
+    w.wait_for("acting: holds the lease in Redis", 30);
+    std::thread::sleep(Duration::from_millis(500)); // a probe saw the standby stream
+    for _ in 0..2 {
+        let r = lab.pgrunbook(&["run", "switchover"]).succeeds();
+        assert!(
+            r.stdout.contains("watchers hold off until this run ends"),
+            "{}",
+            r.stdout
+        );
+        std::thread::sleep(Duration::from_secs(1)); // the watcher's probes after the run
+    }
+    let journal = lab.stream("journal");
+    assert_eq!(runs_of(&journal, "switchover", "end").len(), 2);
+    assert!(
+        runs_of(&journal, "failover", "start").is_empty(),
+        "the watcher failed over during a switchover:\n{}",
+        w.output()
+    );
+    // It saw the primary go down and said why it did nothing.
+    let held = notes(&journal, "held");
+    eprintln!("watcher held off: {held:?}");
+    assert!(
+        held.iter()
+            .any(|n| n.contains("a planned operation is under way: switchover run")),
+        "{}",
+        w.output()
+    );
+    // Two switchovers: pg-bases2 is the primary again. The hold ended with the run.
+    assert!(writable(&lab, "pg-bases2"));
+    let out = lab.docker(&["kill", "-s", "KILL", &lab.container("pg-bases2")]);
+    assert!(out.status.success());
+    wait_until("pg-replica to accept writes", 60, || {
+        writable(&lab, "pg-replica")
+    });
+    w.wait_for("failover done", 30);
+    assert_eq!(runs_of(&lab.stream("journal"), "failover", "end").len(), 1);
+    assert_eq!(w.stop(libc::SIGTERM), 0, "{}", w.output());
+}

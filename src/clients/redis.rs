@@ -495,6 +495,31 @@ impl Journal {
         Ok(v.map(|v| (v, ttl)))
     }
 
+    /// Sets the string `name` to `value` for `ttl_ms`, whoever held it (the hold of a planned
+    /// operation: `runtime/hold.rs`).
+    pub fn hold_set(&self, name: &str, value: &str, ttl_ms: u64) -> Result<()> {
+        let key = self.key(name);
+        self.with_conn(|c| {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_ms)
+                .query::<()>(c)
+        })
+    }
+
+    /// The string `name`, if set.
+    pub fn hold_get(&self, name: &str) -> Result<Option<String>> {
+        let key = self.key(name);
+        self.with_conn(|c| c.get(&key))
+    }
+
+    /// Removes the string `name` if it still holds `value`.
+    pub fn hold_release(&self, name: &str, value: &str) -> Result<bool> {
+        self.lease_release(name, value)
+    }
+
     /// Sets `field` of the hash `name`.
     pub fn hash_set(&self, name: &str, field: &str, value: &str) -> Result<()> {
         let key = self.key(name);

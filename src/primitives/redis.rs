@@ -28,6 +28,42 @@ pub fn create_module(host: Arc<Host>) -> Module {
     let h = host.clone();
     def!(
         &mut m,
+        "hold_watchers",
+        ["()"],
+        "Tells every `pgrunbook watch` of this cluster to hold off until this run ends: a planned
+        operation (a switchover shuts the primary down on purpose) must not be taken for a
+        failure. Held in Redis (renewed while the run lives, gone 10 s after a killed run) and in
+        a lock file on this machine (seen with Redis down). A run that cannot take it says why
+        and goes on. Nothing is held in a dry run.",
+        move || {
+            if h.dry_run() {
+                h.say("    [dry run] would hold watchers off until the run ends");
+                return;
+            }
+            let mut held = h.hold.lock().unwrap();
+            if held.is_some() {
+                return;
+            }
+            let what = {
+                let st = h.run.lock().unwrap();
+                format!("{} run {}", st.runbook, st.run_id)
+            };
+            let (hold, problems) = crate::runtime::hold::Hold::take(&h.config, &what);
+            *held = Some(hold);
+            if problems.is_empty() {
+                h.say("    watchers hold off until this run ends");
+            } else {
+                h.say(&format!(
+                    "    warning: watchers may not see this run's hold ({}); a watcher that does not see it may act on what this run does",
+                    problems.join("; ")
+                ));
+            }
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
         "record_backup",
         ["data: Map"],
         "Records a backup in the backups stream in Redis (what `pgrunbook backups` lists):

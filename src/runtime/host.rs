@@ -84,6 +84,8 @@ pub struct Host {
     /// The replication password this run uses, when `load_replication_password` replaced the
     /// configured one (a rotation): `replication_password()` returns it.
     new_replication_password: Mutex<Option<String>>,
+    /// The hold this run keeps on `pgrunbook watch` (`hold_watchers()`), released at its end.
+    pub hold: Mutex<Option<crate::runtime::hold::Hold>>,
 }
 
 impl Host {
@@ -99,6 +101,7 @@ impl Host {
             deadline: Mutex::new(None),
             run_marks: Mutex::new(BTreeMap::new()),
             new_replication_password: Mutex::new(None),
+            hold: Mutex::new(None),
             config,
         }
     }
@@ -347,6 +350,8 @@ impl Host {
             Some(_) => "failed".into(),
         };
         self.close_step(&outcome);
+        // Watchers may act again: the operation that held them off is over.
+        drop(self.hold.lock().unwrap().take());
         let st = self.run.lock().unwrap();
         let ms = st.started.elapsed().as_millis();
         let mut f = BTreeMap::new();

@@ -1,5 +1,6 @@
 //! What a run carries from start to end: the configuration, the clients of the backends, the
 //! cancel flag, the journal's run and the progress reports. Primitives get it as a `Host`.
 
+pub mod hold;
 pub mod host;
 pub mod progress;

@@ -532,6 +532,29 @@ pub fn run(config: Config) -> Result<(), Failure> {
             }
         };
         let busy = track.retry_after.is_some_and(|t| Instant::now() < t);
+        // A planned operation (switchover, failback, a failover typed by hand) holds watchers
+        // off: what it does on purpose is not a failure (runtime/hold.rs).
+        // Its warnings too: the primary it shut down on purpose is not news.
+        if matches!(
+            decision.action.as_str(),
+            "failover" | "stop_then_failover" | "rejoin" | "warn"
+        ) {
+            if let Some(who) = crate::runtime::hold::current(&config, &host.journal) {
+                let key = format!("hold {who}");
+                if key != track.last_warning {
+                    log.note(
+                        "held",
+                        &format!(
+                            "holding off ({}: {}): a planned operation is under way: {who}",
+                            decision.action, decision.reason
+                        ),
+                    );
+                    track.last_warning = key;
+                }
+                log.journal_events(&mut seen_events);
+                continue;
+            }
+        }
         match decision.action.as_str() {
             "none" if !track.last_warning.is_empty() => {
                 log.note("resolved", "no warning any more: all is well");
