@@ -17,8 +17,8 @@ NAMES = {
 # What `SETTINGS=defaults|aggressive` means for each tool (set in its peer.sh).
 SETTINGS = {
     ("pgrunbook", "defaults"): "watch defaults: probe 200 ms + Docker events, grace 5 s",
-    ("patroni", "defaults"): "ttl 30, loop_wait 10, retry_timeout 10",
-    ("patroni", "aggressive"): "see bench/peers/patroni/peer.sh",
+    ("patroni", "defaults"): "ttl 30, loop_wait 10, retry_timeout 10 (Patroni 4.0.7, etcd 3.5)",
+    ("patroni", "aggressive"): "ttl 20, loop_wait 1, retry_timeout 3 (the minimums Patroni 4.0.7 accepts)",
     ("repmgr", "defaults"): "reconnect_attempts 6, reconnect_interval 10, monitor_interval_secs 2",
     ("repmgr", "aggressive"): "see bench/peers/repmgr/peer.sh",
     ("pgaf", "defaults"): "monitor defaults",
