@@ -21,8 +21,8 @@ SETTINGS = {
     ("patroni", "aggressive"): "ttl 20, loop_wait 1, retry_timeout 3 (the minimums Patroni 4.0.7 accepts)",
     ("repmgr", "defaults"): "reconnect_attempts 6, reconnect_interval 10, monitor_interval_secs 2",
     ("repmgr", "aggressive"): "see bench/peers/repmgr/peer.sh",
-    ("pgaf", "defaults"): "monitor defaults",
-    ("pgaf", "aggressive"): "see bench/peers/pgaf/peer.sh",
+    ("pgaf", "defaults"): "pg_auto_failover 2.2 defaults, asynchronous (replication-quorum false)",
+    ("pgaf", "aggressive"): "health_check_period 1 s, timeout 1 s, 1 retry after 0.5 s, node_considered_unhealthy_timeout 2 s, primary_demote_timeout 2 s, network_partition_timeout 1 s",
 }
 ORDER = ["pgrunbook", "patroni", "repmgr", "pgaf"]
 
