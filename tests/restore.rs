@@ -296,3 +296,62 @@ fn restore_to_a_time_gets_a_dropped_table_back_in_a_new_container() {
     );
     assert_eq!(restore_leftovers(&lab), (String::new(), String::new()));
 }
+
+/// Two drills at once on one cluster share the scratch name: the second must not remove the
+/// scratch of the first while it runs (it refuses, exit code 4, naming the run that owns it),
+/// while the scratch of a drill that was killed is still cleaned up by the next one.
+#[test]
+fn a_drill_under_way_keeps_its_scratch_and_a_killed_ones_is_removed() {
+    let lab = TestLab::replicating("rtwo");
+    lab.pgrunbook(&["run", "backup"]).succeeds();
+    let scratch_made = |lab: &TestLab| !restore_leftovers(lab).1.is_empty();
+    let wait_scratch = |lab: &TestLab| {
+        let end = Instant::now() + Duration::from_secs(60);
+        while !scratch_made(lab) {
+            assert!(Instant::now() < end, "no scratch volume appeared");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // A drill under way, and a second one started meanwhile.
+    let first = lab
+        .command(&["run", "restore-check"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_scratch(&lab);
+    let second = lab.pgrunbook(&["run", "restore-check"]);
+    assert_eq!(second.code, 4, "{}\n{}", second.stdout, second.stderr);
+    assert!(
+        second
+            .stderr
+            .contains("belongs to a restore under way: run "),
+        "{}",
+        second.stderr
+    );
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the first drill failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(restore_leftovers(&lab), (String::new(), String::new()));
+
+    // A drill killed with SIGKILL leaves its scratch; the next drill removes it and passes.
+    let mut killed = lab
+        .command(&["run", "restore-check"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_scratch(&lab);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert!(scratch_made(&lab));
+    lab.pgrunbook(&["run", "restore-check"])
+        .succeeds()
+        .stdout_has("an earlier run left");
+    assert_eq!(restore_leftovers(&lab), (String::new(), String::new()));
+}

@@ -404,7 +404,17 @@ pub fn create_module(host: Arc<Host>) -> Module {
                     .map_err(|e| h.fail(P, "", e))?
                 {
                     None => {}
-                    Some(l) if node::is_restore(&h, &l) => present.push(c),
+                    Some(l) if node::is_restore(&h, &l) => {
+                        if let Some(owner) = node::restore_owner_alive(&l) {
+                            return Err(h.error(
+                                Class::Refused,
+                                format!(
+                                    "{P}: {c} belongs to a restore under way: {owner}; wait for it to end (a drill removes its own scratch), or stop that run first"
+                                ),
+                            ));
+                        }
+                        present.push(c)
+                    }
                     Some(_) => {
                         return Err(h.error(
                             Class::Refused,
@@ -421,7 +431,17 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 .map_err(|e| h.fail(P, "", e))?
             {
                 None => false,
-                Some(l) if node::is_restore(&h, &l) => true,
+                Some(l) if node::is_restore(&h, &l) => {
+                    if let Some(owner) = node::restore_owner_alive(&l) {
+                        return Err(h.error(
+                            Class::Refused,
+                            format!(
+                                "{P}: volume {volume} belongs to a restore under way: {owner}; wait for it to end, or stop that run first"
+                            ),
+                        ));
+                    }
+                    true
+                }
                 Some(_) => {
                     return Err(h.error(
                         Class::Refused,

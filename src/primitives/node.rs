@@ -300,6 +300,8 @@ pub fn clean_stop(h: &Host, primitive: &str, node: &str, timeout_s: u64) -> R<()
 pub const RESTORE_LABEL: &str = "org.pgrunbook.restore";
 /// The backup a restored container was made from.
 pub const RESTORE_BACKUP_LABEL: &str = "org.pgrunbook.restore.backup";
+/// The label naming the run and process that made a restored container or volume.
+pub const RESTORE_OWNER_LABEL: &str = "org.pgrunbook.restore.owner";
 
 /// The volume that holds a restored container's data directory.
 pub fn restored_volume(container: &str) -> String {
@@ -316,7 +318,24 @@ pub fn restore_labels(
     l.insert("org.pgrunbook.lab".to_string(), h.config.lab.label.clone());
     l.insert(RESTORE_LABEL.to_string(), purpose.to_string());
     l.insert(RESTORE_BACKUP_LABEL.to_string(), backup.to_string());
+    let run = h.run.lock().unwrap().run_id.clone();
+    l.insert(
+        RESTORE_OWNER_LABEL.to_string(),
+        format!("run {run} ({})", crate::runtime::hold::me()),
+    );
     l
+}
+
+/// The run and process that made a restored container or volume, when that process still runs
+/// (on this machine; on another one it cannot be looked at and counts as running). `None` for a
+/// leftover: its run ended or was killed, or it is this process's own.
+pub fn restore_owner_alive(labels: &std::collections::HashMap<String, String>) -> Option<String> {
+    let owner = labels.get(RESTORE_OWNER_LABEL)?;
+    let mine = format!("({})", crate::runtime::hold::me());
+    if owner.ends_with(&mine) || crate::runtime::hold::died_here(owner) {
+        return None;
+    }
+    Some(owner.clone())
 }
 
 /// Whether `labels` are those of a restore of this lab.

@@ -41,7 +41,8 @@ pub fn local_path(config: &Config) -> PathBuf {
     ))
 }
 
-fn me() -> String {
+/// This process, as holds and restore labels name it: `pid N on HOST`.
+pub fn me() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "?".into());
@@ -173,7 +174,8 @@ pub fn current(config: &Config, journal: &Journal) -> Option<String> {
 
 /// Whether a hold's value names a process of this machine that is gone (a watcher or a run
 /// killed with SIGKILL): its hold is over although Redis keeps it until its time to live ends.
-fn died_here(value: &str) -> bool {
+/// Also used for the owner of a restored container (`pid N on HOST`).
+pub fn died_here(value: &str) -> bool {
     let Some(rest) = value.rsplit_once("(pid ").map(|(_, r)| r) else {
         return false;
     };
