@@ -19,8 +19,8 @@ SETTINGS = {
     ("pgrunbook", "defaults"): "watch defaults: probe 200 ms + Docker events, grace 5 s",
     ("patroni", "defaults"): "ttl 30, loop_wait 10, retry_timeout 10 (Patroni 4.0.7, etcd 3.5)",
     ("patroni", "aggressive"): "ttl 20, loop_wait 1, retry_timeout 3 (the minimums Patroni 4.0.7 accepts)",
-    ("repmgr", "defaults"): "reconnect_attempts 6, reconnect_interval 10, monitor_interval_secs 2",
-    ("repmgr", "aggressive"): "see bench/peers/repmgr/peer.sh",
+    ("repmgr", "defaults"): "repmgr 5.5 defaults: monitor_interval_secs 2, reconnect_attempts 6, reconnect_interval 10",
+    ("repmgr", "aggressive"): "monitor_interval_secs 1, reconnect_attempts 1, reconnect_interval 1 (repmgr's minimums), connect_timeout 2",
     ("pgaf", "defaults"): "pg_auto_failover 2.2 defaults, asynchronous (replication-quorum false)",
     ("pgaf", "aggressive"): "health_check_period 1 s, timeout 1 s, 1 retry after 0.5 s, node_considered_unhealthy_timeout 2 s, primary_demote_timeout 2 s, network_partition_timeout 1 s",
 }
@@ -127,7 +127,12 @@ def tables(rows, mode, seconds):
         fo = [r for r in rows if r["measure"] == "failover_resources" and r["tool"] == t]
         if not idle:
             continue
-        procs = sorted({p for r in idle + fo for p in r["res"]["processes"]})
+        labels = sorted({p for r in idle for p in r["res"]["processes"]})
+        kinds = {}
+        for label in labels:  # patroni-n1, patroni-n2 -> patroni ×2
+            kind = label.split("-")[0] if label.split("-")[-1] not in ("watch",) else label
+            kinds[kind] = kinds.get(kind, 0) + 1
+        procs = [k if n == 1 else f"{k} ×{n}" for k, n in sorted(kinds.items())]
         peak = max(r["res"]["peak_rss_kib"] for r in idle) / 1024
         cpu_min = med([r["res"]["cpu_s"] * 60 / r["seconds"] for r in idle])
         fpeak = max((r["res"]["peak_rss_kib"] for r in fo), default=0) / 1024
