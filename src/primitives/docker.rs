@@ -396,6 +396,18 @@ pub fn create_module(host: Arc<Host>) -> Module {
             node::check_container_name(&h, P, container)?;
             let volume = node::restored_volume(container);
             let helper = format!("{container}-restore");
+            // A restore under way owns what it made: refused, naming its run.
+            let not_in_use = |what: &str, labels: &std::collections::HashMap<String, String>| {
+                match node::restore_owner_alive(labels) {
+                    None => Ok(()),
+                    Some(owner) => Err(h.error(
+                        Class::Refused,
+                        format!(
+                            "{P}: {what} belongs to a restore under way: {owner}; wait for it to end (a drill removes its own scratch), or stop that run first"
+                        ),
+                    )),
+                }
+            };
             let mut present = vec![];
             for c in [container.to_string(), helper] {
                 match h
@@ -405,14 +417,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 {
                     None => {}
                     Some(l) if node::is_restore(&h, &l) => {
-                        if let Some(owner) = node::restore_owner_alive(&l) {
-                            return Err(h.error(
-                                Class::Refused,
-                                format!(
-                                    "{P}: {c} belongs to a restore under way: {owner}; wait for it to end (a drill removes its own scratch), or stop that run first"
-                                ),
-                            ));
-                        }
+                        not_in_use(&c, &l)?;
                         present.push(c)
                     }
                     Some(_) => {
@@ -432,14 +437,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
             {
                 None => false,
                 Some(l) if node::is_restore(&h, &l) => {
-                    if let Some(owner) = node::restore_owner_alive(&l) {
-                        return Err(h.error(
-                            Class::Refused,
-                            format!(
-                                "{P}: volume {volume} belongs to a restore under way: {owner}; wait for it to end, or stop that run first"
-                            ),
-                        ));
-                    }
+                    not_in_use(&format!("volume {volume}"), &l)?;
                     true
                 }
                 Some(_) => {

@@ -10,19 +10,17 @@
 //!   every `TTL_MS / 5` by a thread of the run. A run killed by SIGKILL stops renewing it, and
 //!   watchers act again within `TTL_MS` (the failover runbook then finishes or repairs the job,
 //!   as it does after any crash).
-//! - **A lock file** beside the watcher's own (`<data dir>/watch/<hash>.hold`, `flock`): the
-//!   kernel drops it when the run's process ends, however it ends.
+//! - **A lock file** beside the watcher's own (`<data dir>/watch/<hash>.hold`, a `LocalLock`):
+//!   the kernel drops it when the run's process ends, however it ends.
 //!
 //! The value names the runbook, the run, the process and the machine; a watcher ignores a hold
 //! taken by its own process (the failback it runs itself with `auto_rejoin`).
 
 use crate::clients::redis::Journal;
 use crate::config::Config;
-use std::fs::File;
-use std::io::{Seek, Write};
-use std::os::unix::io::AsRawFd;
+use crate::runtime::local_lock::{held_by_other, hostname, local_path, LocalLock};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,28 +29,16 @@ pub const KEY: &str = "watch:hold";
 /// How long a hold outlives the last renewal of a run that died.
 pub const TTL_MS: u64 = 10_000;
 
-/// `<data dir>/watch/<hash>.hold`, the hash being the journal's (Redis URL and prefix), as for the
-/// watcher's local lock.
-pub fn local_path(config: &Config) -> PathBuf {
-    let key = format!("{}\n{}", config.redis_url_shown(), config.redis.prefix);
-    crate::config::data_dir().join("watch").join(format!(
-        "{:016x}.hold",
-        crate::config::fnv1a64(key.as_bytes())
-    ))
-}
-
 /// This process, as holds and restore labels name it: `pid N on HOST`.
 pub fn me() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
-    format!("pid {} on {host}", std::process::id())
+    format!("pid {} on {}", std::process::id(), hostname())
 }
 
 /// A hold taken by this run; released when dropped.
 pub struct Hold {
-    _file: Option<File>,
-    stop: Arc<AtomicBool>,
+    _lock: Option<LocalLock>,
+    /// Dropped to stop the renewing thread at once.
+    stop: Option<mpsc::Sender<()>>,
     renewer: Option<std::thread::JoinHandle<()>>,
     value: String,
     journal: Arc<Journal>,
@@ -64,7 +50,7 @@ impl Hold {
     pub fn take(config: &Config, what: &str) -> (Hold, Vec<String>) {
         let value = format!("{what} ({})", me());
         let mut problems = vec![];
-        let file = match lock_file(&local_path(config), &value) {
+        let file = match lock_file(local_path(config, "hold"), &value) {
             Ok(f) => Some(f),
             Err(e) => {
                 problems.push(format!("the local hold file: {e}"));
@@ -75,30 +61,23 @@ impl Hold {
         if let Err(e) = journal.hold_set(KEY, &value, TTL_MS) {
             problems.push(format!("Redis: {e:#}"));
         }
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = mpsc::channel::<()>();
         let renewer = {
-            let (stop, journal, value) = (stop.clone(), journal.clone(), value.clone());
+            let (journal, value) = (journal.clone(), value.clone());
             std::thread::Builder::new()
                 .name("hold".into())
                 .spawn(move || {
-                    let step = Duration::from_millis(TTL_MS / 5);
-                    let tick = Duration::from_millis(50);
-                    let mut waited = Duration::ZERO;
-                    while !stop.load(Ordering::SeqCst) {
-                        std::thread::sleep(tick);
-                        waited += tick;
-                        if waited >= step {
-                            waited = Duration::ZERO;
-                            let _ = journal.hold_set(KEY, &value, TTL_MS);
-                        }
+                    let every = Duration::from_millis(TTL_MS / 5);
+                    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                        let _ = journal.hold_set(KEY, &value, TTL_MS);
                     }
                 })
                 .ok()
         };
         (
             Hold {
-                _file: file,
-                stop,
+                _lock: file,
+                stop: Some(stop),
                 renewer,
                 value,
                 journal,
@@ -110,7 +89,7 @@ impl Hold {
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        drop(self.stop.take());
         if let Some(t) = self.renewer.take() {
             let _ = t.join();
         }
@@ -119,51 +98,23 @@ impl Drop for Hold {
     }
 }
 
-fn lock_file(path: &PathBuf, value: &str) -> std::io::Result<File> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+fn lock_file(path: PathBuf, value: &str) -> std::io::Result<LocalLock> {
+    match LocalLock::try_take(path.clone(), value)? {
+        Some(lock) => Ok(lock),
+        None => Err(std::io::Error::other(format!(
+            "held by another run: {}",
+            LocalLock::holder(&path)
+        ))),
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)?;
-    // SAFETY: flock on a descriptor this function owns; it does not touch memory. A blocking
-    // lock: two planned operations on one cluster at once wait for each other here.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            let holder = std::fs::read_to_string(path).unwrap_or_default();
-            return Err(std::io::Error::other(format!(
-                "held by another run: {}",
-                holder.trim()
-            )));
-        }
-        return Err(e);
-    }
-    f.set_len(0)?;
-    f.rewind()?;
-    writeln!(f, "{value}")?;
-    Ok(f)
 }
 
 /// The hold another process has on this cluster, if any: what it says of itself. Looks at the
 /// lock file first (no network), then at Redis.
 pub fn current(config: &Config, journal: &Journal) -> Option<String> {
     let mine = me();
-    let path = local_path(config);
-    if let Ok(f) = std::fs::OpenOptions::new().read(true).open(&path) {
-        // SAFETY: as above; a shared lock taken and dropped at once, only to ask.
-        let free = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
-        if free {
-            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
-        } else {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            let holder = holder.trim();
-            if !holder.ends_with(&format!("({mine})")) {
-                return Some(holder.to_string());
-            }
+    if let Some(holder) = held_by_other(&local_path(config, "hold")) {
+        if !holder.ends_with(&format!("({mine})")) {
+            return Some(holder);
         }
     }
     match journal.hold_get(KEY) {
@@ -182,10 +133,7 @@ pub fn died_here(value: &str) -> bool {
     let Some((pid, host)) = rest.trim_end_matches(')').split_once(" on ") else {
         return false;
     };
-    let here = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    host == here
+    host == hostname()
         && pid.parse::<u32>().is_ok()
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -196,10 +144,7 @@ mod tests {
 
     #[test]
     fn a_hold_of_a_process_gone_from_this_machine_is_over() {
-        let here = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .unwrap()
-            .trim()
-            .to_string();
+        let here = hostname();
         let alive = format!("switchover run x (pid {} on {here})", std::process::id());
         assert!(!died_here(&alive));
         // Pids stop well below this on Linux (pid_max is at most 2^22).

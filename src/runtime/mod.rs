@@ -3,4 +3,5 @@
 
 pub mod hold;
 pub mod host;
+pub mod local_lock;
 pub mod progress;

@@ -14,11 +14,6 @@
 //!   exclude each other. Watchers on two machines that both lose Redis keep the roles they had.
 //!   docs/watch.md says what follows.
 
-use crate::config::Config;
-use std::fs::File;
-use std::io::{Seek, Write};
-use std::path::PathBuf;
-
 /// The lease's key (after the prefix).
 pub const LEASE: &str = "watch:lease";
 /// The hash of watchers' heartbeats (after the prefix).
@@ -28,57 +23,7 @@ pub const SCHEDULES: &str = "watch:schedules";
 /// The hash holding a failover decided and not seen end (after the prefix; `pending.rs`).
 pub const FAILOVER: &str = "watch:failover";
 
-/// `<data dir>/watch/<hash>` for this cluster's journal (Redis URL and prefix).
-pub fn local_path(config: &Config, ext: &str) -> PathBuf {
-    let key = format!("{}\n{}", config.redis_url_shown(), config.redis.prefix);
-    crate::config::data_dir().join("watch").join(format!(
-        "{:016x}.{ext}",
-        crate::config::fnv1a64(key.as_bytes())
-    ))
-}
-
-/// The local lock, held while this value lives.
-pub struct LocalLock {
-    _file: File,
-    pub path: PathBuf,
-}
-
-impl LocalLock {
-    /// Takes the lock without waiting: `Ok(None)` when another process holds it (what it wrote
-    /// in the file is then in the error of `holder`).
-    pub fn try_take(path: PathBuf, me: &str) -> std::io::Result<Option<LocalLock>> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)?;
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: flock on a descriptor this function owns; it does not touch memory.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Ok(None);
-            }
-            return Err(e);
-        }
-        f.set_len(0)?;
-        f.rewind()?;
-        writeln!(f, "{me}")?;
-        Ok(Some(LocalLock { _file: f, path }))
-    }
-
-    /// Who holds the lock at `path`, as it wrote itself there.
-    pub fn holder(path: &PathBuf) -> String {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    }
-}
+pub use crate::runtime::local_lock::{local_path, LocalLock};
 
 /// What the lease says this watcher may do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,18 +116,6 @@ mod tests {
         assert!(
             !w.acting() && w.text().contains("another watcher's"),
             "{w:?}"
-        );
-    }
-
-    #[test]
-    fn one_lock_file_per_journal() {
-        let a = Config::defaults();
-        let mut b = Config::defaults();
-        b.redis.prefix = "other".into();
-        assert_ne!(local_path(&a, "lock"), local_path(&b, "lock"));
-        assert_eq!(
-            local_path(&a, "lock"),
-            local_path(&Config::defaults(), "lock")
         );
     }
 }

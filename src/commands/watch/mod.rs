@@ -77,15 +77,7 @@ impl Me {
     }
 }
 
-/// This machine's name.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
-}
+pub use crate::runtime::local_lock::hostname;
 
 /// A watcher's description as the lease or heartbeat holds it, shown to people.
 pub fn shown_holder(json: &str) -> String {
