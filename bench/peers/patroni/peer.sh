@@ -25,33 +25,14 @@
 # stdout carries only what the README names (rejoin's method, procs' lines); progress goes to stderr.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../../.." && pwd)
 tool=patroni
 image=pgrunbook-peer-patroni:17
-base=pgrunbook-base:trixie
-net=peers-$tool-net
 etcd=peers-$tool-etcd
 scope=bench
-hash_label=pgrunbook.peer.hash
 PORT1=${PORT1:-29442}
 PORT2=${PORT2:-29443}
-SETTINGS=${SETTINGS:-defaults}
-
-log() { echo "peer.sh[$tool]: $*" >&2; }
-die() { echo "peer.sh[$tool]: ERROR: $*" >&2; exit 1; }
-
-ctr() { echo "peers-$tool-$1"; }
-port_of() { case "$1" in n1) echo "$PORT1" ;; n2) echo "$PORT2" ;; *) die "unknown node '$1' (n1 or n2)" ;; esac; }
-other_of() { case "$1" in n1) echo n2 ;; n2) echo n1 ;; *) die "unknown node '$1' (n1 or n2)" ;; esac; }
-
-# psql through the node's published port, as the benchmark's superuser.
-sql() { # node sql
-  PGPASSWORD=bench PGCONNECT_TIMEOUT=3 psql -h 127.0.0.1 -p "$(port_of "$1")" -U postgres -d bench -XtAq \
-    -v ON_ERROR_STOP=1 -c "$2" 2>/dev/null
-}
-
-running() { [ "$(docker inspect -f '{{.State.Running}}' "$1" 2>/dev/null || true)" = true ]; }
+# shellcheck source=../lib.sh
+source "$(dirname "$0")/../lib.sh"
 
 # patronictl from whichever node container is running.
 patronictl() {
@@ -70,26 +51,11 @@ patronictl() {
 members() {
   patronictl list -f json "$scope" 2>/dev/null | jq -r '.[] | "\(.Member) \(.Role) \(.State)"' 2>/dev/null
 }
+show_cluster() { log "cluster as Patroni sees it:"; patronictl list "$scope" >&2 2>/dev/null || true; }
 leader() { members | awk '$2 == "Leader" && $3 == "running" {print $1}'; }
-
-# wait_for DEADLINE_S DESCRIPTION COMMAND...: polls COMMAND every 0.5 s until it succeeds.
-wait_for() {
-  local deadline=$1 what=$2; shift 2
-  local t0=$SECONDS
-  log "waiting (up to ${deadline}s) until $what"
-  until "$@"; do
-    if (( SECONDS - t0 >= deadline )); then
-      log "cluster as Patroni sees it:"; patronictl list "$scope" >&2 2>/dev/null || true
-      die "timed out after ${deadline}s waiting until $what"
-    fi
-    sleep 0.5
-  done
-  log "ok after $((SECONDS - t0))s: $what"
-}
 
 is_leader() { members | grep -qx "$1 Leader running"; }
 is_streaming_member() { members | grep -qx "$1 Replica streaming"; }
-accepts_writes() { [ "$(sql "$1" 'select pg_is_in_recovery()')" = f ] && sql "$1" 'select pg_current_xact_id()' >/dev/null; }
 # $2 streams from $1: pg_stat_replication on $1 (Patroni's application_name is the member name).
 streams_from() {
   [ "$(sql "$1" "select count(*) from pg_stat_replication where application_name = '$2' and state = 'streaming'")" = 1 ] \
@@ -99,44 +65,8 @@ healthy_pair() { # primary standby
   is_leader "$1" && is_streaming_member "$2" && accepts_writes "$1" && streams_from "$1" "$2"
 }
 
-folder_hash() {
-  (cd "$here" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
-}
-
-cmd_build() {
-  local want have
-  want=$(folder_hash)
-  have=$(docker image inspect -f "{{index .Config.Labels \"$hash_label\"}}" "$image" 2>/dev/null || true)
-  if [ "$have" = "$want" ]; then
-    log "$image is up to date ($want)"
-    return
-  fi
-  if ! docker image inspect "$base" >/dev/null 2>&1; then
-    log "base image $base is missing: running lab/build-image.sh"
-    "$repo/lab/build-image.sh" >&2
-  fi
-  log "building $image (folder hash $want)"
-  docker build -q --label "$hash_label=$want" -t "$image" "$here" >&2 || die "docker build of $image failed"
-}
-
 cmd_down() {
-  local c v
-  for c in "$(ctr n1)" "$(ctr n2)" "$etcd"; do
-    if docker container inspect "$c" >/dev/null 2>&1; then
-      docker rm -f -v "$c" >/dev/null || die "cannot remove container $c"
-      log "removed container $c"
-    fi
-  done
-  for v in "$(ctr n1)-data" "$(ctr n2)-data"; do
-    if docker volume inspect "$v" >/dev/null 2>&1; then
-      docker volume rm "$v" >/dev/null || die "cannot remove volume $v"
-      log "removed volume $v"
-    fi
-  done
-  if docker network inspect "$net" >/dev/null 2>&1; then
-    docker network rm "$net" >/dev/null || die "cannot remove network $net"
-    log "removed network $net"
-  fi
+  remove_all "$(ctr n1)" "$(ctr n2)" "$etcd" -- "$(ctr n1)-data" "$(ctr n2)-data"
 }
 
 start_node() { # node

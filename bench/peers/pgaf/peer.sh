@@ -66,32 +66,13 @@
 # stdout carries only what the README names (rejoin's method, procs' lines); progress goes to stderr.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../../.." && pwd)
 tool=pgaf
 image=pgrunbook-peer-pgaf:17
-base=pgrunbook-base:trixie
-net=peers-$tool-net
 monitor=peers-$tool-monitor
-hash_label=pgrunbook.peer.hash
 PORT1=${PORT1:-29462}
 PORT2=${PORT2:-29463}
-SETTINGS=${SETTINGS:-defaults}
-
-log() { echo "peer.sh[$tool]: $*" >&2; }
-die() { echo "peer.sh[$tool]: ERROR: $*" >&2; exit 1; }
-
-ctr() { echo "peers-$tool-$1"; }
-port_of() { case "$1" in n1) echo "$PORT1" ;; n2) echo "$PORT2" ;; *) die "unknown node '$1' (n1 or n2)" ;; esac; }
-other_of() { case "$1" in n1) echo n2 ;; n2) echo n1 ;; *) die "unknown node '$1' (n1 or n2)" ;; esac; }
-
-# psql through the node's published port, as the benchmark's superuser.
-sql() { # node sql
-  PGPASSWORD=bench PGCONNECT_TIMEOUT=3 psql -h 127.0.0.1 -p "$(port_of "$1")" -U postgres -d bench -XtAq \
-    -v ON_ERROR_STOP=1 -c "$2" 2>/dev/null
-}
-
-running() { [ "$(docker inspect -f '{{.State.Running}}' "$1" 2>/dev/null || true)" = true ]; }
+# shellcheck source=../lib.sh
+source "$(dirname "$0")/../lib.sh"
 
 # pg_autoctl on the monitor (its PGDATA and XDG directories come from the image's ENV).
 autoctl() { timeout 20 docker exec "$monitor" pg_autoctl "$@"; }
@@ -101,27 +82,11 @@ states() {
   autoctl show state --json 2>/dev/null \
     | jq -r '.[] | "\(.nodename) \(.current_group_state) \(.assigned_group_state) \(.health)"' 2>/dev/null
 }
-show_state() { log "pg_autoctl show state:"; autoctl show state >&2 2>/dev/null || log "(the monitor does not answer)"; }
+show_cluster() { log "pg_autoctl show state:"; autoctl show state >&2 2>/dev/null || log "(the monitor does not answer)"; }
 # node STATE: the monitor reports NODE in STATE, reached (reported = assigned).
 in_state() { states | grep -qx "$1 $2 $2 1"; }
 primary_node() { states | awk '$2 == "primary" && $3 == "primary" {print $1}'; }
 
-# wait_for DEADLINE_S DESCRIPTION COMMAND...: polls COMMAND every 0.5 s until it succeeds.
-wait_for() {
-  local deadline=$1 what=$2; shift 2
-  local t0=$SECONDS
-  log "waiting (up to ${deadline}s) until $what"
-  until "$@"; do
-    if (( SECONDS - t0 >= deadline )); then
-      show_state
-      die "timed out after ${deadline}s waiting until $what"
-    fi
-    sleep 0.5
-  done
-  log "ok after $((SECONDS - t0))s: $what"
-}
-
-accepts_writes() { [ "$(sql "$1" 'select pg_is_in_recovery()')" = f ] && sql "$1" 'select pg_current_xact_id()' >/dev/null; }
 # $2 streams from $1: a walsender on $1 in state streaming, and $2 in recovery. pg_auto_failover
 # names each standby's application_name pgautofailover_standby_<node id>; with two nodes, the
 # one walsender is $2's.
@@ -133,44 +98,8 @@ healthy_pair() { # primary standby
   in_state "$1" primary && in_state "$2" secondary && accepts_writes "$1" && streams_from "$1" "$2"
 }
 
-folder_hash() {
-  (cd "$here" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
-}
-
-cmd_build() {
-  local want have
-  want=$(folder_hash)
-  have=$(docker image inspect -f "{{index .Config.Labels \"$hash_label\"}}" "$image" 2>/dev/null || true)
-  if [ "$have" = "$want" ]; then
-    log "$image is up to date ($want)"
-    return
-  fi
-  if ! docker image inspect "$base" >/dev/null 2>&1; then
-    log "base image $base is missing: running lab/build-image.sh"
-    "$repo/lab/build-image.sh" >&2
-  fi
-  log "building $image (folder hash $want)"
-  docker build -q --label "$hash_label=$want" -t "$image" "$here" >&2 || die "docker build of $image failed"
-}
-
 cmd_down() {
-  local c v
-  for c in "$(ctr n1)" "$(ctr n2)" "$monitor"; do
-    if docker container inspect "$c" >/dev/null 2>&1; then
-      docker rm -f -v "$c" >/dev/null || die "cannot remove container $c"
-      log "removed container $c"
-    fi
-  done
-  for v in "$(ctr n1)-data" "$(ctr n2)-data" "$monitor-data"; do
-    if docker volume inspect "$v" >/dev/null 2>&1; then
-      docker volume rm "$v" >/dev/null || die "cannot remove volume $v"
-      log "removed volume $v"
-    fi
-  done
-  if docker network inspect "$net" >/dev/null 2>&1; then
-    docker network rm "$net" >/dev/null || die "cannot remove network $net"
-    log "removed network $net"
-  fi
+  remove_all "$(ctr n1)" "$(ctr n2)" "$monitor" -- "$(ctr n1)-data" "$(ctr n2)-data" "$monitor-data"
 }
 
 start_node() { # node
@@ -216,15 +145,15 @@ cmd_up() {
 cmd_switchover() {
   local old new
   old=$(primary_node)
-  [ -n "$old" ] || { show_state; die "switchover: the monitor reports no node in state primary"; }
+  [ -n "$old" ] || { show_cluster; die "switchover: the monitor reports no node in state primary"; }
   new=$(other_of "$old")
-  in_state "$new" secondary || { show_state; die "switchover: $new is not secondary"; }
+  in_state "$new" secondary || { show_cluster; die "switchover: $new is not secondary"; }
   log "switchover from $old to $new (pg_autoctl perform switchover on the monitor)"
   # perform switchover waits until the monitor knows the switchover complete, or 60 s (hard-coded).
   # pg_autoctl 2.2 logs "ERROR Monitor ERROR: invalid input syntax for type integer" (its
   # get_nodes call with an empty group) and goes on: cosmetic, the exit status is 0.
   timeout 90 docker exec "$monitor" pg_autoctl perform switchover --formation default --group 0 >&2 \
-    || { show_state; die "pg_autoctl perform switchover failed"; }
+    || { show_cluster; die "pg_autoctl perform switchover failed"; }
   wait_for 120 "$new is primary and accepts writes, $old is secondary and streams from it" healthy_pair "$new" "$old"
 }
 
