@@ -300,7 +300,44 @@ fn diagnose_repair_restore_check_and_switchover_on_a_pair_made_by_hand() {
         .succeeds();
     lab.pgrunbook(&["run", "restore-check"]).succeeds();
 
-    lab.pgrunbook(&["run", "switchover"]).succeeds();
+    // The first switchover under a watcher: it holds off (hold_watchers) and fails nothing over.
+    let log = lab.dir.path().join("watch.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut watcher = lab
+        .command(&["watch"])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("acting: holds the lease")
+    {
+        assert!(
+            std::time::Instant::now() < end,
+            "the watcher did not start acting"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500)); // it saw the standby stream
+    lab.pgrunbook(&["run", "switchover"])
+        .succeeds()
+        .stdout_has("watchers hold off until this run ends");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let watched = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        watched.contains("a planned operation is under way: switchover run"),
+        "{watched}"
+    );
+    assert!(
+        !lab.stream("journal")
+            .iter()
+            .any(|e| e.get("runbook").map(String::as_str) == Some("failover")),
+        "{watched}"
+    );
     assert!(lab.query_bool("alpha", "SELECT pg_is_in_recovery()"));
     assert!(!lab.query_bool("beta", "SELECT pg_is_in_recovery()"));
     lab.pgrunbook(&["run", "switchover"]).succeeds();
