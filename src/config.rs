@@ -87,8 +87,10 @@ pub struct PgBackRest {
     pub compress_type: String,
     /// pgBackRest's `compress-level` (zst: 3 is its own default).
     pub compress_level: u32,
-    /// pgBackRest's `process-max` for backup and restore; 0: the node's CPU count (`nproc` in
-    /// its container when the configuration is written).
+    /// pgBackRest's `process-max` for backup and restore; 0: the node's CPU count plus one
+    /// (`nproc` in its container when the configuration is written, in the restore's one-off
+    /// container for a restore): a restore of many small files waits on their fsyncs, and one
+    /// process more than cores overlaps that wait with the work of the largest file.
     pub process_max: u32,
 }
 

@@ -84,6 +84,17 @@ fn restore_check_verifies_the_newest_backup_and_fails_on_a_corrupted_one() {
         .stdout_has(&format!("Backup {label} restores"))
         .stdout_has("every table counted");
     eprintln!("{}", r.stdout);
+    // The restore has no configuration file, and still runs with the shipped process count
+    // (the CPU count plus one), not pgBackRest's default of one process.
+    let out = lab.docker(&["exec", &lab.container("pg-bases2"), "nproc"]);
+    let cpus: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(
+        r.stdout
+            .contains(&format!("({} pgBackRest processes)", cpus + 1)),
+        "expected {} processes: {}",
+        cpus + 1,
+        r.stdout
+    );
     assert_eq!(restore_leftovers(&lab), (String::new(), String::new()));
     assert_eq!(pair_state(&lab), before, "the drill changed the live pair");
 

@@ -99,9 +99,9 @@ pub fn config_text(h: &Host, facts: &ServerFacts) -> String {
         ret = c.pgbackrest.retention_full,
         ctype = c.pgbackrest.compress_type,
         clevel = c.pgbackrest.compress_level,
-        // @NPROC@ becomes the container's CPU count where the file is written.
+        // @PROCESS_MAX@ becomes the container's CPU count plus one where the file is written.
         pmax = match c.pgbackrest.process_max {
-            0 => "@NPROC@".to_string(),
+            0 => "@PROCESS_MAX@".to_string(),
             n => n.to_string(),
         },
         stanza = c.pgbackrest.stanza,
@@ -148,8 +148,8 @@ command -v pgbackrest >/dev/null 2>&1 || { echo "pgbackrest: not found" >&2; exi
 owner=$(stat -c %U "$3"); group=$(stat -c %G "$3")
 install -d -o root -g "$group" -m 0750 /etc/pgbackrest
 umask 027
-nproc=$(nproc 2>/dev/null || echo 1)
-printf '%s' "$1" | sed "s/@NPROC@/$nproc/" > /etc/pgbackrest/pgbackrest.conf.new
+pmax=$(( $(nproc 2>/dev/null || echo 1) + 1 ))
+printf '%s' "$1" | sed "s/@PROCESS_MAX@/$pmax/" > /etc/pgbackrest/pgbackrest.conf.new
 chown root:"$group" /etc/pgbackrest/pgbackrest.conf.new
 chmod 0640 /etc/pgbackrest/pgbackrest.conf.new
 mv -f /etc/pgbackrest/pgbackrest.conf.new /etc/pgbackrest/pgbackrest.conf
@@ -162,8 +162,12 @@ echo "$owner"
 
 /// Prepares the restored data directory as root (a fresh volume may belong to root, or carry
 /// the image's mode), then runs pgBackRest as the server's user and says how many bytes the
-/// restored directory holds. The pgBackRest command line is the script's arguments.
+/// restored directory holds. The pgBackRest command line is the script's arguments. The
+/// restore runs with no configuration file, so its process count comes from the environment:
+/// `[pgbackrest] process_max`, or the container's CPU count plus one (as in the nodes' file).
 const RESTORE_SCRIPT: &str = r#"set -e
+: "${PGBACKREST_PROCESS_MAX:=$(( $(nproc 2>/dev/null || echo 1) + 1 ))}"
+export PGBACKREST_PROCESS_MAX
 chown postgres:postgres "$PGDATA"
 chmod 0700 "$PGDATA"
 if command -v setpriv >/dev/null 2>&1; then
@@ -201,6 +205,19 @@ fn restore_command(h: &Host) -> String {
     format!(
         "pgbackrest {} --log-level-console=off --log-level-stderr=warn archive-get %f \"%p\"",
         restore_options(h).join(" ")
+    )
+}
+
+/// The process count a pgBackRest command ran with, from the options its `command begin` line
+/// lists (`--process-max=N`; absent: pgBackRest's default, 1). None when no such line is there.
+pub fn process_max(stdout: &str) -> Option<i64> {
+    let begin = stdout.lines().find(|l| l.contains(" command begin "))?;
+    Some(
+        begin
+            .split_whitespace()
+            .find_map(|o| o.strip_prefix("--process-max="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1),
     )
 }
 
@@ -281,6 +298,7 @@ fn restore_backup(h: &Host, node: &str, opts: &Map) -> R<Map> {
         result.insert("exit_code".into(), Dynamic::from_int(0));
         result.insert("dry_run".into(), true.into());
         result.insert("ms".into(), Dynamic::from_int(0));
+        result.insert("processes".into(), Dynamic::from_int(0));
         result.insert("size".into(), Dynamic::from_int(0));
         result.insert("error".into(), "".into());
         return Ok(result);
@@ -292,7 +310,16 @@ fn restore_backup(h: &Host, node: &str, opts: &Map) -> R<Map> {
     let spec = crate::clients::docker::ContainerSpec {
         name: format!("{container}-restore"),
         image,
-        env: vec![format!("PGDATA={}", h.config.cluster.data_dir)],
+        env: {
+            let mut env = vec![format!("PGDATA={}", h.config.cluster.data_dir)];
+            if h.config.pgbackrest.process_max > 0 {
+                env.push(format!(
+                    "PGBACKREST_PROCESS_MAX={}",
+                    h.config.pgbackrest.process_max
+                ));
+            }
+            env
+        },
         entrypoint: Some(vec![
             "/bin/sh".into(),
             "-c".into(),
@@ -330,6 +357,10 @@ fn restore_backup(h: &Host, node: &str, opts: &Map) -> R<Map> {
     result.insert("exit_code".into(), Dynamic::from_int(out.exit_code));
     result.insert("dry_run".into(), false.into());
     result.insert("ms".into(), Dynamic::from_int(ms));
+    result.insert(
+        "processes".into(),
+        Dynamic::from_int(process_max(&out.stdout).unwrap_or(0)),
+    );
     result.insert("size".into(), Dynamic::from_int(size));
     result.insert("error".into(), error.into());
     result.insert("stdout".into(), h.scrub(&out.stdout).into());
@@ -388,8 +419,9 @@ pub fn create_module(host: Arc<Host>) -> Module {
         "Restores a backup of the shared repository into a NEW volume `<container>-data`, for a
         restored server `start_restored` then starts: pgBackRest's `restore` runs in a one-off
         container of the node's image with no network, the repository mounted read-only (where
-        the node mounts it), no configuration file. Nothing of the node changes: the node only
-        lends its image and says where the repository is.
+        the node mounts it), no configuration file, and `[pgbackrest] process_max` processes
+        (0: the container's CPU count plus one, as on the nodes). Nothing of the node changes:
+        the node only lends its image and says where the repository is.
         options: #{container: NAME (required; refused when it is a node's container, or when a
         container NAME or a volume NAME-data exists), set: backup label (default: pgBackRest's
         choice, the newest that fits the target), type: `immediate` (to consistency, the
@@ -397,7 +429,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
         purpose: `restore-check` or `restore` (a label)}. Recovery ends with a promotion;
         archive_mode is off in the restored server, so it never archives into the repository.
         Returns #{exit_code, error (pgBackRest's ERROR line), ms, size (bytes restored),
-        container, volume, stdout, stderr}: a failed restore is returned, not raised, and its
+        processes (pgBackRest's process count), container, volume, stdout, stderr}: a failed restore is returned, not raised, and its
         volume left for `remove_restored`.",
         move |node: &str, options: Map| restore_backup(&h, node, &options)
     );
@@ -603,4 +635,20 @@ pub fn create_module(host: Arc<Host>) -> Module {
     );
 
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_max;
+
+    #[test]
+    fn the_process_count_comes_from_the_command_begin_line() {
+        let begin =
+            "2026-11-26 22:30:03.414 P00   INFO: restore command begin 2.55.1: --no-config \
+                     --process-max=3 --stanza=bases2-db\nP00 INFO: restore size = 1GB";
+        assert_eq!(process_max(begin), Some(3));
+        let default = "P00   INFO: restore command begin 2.55.1: --no-config --stanza=s";
+        assert_eq!(process_max(default), Some(1));
+        assert_eq!(process_max("ERROR: [055]: unable to load info file"), None);
+    }
 }
