@@ -918,3 +918,47 @@ fn a_switchover_by_hand_holds_the_watcher_off_and_the_hold_ends_with_it() {
     assert_eq!(runs_of(&lab.stream("journal"), "failover", "end").len(), 1);
     assert_eq!(w.stop(libc::SIGTERM), 0, "{}", w.output());
 }
+
+/// setup restarts the primary when it configures archiving: a watcher holds off meanwhile, as
+/// for a switchover, instead of taking the restart for a failure.
+#[test]
+fn setup_restarting_the_primary_holds_the_watcher_off() {
+    let lab = lab_with("wsetup", "");
+    // Archiving off, as on a pair pgrunbook did not set up (restarted before any watcher runs).
+    lab.client("pg-bases2")
+        .batch_execute("ALTER SYSTEM SET archive_mode = off")
+        .unwrap();
+    assert!(lab
+        .docker(&["restart", &lab.container("pg-bases2")])
+        .status
+        .success());
+    wait_until("pg-bases2 to answer", 60, || writable(&lab, "pg-bases2"));
+    let mut w = Watcher::start(&lab, None);
+    w.wait_for("acting: holds the lease in Redis", 30);
+    std::thread::sleep(Duration::from_millis(500)); // a probe saw the standby stream
+    let r = lab
+        .pgrunbook(&["run", "setup", "--set", "configure_archiving=true"])
+        .succeeds();
+    assert!(
+        r.stdout.contains("watchers hold off until this run ends")
+            && r.stdout.contains("then restarting it cleanly"),
+        "{}",
+        r.stdout
+    );
+    std::thread::sleep(Duration::from_secs(1)); // the watcher's probes after the run
+    let journal = lab.stream("journal");
+    assert!(
+        runs_of(&journal, "failover", "start").is_empty(),
+        "the watcher failed over during setup:\n{}",
+        w.output()
+    );
+    let held = notes(&journal, "held");
+    assert!(
+        held.iter()
+            .any(|n| n.contains("a planned operation is under way: setup run")),
+        "{held:?}\n{}",
+        w.output()
+    );
+    assert!(lab.query_bool("pg-bases2", "SELECT current_setting('archive_mode') = 'on'"));
+    assert_eq!(w.stop(libc::SIGTERM), 0, "{}", w.output());
+}
