@@ -256,9 +256,37 @@ fn lab_up_official_flavour_then_setup_and_verify() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "|");
     lab.pgrunbook(&["run", "setup", "--set", "configure_archiving=true"])
         .succeeds();
+    // PostgreSQL's default wal_retrieve_retry_interval (5 s, kept by this image) can stall a
+    // promotion that long: verify says so, on both nodes, and changes nothing.
     lab.pgrunbook(&["run", "verify"])
         .succeeds()
-        .stdout_has("verify: all checks passed");
+        .stdout_has("verify: all checks passed")
+        .stderr_has(
+            "wal_retrieve_retry_interval is over 1 s on pg-bases2 (5000 ms), pg-replica (5000 ms)",
+        );
+    for node in ["pg-bases2", "pg-replica"] {
+        assert_eq!(
+            lab.query_i64(
+                node,
+                "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_retrieve_retry_interval'"
+            ),
+            5000
+        );
+    }
+    // Lowered by hand (a reload is enough), the warning is gone.
+    for node in ["pg-bases2", "pg-replica"] {
+        let mut c = lab.client(node);
+        c.batch_execute("ALTER SYSTEM SET wal_retrieve_retry_interval = '200ms'")
+            .unwrap();
+        c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let r = lab.pgrunbook(&["run", "verify"]).succeeds();
+    assert!(
+        !r.stderr.contains("wal_retrieve_retry_interval"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// This round's runbooks on the pair made by hand (official-like image, nodes alpha/beta,
