@@ -531,12 +531,14 @@ fn unreachable_backends_change_nothing() {
     }
 
     // f. A wrong password is not a node that is down: failover does not call both nodes down
-    //    and refuse (4), it says the login was refused (5), in a dry run too.
+    //    and refuse (4), it says the login was refused (5), in a dry run too; status shows what
+    //    it could read, each node as "login refused", then exits 5 the same way.
     for args in [
         &["run", "failover"][..],
         &["run", "failover", "--dry-run"],
         &["run", "verify"],
         &["run", "backup"],
+        &["status"],
     ] {
         let r = lab
             .pgrunbook_env(args, &[("PGRUNBOOK_PASSWORD", WRONG_PASSWORD)])
@@ -547,6 +549,9 @@ fn unreachable_backends_change_nothing() {
             "{args:?}: {line}"
         );
         assert!(!r.stderr.contains(WRONG_PASSWORD) && !r.stdout.contains(WRONG_PASSWORD));
+        if args == ["status"] {
+            assert!(r.stdout.contains("login refused"), "{}", r.stdout);
+        }
     }
 
     //    The standby's port with nothing behind it: failover sees no standby and refuses (4).

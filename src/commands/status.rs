@@ -13,8 +13,13 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// `status`: a table, or with `json` the same as a JSON object (docs/json.md). Fails only when
-/// Docker does not answer.
+/// The role of a node whose PostgreSQL answered but refused pgrunbook's login.
+pub const LOGIN_REFUSED: &str = "login refused";
+
+/// `status`: a table, or with `json` the same as a JSON object (docs/json.md). Fails when
+/// Docker does not answer, and, after showing what it could read, when a node refused
+/// pgrunbook's login (exit code 5, as a runbook would): a wrong password in the configuration
+/// is not a cluster whose nodes are down.
 pub fn run(config: Option<&Path>, json: bool) -> Result<(), Failure> {
     let host = std::sync::Arc::new(Host::new(load_config(config)?));
     host.docker.ping().map_err(infra)?;
@@ -25,7 +30,19 @@ pub fn run(config: Option<&Path>, json: bool) -> Result<(), Failure> {
     } else {
         out!("{}", render(&st));
     }
-    Ok(())
+    match st.nodes.iter().find(|n| n.role == LOGIN_REFUSED) {
+        Some(n) => Err(Failure::new(
+            crate::error::Class::Infrastructure,
+            format!(
+                "PostgreSQL refused pgrunbook's login on node {} (container {}): {}; check \
+                 [cluster] superuser and password in the configuration (or PGRUNBOOK_PASSWORD)",
+                n.name,
+                n.container,
+                n.error.as_deref().unwrap_or("")
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -33,7 +50,8 @@ pub struct NodeStatus {
     pub name: String,
     pub container: String,
     pub state: String,
-    /// primary, standby, fenced (a standby marked by failover), down, stopped, missing
+    /// primary, standby, fenced (a standby marked by failover), down, stopped, missing,
+    /// login refused
     pub role: String,
     pub timeline: Option<i64>,
     pub lsn: Option<String>,
@@ -137,6 +155,12 @@ pub fn collect(host: &Host) -> ClusterStatus {
                     });
                 }
                 Ok(_) => ns.role = "down".into(),
+                // A refused login (SQLSTATE class 28: a wrong password or role) is not a node
+                // that is down: no amount of waiting fixes it, and the fix is in the config.
+                Err(e) if e.code().is_some_and(|c| c.code().starts_with("28")) => {
+                    ns.role = LOGIN_REFUSED.into();
+                    ns.error = Some(e.message().to_string());
+                }
                 Err(e) => {
                     ns.role = "down".into();
                     ns.error = Some(format!("{e:#}"));
