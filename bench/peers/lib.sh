@@ -83,3 +83,18 @@ remove_all() {
     log "removed network $net"
   fi
 }
+
+# The adapter interface (README.md): each adapter defines cmd_build (here, or its own), cmd_up,
+# cmd_switchover, cmd_rejoin NODE, cmd_procs and cmd_down, then ends with `peer_main "$@"`.
+peer_main() {
+  local command=${1:-}
+  case "$command" in
+    build) cmd_build ;;
+    up) cmd_up ;;
+    switchover) cmd_switchover ;;
+    rejoin) shift; cmd_rejoin "$@" ;;
+    procs) cmd_procs ;;
+    down) cmd_down ;;
+    *) die "usage: $0 build|up|switchover|rejoin NODE|procs|down" ;;
+  esac
+}

@@ -264,13 +264,4 @@ cmd_procs() {
   (( found )) || die "procs: none of the containers runs"
 }
 
-command=${1:-}
-case "$command" in
-  build) cmd_build ;;
-  up) cmd_up ;;
-  switchover) cmd_switchover ;;
-  rejoin) shift; cmd_rejoin "$@" ;;
-  procs) cmd_procs ;;
-  down) cmd_down ;;
-  *) die "usage: $0 build|up|switchover|rejoin NODE|procs|down" ;;
-esac
+peer_main "$@"
