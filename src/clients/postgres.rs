@@ -52,6 +52,14 @@ impl PgError {
         self.code.as_ref()
     }
 
+    /// Whether the server refused the login (SQLSTATE class 28: a wrong password or role).
+    /// No amount of waiting fixes that, so it never counts as a node that is down.
+    pub fn login_refused(&self) -> bool {
+        self.code
+            .as_ref()
+            .is_some_and(|c| c.code().starts_with("28"))
+    }
+
     pub fn class(&self) -> Class {
         self.class
     }
@@ -349,7 +357,7 @@ impl Postgres {
     pub fn probe(&self, node: &str) -> Result<bool> {
         match self.with_client(node, None, |c| c.simple_query("SELECT 1").map(|_| ())) {
             Ok(()) => Ok(true),
-            Err(e) if e.code().is_some_and(|c| c.code().starts_with("28")) => Err(e),
+            Err(e) if e.login_refused() => Err(e),
             Err(_) => Ok(false),
         }
     }

@@ -155,9 +155,8 @@ pub fn collect(host: &Host) -> ClusterStatus {
                     });
                 }
                 Ok(_) => ns.role = "down".into(),
-                // A refused login (SQLSTATE class 28: a wrong password or role) is not a node
-                // that is down: no amount of waiting fixes it, and the fix is in the config.
-                Err(e) if e.code().is_some_and(|c| c.code().starts_with("28")) => {
+                // A refused login is not a node that is down: the fix is in the config.
+                Err(e) if e.login_refused() => {
                     ns.role = LOGIN_REFUSED.into();
                     ns.error = Some(e.message().to_string());
                 }

@@ -429,8 +429,8 @@ pub fn create_module(host: Arc<Host>) -> Module {
         purpose: `restore-check` or `restore` (a label)}. Recovery ends with a promotion;
         archive_mode is off in the restored server, so it never archives into the repository.
         Returns #{exit_code, error (pgBackRest's ERROR line), ms, size (bytes restored),
-        processes (pgBackRest's process count), container, volume, stdout, stderr}: a failed restore is returned, not raised, and its
-        volume left for `remove_restored`.",
+        processes (pgBackRest's process count), container, volume, stdout, stderr}: a failed
+        restore is returned, not raised, and its volume left for `remove_restored`.",
         move |node: &str, options: Map| restore_backup(&h, node, &options)
     );
 
