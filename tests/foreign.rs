@@ -296,8 +296,27 @@ fn lab_up_official_flavour_then_setup_and_verify() {
 #[test]
 fn diagnose_repair_restore_check_and_switchover_on_a_pair_made_by_hand() {
     let lab = TestLab::foreign("foreign2");
+    // setup restarts alpha to turn archiving on: watchers hold off meanwhile.
     lab.pgrunbook(&["run", "setup", "--set", "configure_archiving=true"])
-        .succeeds();
+        .succeeds()
+        .stdout_has("then restarting it cleanly")
+        .stdout_has("watchers hold off until this run ends");
+    // These containers keep PostgreSQL's 5 s wal_retrieve_retry_interval: verify names both.
+    lab.pgrunbook(&["run", "verify"])
+        .succeeds()
+        .stderr_has("wal_retrieve_retry_interval is over 1 s on alpha (5000 ms), beta (5000 ms)");
+    // A wrong password: status shows the nodes as "login refused" and exits 5, naming alpha.
+    let r = lab
+        .pgrunbook_env(&["status"], &[("PGRUNBOOK_PASSWORD", "not-dbas-password")])
+        .fails_with(5)
+        .stdout_has("login refused");
+    assert!(
+        r.stderr.contains("refused pgrunbook's login on node alpha")
+            && r.stderr
+                .contains("password authentication failed for user \"dba\""),
+        "{}",
+        r.stderr
+    );
     lab.pgrunbook(&["run", "diagnose"])
         .succeeds()
         .stdout_has("replication login as streamer from")
@@ -326,7 +345,12 @@ fn diagnose_repair_restore_check_and_switchover_on_a_pair_made_by_hand() {
 
     lab.pgrunbook(&["run", "backup", "--set", "type=full"])
         .succeeds();
-    lab.pgrunbook(&["run", "restore-check"]).succeeds();
+    // The drill runs pgBackRest with the shipped process count (this image's CPUs plus one).
+    let out = lab.docker(&["exec", &lab.container("alpha"), "nproc"]);
+    let cpus: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    lab.pgrunbook(&["run", "restore-check"])
+        .succeeds()
+        .stdout_has(&format!("({} pgBackRest processes)", cpus + 1));
 
     // The first switchover under a watcher: it holds off (hold_watchers) and fails nothing over.
     let log = lab.dir.path().join("watch.log");
