@@ -138,7 +138,7 @@ pub struct DockerEnv {
 }
 
 impl DockerEnv {
-    fn from(env: &[(String, String)]) -> DockerEnv {
+    pub fn from_env(env: &[(String, String)]) -> DockerEnv {
         let get = |k: &str| {
             env.iter()
                 .find(|(key, _)| key == k)
@@ -393,7 +393,7 @@ impl Config {
             .try_into()
             .with_context(|| format!("invalid configuration (from {source} and environment)"))?;
         config.source = source;
-        config.docker_env = DockerEnv::from(env);
+        config.docker_env = DockerEnv::from_env(env);
         config.validate()?;
         Ok(config)
     }
