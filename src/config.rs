@@ -36,6 +36,9 @@ pub struct Config {
     /// Where the configuration came from, for messages.
     #[serde(skip)]
     pub source: String,
+    /// Docker's environment when the configuration was loaded.
+    #[serde(skip)]
+    pub docker_env: DockerEnv,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,7 +75,86 @@ pub struct Node {
     pub slot: String,
     /// What the lab makes of this node when its data directory is empty: `primary` or `standby`.
     pub init: String,
+    /// The Docker engine this node's container runs on: `unix:///path/docker.sock` or
+    /// `tcp://ADDR:PORT` (with `tls` for TLS). Empty: Docker's own `DOCKER_HOST`, else the local
+    /// socket. See docs/multi-host.md.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub docker: String,
+    /// Client certificates for a `tcp://` engine that requires TLS. Unset: `DOCKER_TLS_VERIFY`
+    /// and `DOCKER_CERT_PATH` (`ca.pem`, `cert.pem`, `key.pem`) when the node uses `DOCKER_HOST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    /// Failover preference: among equally advanced standbys the higher wins; 0: never promote
+    /// this node.
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+    /// `HOST:PORT` at which the other nodes' PostgreSQL reaches this one (replication, clones,
+    /// pg_rewind), when they see it on another network than pgrunbook does. Empty: the
+    /// container's name when every node shares one engine (as on one Docker network), else
+    /// `host:port`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub replication_address: String,
 }
+
+fn default_priority() -> u32 {
+    100
+}
+
+/// `tls = { ca, cert, key }`: PEM files for a Docker engine that verifies its clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The Docker engine a node runs on, resolved from its `docker`/`tls` and Docker's environment.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Engine {
+    /// `unix:///var/run/docker.sock` or `tcp://ADDR:PORT`.
+    pub url: String,
+    pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
+}
+
+impl Engine {
+    /// The engine as messages show it (`tcp://10.0.0.11:2376 (TLS)`).
+    pub fn shown(&self) -> String {
+        if self.tls.is_some() {
+            format!("{} (TLS)", self.url)
+        } else {
+            self.url.clone()
+        }
+    }
+}
+
+/// Docker's own environment (`DOCKER_HOST`, `DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH`), read when
+/// the configuration is loaded: the default engine of a node that names none.
+#[derive(Debug, Clone, Default)]
+pub struct DockerEnv {
+    pub host: Option<String>,
+    pub tls_verify: bool,
+    pub cert_path: Option<PathBuf>,
+}
+
+impl DockerEnv {
+    pub fn from_env(env: &[(String, String)]) -> DockerEnv {
+        let get = |k: &str| {
+            env.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        DockerEnv {
+            host: get("DOCKER_HOST"),
+            // Docker's CLI takes any non-empty value as "on", "0" included.
+            tls_verify: get("DOCKER_TLS_VERIFY").is_some(),
+            cert_path: get("DOCKER_CERT_PATH").map(PathBuf::from),
+        }
+    }
+}
+
+pub const DEFAULT_ENGINE: &str = "unix:///var/run/docker.sock";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -311,6 +393,7 @@ impl Config {
             .try_into()
             .with_context(|| format!("invalid configuration (from {source} and environment)"))?;
         config.source = source;
+        config.docker_env = DockerEnv::from_env(env);
         config.validate()?;
         Ok(config)
     }
@@ -329,7 +412,18 @@ impl Config {
             if n.container.is_empty() {
                 bail!("node {name}: container is empty");
             }
+            check_engine_url(name, &n.docker)?;
+            if let (Some(_), d) = (&n.tls, n.docker.as_str()) {
+                if d.starts_with("unix://") {
+                    bail!(
+                        "node {name}: tls is set but docker = {d:?} is a local socket, which \
+                         takes no TLS; remove tls, or name the engine's TLS port \
+                         (docker = \"tcp://HOST:2376\")"
+                    );
+                }
+            }
         }
+        self.validate_nodes()?;
         for (i, s) in self.schedule.iter().enumerate() {
             if s.runbook.trim().is_empty() {
                 bail!("schedule {}: runbook is empty", i + 1);
@@ -354,6 +448,150 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The checks that span nodes: engines, containers, priorities, addresses.
+    fn validate_nodes(&self) -> Result<()> {
+        if let Some(url) = &self.docker_env.host {
+            check_engine_url("(DOCKER_HOST)", url)
+                .context("in environment variable DOCKER_HOST")?;
+        }
+        // Two nodes on one engine naming one container would be one container.
+        let mut seen: BTreeMap<(String, String), &str> = BTreeMap::new();
+        for (name, n) in &self.nodes {
+            let engine = self.engine(n).url;
+            if let Some(other) = seen.insert((engine.clone(), n.container.clone()), name) {
+                bail!(
+                    "nodes {other} and {name} both name container '{}' on the engine {engine}: \
+                     they would be one container; give node {name} its own container, or put \
+                     it on another engine (docker = \"tcp://HOST:2375\" in [nodes.{name}])",
+                    n.container
+                );
+            }
+        }
+        // At least one standby must be promotable, or failover can never succeed.
+        let standbys: Vec<&String> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.init == "standby")
+            .map(|(k, _)| k)
+            .collect();
+        if !standbys.is_empty()
+            && standbys
+                .iter()
+                .all(|s| self.nodes[s.as_str()].priority == 0)
+        {
+            let names: Vec<&str> = standbys.iter().map(|s| s.as_str()).collect();
+            bail!(
+                "priority = 0 on every standby ({}): failover could never promote any of them; \
+                 give at least one a priority above 0 (priority = 100 in [nodes.{}]), 0 being \
+                 \"never promote this node\"",
+                names.join(", "),
+                names[0]
+            );
+        }
+        // Across engines, nodes cannot reach each other by container name nor by loopback.
+        if self.multi_engine() {
+            for (name, n) in &self.nodes {
+                if n.replication_address.is_empty() && is_loopback(&n.host) {
+                    bail!(
+                        "node {name}: the nodes are on more than one Docker engine, so the \
+                         others reach node {name}'s PostgreSQL by its address, and host = {:?} \
+                         is loopback on every host; set host to an address the other hosts \
+                         reach (the engine's host), or replication_address = \"HOST:PORT\" in \
+                         [nodes.{name}]",
+                        n.host
+                    );
+                }
+            }
+        }
+        for (name, n) in &self.nodes {
+            if !n.replication_address.is_empty() {
+                split_address(&n.replication_address).with_context(|| {
+                    format!("node {name}: replication_address must be HOST:PORT")
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The Docker engine `node` runs on: its own `docker` and `tls`, else Docker's environment
+    /// (`DOCKER_HOST`, with `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH`), else the local socket.
+    pub fn engine(&self, node: &Node) -> Engine {
+        let files = |t: &Tls| (t.ca.clone(), t.cert.clone(), t.key.clone());
+        if !node.docker.is_empty() {
+            return Engine {
+                url: normal_url(&node.docker),
+                tls: node.tls.as_ref().map(files),
+            };
+        }
+        let env = &self.docker_env;
+        let url = env
+            .host
+            .as_deref()
+            .map(normal_url)
+            .unwrap_or_else(|| DEFAULT_ENGINE.to_string());
+        let tls = node.tls.as_ref().map(files).or_else(|| {
+            (env.tls_verify && !url.starts_with("unix://")).then(|| {
+                let dir = env
+                    .cert_path
+                    .clone()
+                    .unwrap_or_else(|| dirs::home_dir().unwrap_or_default().join(".docker"));
+                (
+                    dir.join("ca.pem"),
+                    dir.join("cert.pem"),
+                    dir.join("key.pem"),
+                )
+            })
+        });
+        Engine { url, tls }
+    }
+
+    /// The engine of the node called `name` (the default engine for an unknown name).
+    pub fn engine_of(&self, name: &str) -> Engine {
+        match self.nodes.get(name) {
+            Some(n) => self.engine(n),
+            None => self.default_engine(),
+        }
+    }
+
+    /// The engine of a node that names none: the lab's, and one-off helpers'.
+    pub fn default_engine(&self) -> Engine {
+        let probe = Node {
+            container: String::new(),
+            host: String::new(),
+            port: 0,
+            slot: String::new(),
+            init: String::new(),
+            docker: String::new(),
+            tls: None,
+            priority: 0,
+            replication_address: String::new(),
+        };
+        self.engine(&probe)
+    }
+
+    /// Whether the nodes live on more than one Docker engine.
+    pub fn multi_engine(&self) -> bool {
+        let mut urls = self.nodes.values().map(|n| self.engine(n).url);
+        let first = urls.next();
+        urls.any(|u| Some(u) != first)
+    }
+
+    /// Where the other nodes' PostgreSQL reaches node `name`'s (`primary_conninfo`,
+    /// `pg_basebackup -h`, `pg_rewind`'s source): `replication_address` when set, else the
+    /// container's name and 5432 when every node shares one engine (one Docker network), else
+    /// the node's `host` and `port`.
+    pub fn replication_endpoint(&self, name: &str) -> Option<(String, u16)> {
+        let n = self.nodes.get(name)?;
+        if !n.replication_address.is_empty() {
+            return split_address(&n.replication_address).ok();
+        }
+        if self.multi_engine() {
+            Some((n.host.clone(), n.port))
+        } else {
+            Some((n.container.clone(), 5432))
+        }
     }
 
     /// The node called `name`, or an error listing the known names.
@@ -431,6 +669,75 @@ impl Config {
             None => self.redis.url.clone(),
         }
     }
+}
+
+/// `tcp://10.0.0.11:2376` is kept; `http://` and `https://` become `tcp://` (bollard's form).
+fn normal_url(url: &str) -> String {
+    for p in ["http://", "https://"] {
+        if let Some(rest) = url.strip_prefix(p) {
+            return format!("tcp://{rest}");
+        }
+    }
+    url.to_string()
+}
+
+/// Refuses an engine address pgrunbook cannot speak to, saying which it can.
+fn check_engine_url(node: &str, url: &str) -> Result<()> {
+    if url.is_empty() {
+        return Ok(());
+    }
+    let what = if node.starts_with('(') {
+        "DOCKER_HOST".to_string()
+    } else {
+        format!("node {node}: docker")
+    };
+    if url.starts_with("ssh://") {
+        bail!(
+            "{what} = {url:?}: ssh:// engines are not supported; pgrunbook reaches Docker \
+             engines over unix:// (a local socket) and tcp:// (tcp://HOST:2376 with \
+             tls = {{ ca, cert, key }}). To go through SSH, tunnel the remote socket to a local \
+             one: ssh -nNT -L /tmp/{n}-docker.sock:/var/run/docker.sock USER@HOST, then \
+             docker = \"unix:///tmp/{n}-docker.sock\"",
+            n = if node.starts_with('(') {
+                "remote"
+            } else {
+                node
+            }
+        );
+    }
+    let ok = ["unix://", "tcp://", "http://", "https://"]
+        .iter()
+        .any(|p| url.starts_with(p) && url.len() > p.len());
+    if !ok {
+        bail!(
+            "{what} = {url:?}: not an engine address pgrunbook speaks to; use \
+             unix:///var/run/docker.sock or tcp://HOST:PORT (with tls = {{ ca, cert, key }} \
+             for TLS)"
+        );
+    }
+    Ok(())
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|a| a.is_loopback())
+}
+
+/// `HOST:PORT` into its parts.
+pub fn split_address(addr: &str) -> Result<(String, u16)> {
+    let (h, p) = addr
+        .rsplit_once(':')
+        .with_context(|| format!("{addr:?} has no :PORT"))?;
+    let port: u16 = p
+        .parse()
+        .with_context(|| format!("{addr:?}: port {p:?} is not a number"))?;
+    if h.is_empty() {
+        bail!("{addr:?} has no host");
+    }
+    Ok((h.trim_matches(['[', ']']).to_string(), port))
 }
 
 /// FNV-1a, 64 bits: a hash that never changes between builds or Rust versions (the spool's file
@@ -753,5 +1060,210 @@ settings = { grace_ms = 2500, max_lag = "8MB" }
             let err = format!("{:#}", Config::load_from(Some(&p), &[]).unwrap_err());
             assert!(err.contains(want), "{text}: {err}");
         }
+    }
+
+    fn load_text(text: &str, e: &[(&str, &str)]) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pgrunbook.toml");
+        std::fs::write(&p, text).unwrap();
+        Config::load_from(Some(&p), &env(e))
+    }
+
+    const THREE: &str = r#"
+[nodes.east]
+container = "pg-east"
+docker = "tcp://10.213.0.2:2375"
+host = "10.213.0.2"
+port = 5432
+slot = "east"
+init = "primary"
+[nodes.west]
+container = "pg-west"
+docker = "tcp://10.213.0.3:2376"
+tls = { ca = "/certs/ca.pem", cert = "/certs/cert.pem", key = "/certs/key.pem" }
+host = "10.213.0.3"
+port = 5432
+slot = "west"
+init = "standby"
+priority = 50
+[nodes.north]
+container = "pg-north"
+docker = "http://10.213.0.4:2375"
+host = "10.213.0.4"
+port = 5432
+slot = "north"
+init = "standby"
+replication_address = "192.168.7.4:6432"
+"#;
+
+    #[test]
+    fn nodes_name_their_engine_priority_and_replication_address() {
+        let c = load_text(THREE, &[]).unwrap();
+        assert!(c.multi_engine());
+        let east = c.engine_of("east");
+        assert_eq!(east.url, "tcp://10.213.0.2:2375");
+        assert_eq!(east.tls, None);
+        let west = c.engine_of("west");
+        assert_eq!(
+            west.tls,
+            Some((
+                "/certs/ca.pem".into(),
+                "/certs/cert.pem".into(),
+                "/certs/key.pem".into()
+            ))
+        );
+        assert_eq!(west.shown(), "tcp://10.213.0.3:2376 (TLS)");
+        assert_eq!(
+            c.engine_of("north").url,
+            "tcp://10.213.0.4:2375",
+            "http:// is tcp://"
+        );
+        assert_eq!(c.nodes["east"].priority, 100, "the default priority");
+        assert_eq!(c.nodes["west"].priority, 50);
+        // Across engines: host:port, or replication_address.
+        assert_eq!(
+            c.replication_endpoint("east"),
+            Some(("10.213.0.2".into(), 5432))
+        );
+        assert_eq!(
+            c.replication_endpoint("north"),
+            Some(("192.168.7.4".into(), 6432))
+        );
+        // One engine (the defaults): the container's name on the shared network, as before.
+        let d = Config::load_from(None, &[]).unwrap();
+        assert!(!d.multi_engine());
+        assert_eq!(
+            d.replication_endpoint("pg-bases2"),
+            Some(("pg-bases2".into(), 5432))
+        );
+        assert_eq!(d.engine_of("pg-bases2").url, DEFAULT_ENGINE);
+        // The masked TOML loads back with the new keys.
+        let back: Config = toml::from_str(&c.to_masked_toml()).unwrap();
+        assert_eq!(back.nodes["west"].tls, c.nodes["west"].tls);
+        assert!(
+            !d.to_masked_toml().contains("docker ="),
+            "unset keys stay out"
+        );
+    }
+
+    #[test]
+    fn dockers_own_environment_is_the_default_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().display().to_string();
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("DOCKER_HOST", "tcp://127.0.0.1:2376"),
+                ("DOCKER_TLS_VERIFY", "1"),
+                ("DOCKER_CERT_PATH", &certs),
+            ]),
+        )
+        .unwrap();
+        let e = c.engine_of("pg-bases2");
+        assert_eq!(e.url, "tcp://127.0.0.1:2376");
+        let (ca, cert, key) = e.tls.unwrap();
+        assert_eq!(ca, dir.path().join("ca.pem"));
+        assert_eq!(cert, dir.path().join("cert.pem"));
+        assert_eq!(key, dir.path().join("key.pem"));
+        let plain = Config::load_from(None, &env(&[("DOCKER_HOST", "unix:///run/d.sock")]))
+            .unwrap()
+            .engine_of("pg-replica");
+        assert_eq!(
+            plain,
+            Engine {
+                url: "unix:///run/d.sock".into(),
+                tls: None
+            }
+        );
+        // A node's own docker wins over DOCKER_HOST.
+        let c = load_text(THREE, &[("DOCKER_HOST", "unix:///run/d.sock")]).unwrap();
+        assert_eq!(c.engine_of("east").url, "tcp://10.213.0.2:2375");
+    }
+
+    #[test]
+    fn engine_and_node_mistakes_name_the_node_and_the_fix() {
+        type Case<'a> = (String, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                THREE.replace("tcp://10.213.0.2:2375", "ssh://admin@10.213.0.2"),
+                vec![],
+                vec![
+                    "node east",
+                    "ssh://",
+                    "unix://",
+                    "tcp://",
+                    "ssh -nNT -L",
+                    "/var/run/docker.sock",
+                ],
+            ),
+            (
+                String::new(),
+                vec![("DOCKER_HOST", "ssh://admin@db1")],
+                vec!["DOCKER_HOST", "not supported", "tunnel"],
+            ),
+            (
+                THREE.replace("tcp://10.213.0.2:2375", "10.213.0.2:2375"),
+                vec![],
+                vec!["node east", "tcp://HOST:PORT"],
+            ),
+            (
+                // Same container on the same engine (spelt http:// once, tcp:// once).
+                THREE
+                    .replace("pg-north", "pg-east")
+                    .replace("http://10.213.0.4:2375", "http://10.213.0.2:2375"),
+                vec![],
+                vec![
+                    "nodes east and north",
+                    "container 'pg-east'",
+                    "tcp://10.213.0.2:2375",
+                    "give node north its own container",
+                ],
+            ),
+            (
+                THREE.replace("priority = 50", "priority = 0").replace(
+                    "init = \"standby\"\nreplication_address",
+                    "init = \"standby\"\npriority = 0\nreplication_address",
+                ),
+                vec![],
+                vec![
+                    "priority = 0 on every standby (north, west)",
+                    "priority = 100 in [nodes.north]",
+                ],
+            ),
+            (
+                THREE.replace("host = \"10.213.0.2\"", "host = \"127.0.0.1\""),
+                vec![],
+                vec![
+                    "node east",
+                    "more than one Docker engine",
+                    "replication_address",
+                ],
+            ),
+            (
+                THREE.replace("192.168.7.4:6432", "192.168.7.4"),
+                vec![],
+                vec!["node north", "replication_address must be HOST:PORT"],
+            ),
+            (
+                THREE.replace("tcp://10.213.0.3:2376", "unix:///run/west.sock"),
+                vec![],
+                vec!["node west", "tls is set", "local socket"],
+            ),
+        ];
+        for (text, e, wants) in cases {
+            let err = match text.is_empty() {
+                true => Config::load_from(None, &env(&e)),
+                false => load_text(&text, &e),
+            };
+            let err = format!("{:#}", err.unwrap_err());
+            for w in wants {
+                assert!(err.contains(w), "want {w:?} in: {err}");
+            }
+        }
+        // The same container name on two engines is two containers: fine.
+        let ok = THREE.replace("pg-north", "pg-east");
+        load_text(&ok, &[]).unwrap();
+        // One node on a loopback host is fine when every node shares one engine.
+        Config::load_from(None, &[]).unwrap();
     }
 }

@@ -189,6 +189,12 @@ impl std::error::Error for PrimitiveError {}
 pub fn class_of(err: &anyhow::Error, default: Class) -> Class {
     err.chain()
         .find_map(|e| e.downcast_ref::<Failure>().map(|f| f.class))
+        .or_else(|| {
+            // A Docker engine that stopped answering mid-run: infrastructure, as at connect.
+            err.chain()
+                .any(crate::clients::docker::is_engine_unreachable)
+                .then_some(Class::Infrastructure)
+        })
         .unwrap_or(default)
 }
 

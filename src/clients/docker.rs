@@ -22,6 +22,7 @@
 //!   1.41), so the client negotiates the version on first use.
 
 use crate::cancel::Cancel;
+use crate::config::Engine;
 use crate::error::{Class, Failure};
 use anyhow::{anyhow, bail, Context, Result};
 use bollard::models::{
@@ -129,6 +130,8 @@ async fn collect_output(
 
 pub struct Docker {
     rt: tokio::runtime::Runtime,
+    /// The engine this client speaks to (a node's `docker`, or Docker's environment).
+    engine: Engine,
     client: OnceLock<std::result::Result<bollard::Docker, String>>,
 }
 
@@ -176,6 +179,89 @@ fn ok_if_status<T>(
     }
 }
 
+/// A bollard client for `engine`: a unix socket, plain TCP, or TLS with the engine's CA and
+/// this client's certificate.
+fn connect(engine: &Engine) -> Result<bollard::Docker> {
+    let v = bollard::API_DEFAULT_VERSION;
+    if let Some(path) = engine.url.strip_prefix("unix://") {
+        return Ok(bollard::Docker::connect_with_socket(path, 600, v)?);
+    }
+    match &engine.tls {
+        Some((ca, cert, key)) => {
+            for (what, f) in [("CA", ca), ("certificate", cert), ("key", key)] {
+                if !f.is_file() {
+                    bail!("the TLS {what} file {} does not exist", f.display());
+                }
+            }
+            Ok(bollard::Docker::connect_with_ssl(
+                &engine.url,
+                key,
+                cert,
+                ca,
+                600,
+                v,
+            )?)
+        }
+        None => Ok(bollard::Docker::connect_with_http(&engine.url, 600, v)?),
+    }
+}
+
+/// A connection error in words a user can act on: TLS failures say which side refused what.
+fn explain(e: &bollard::errors::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        text = format!("{text}: {s}");
+        src = s.source();
+    }
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("unknownissuer")
+        || lower.contains("unknown issuer")
+        || lower.contains("badsignature")
+    {
+        format!(
+            "{text} (the engine's TLS certificate is not signed by the configured CA: check \
+             tls.ca)"
+        )
+    } else if lower.contains("invalidcontenttype")
+        || lower.contains("corrupt message")
+        || lower.contains("invalid http version")
+        || lower.contains("wrong version")
+    {
+        format!(
+            "{text} (the engine does not speak TLS on this port: remove tls, or name its TLS \
+             port)"
+        )
+    } else if lower.contains("connection closed before message completed")
+        || lower.contains("peer closed")
+        || lower.contains("incomplete message")
+    {
+        format!(
+            "{text} (the engine closed the connection: an engine with TLS refuses plain \
+             requests; set tls = {{ ca, cert, key }}, or check that its CA accepts this \
+             client's certificate)"
+        )
+    } else {
+        text
+    }
+}
+
+/// Whether an error in a chain says the engine could not be reached (connection refused or
+/// reset, timeout, missing socket): the engine went away, a class-5 error.
+pub fn is_engine_unreachable(e: &(dyn std::error::Error + 'static)) -> bool {
+    use bollard::errors::Error as B;
+    matches!(
+        e.downcast_ref::<B>(),
+        Some(
+            B::HyperResponseError { .. }
+                | B::HyperLegacyError { .. }
+                | B::IOError { .. }
+                | B::RequestTimeoutError
+                | B::SocketNotFoundError(_)
+        )
+    )
+}
+
 /// A failure of class `Infrastructure` (exit 5): the engine or a container is not there.
 fn infrastructure(message: impl Into<String>) -> anyhow::Error {
     anyhow!(Failure::new(Class::Infrastructure, message))
@@ -188,30 +274,45 @@ impl Default for Docker {
 }
 
 impl Docker {
+    /// A client of Docker's default engine: `DOCKER_HOST` (with `DOCKER_TLS_VERIFY` and
+    /// `DOCKER_CERT_PATH`), else the local socket.
     pub fn new() -> Docker {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let mut c = crate::config::Config::defaults();
+        c.docker_env = crate::config::DockerEnv::from_env(&env);
+        Docker::for_engine(c.default_engine())
+    }
+
+    /// A client of one engine. It connects on first use.
+    pub fn for_engine(engine: Engine) -> Docker {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a Tokio runtime for Docker calls");
         Docker {
             rt,
+            engine,
             client: OnceLock::new(),
         }
+    }
+
+    /// The engine this client speaks to.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The connected client; the first call connects and negotiates the API version.
     fn client(&self) -> Result<&bollard::Docker> {
         let r = self.client.get_or_init(|| {
-            let host = std::env::var("DOCKER_HOST")
-                .unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-            let c = bollard::Docker::connect_with_defaults()
-                .map_err(|e| format!("Docker engine unreachable at {host}: {e}"))?
+            let shown = self.engine.shown();
+            let c = connect(&self.engine)
+                .map_err(|e| format!("Docker engine unreachable at {shown}: {e}"))?
                 .with_timeout(Duration::from_secs(600));
             self.block_on(async {
                 tokio::time::timeout(Duration::from_secs(5), c.negotiate_version()).await
             })
-            .map_err(|_| format!("Docker engine unreachable at {host}: no answer in 5 s"))?
-            .map_err(|e| format!("Docker engine unreachable at {host}: {e}"))
+            .map_err(|_| format!("Docker engine unreachable at {shown}: no answer in 5 s"))?
+            .map_err(|e| format!("Docker engine unreachable at {shown}: {}", explain(&e)))
         });
         r.as_ref().map_err(|e| infrastructure(e.clone()))
     }

@@ -16,13 +16,20 @@ use std::path::Path;
 /// The role of a node whose PostgreSQL answered but refused pgrunbook's login.
 pub const LOGIN_REFUSED: &str = "login refused";
 
+/// The role of a node whose Docker engine does not answer.
+pub const UNREACHABLE: &str = "unreachable";
+
 /// `status`: a table, or with `json` the same as a JSON object (docs/json.md). Fails when
 /// Docker does not answer, and, after showing what it could read, when a node refused
 /// pgrunbook's login (exit code 5, as a runbook would): a wrong password in the configuration
 /// is not a cluster whose nodes are down.
 pub fn run(config: Option<&Path>, json: bool) -> Result<(), Failure> {
     let host = std::sync::Arc::new(Host::new(load_config(config)?));
-    host.docker.ping().map_err(infra)?;
+    // On one engine, an engine that does not answer fails the command, as it always did;
+    // across engines, each engine that does not answer makes its nodes `unreachable`.
+    if !host.config.multi_engine() {
+        host.docker.ping().map_err(infra)?;
+    }
     let mut st = collect(&host);
     explain(&host, &mut st);
     if json {
@@ -51,8 +58,12 @@ pub struct NodeStatus {
     pub container: String,
     pub state: String,
     /// primary, standby, fenced (a standby marked by failover), down, stopped, missing,
-    /// login refused
+    /// login refused, unreachable (its Docker engine does not answer)
     pub role: String,
+    /// Where pgrunbook reaches its PostgreSQL (`host:port`).
+    pub host: String,
+    /// Its Docker engine (`unix:///var/run/docker.sock`, `tcp://10.0.0.11:2376 (TLS)`).
+    pub engine: String,
     pub timeline: Option<i64>,
     pub lsn: Option<String>,
     pub receive_lsn: Option<String>,
@@ -110,9 +121,11 @@ pub fn collect(host: &Host) -> ClusterStatus {
         let mut ns = NodeStatus {
             name: name.clone(),
             container: n.container.clone(),
+            host: format!("{}:{}", n.host, n.port),
+            engine: host.config.engine(n).shown(),
             ..Default::default()
         };
-        match host.docker.state(&n.container) {
+        match host.docker_of(name).state(&n.container) {
             Ok(State::Missing) => {
                 ns.state = "missing".into();
                 ns.role = "missing".into();
@@ -122,6 +135,15 @@ pub fn collect(host: &Host) -> ClusterStatus {
                 if !s.is_running() {
                     ns.role = "stopped".into();
                 }
+            }
+            // Its engine does not answer: a role of its own, and the other nodes are still read.
+            Err(e)
+                if crate::error::class_of(&e, crate::error::Class::Runbook)
+                    == crate::error::Class::Infrastructure =>
+            {
+                ns.state = "unknown".into();
+                ns.role = UNREACHABLE.into();
+                ns.error = Some(format!("{e:#}"));
             }
             Err(e) => {
                 ns.state = "unknown".into();
@@ -151,6 +173,14 @@ pub fn collect(host: &Host) -> ClusterStatus {
                         host.config
                             .node_by_container(&h)
                             .map(|(n, _)| n.clone())
+                            .or_else(|| {
+                                // Across engines the sender is an address, not a name.
+                                host.config.nodes.keys().find(|k| {
+                                    host.config
+                                        .replication_endpoint(k)
+                                        .is_some_and(|(a, _)| a == h)
+                                }).cloned()
+                            })
                             .unwrap_or(h)
                     });
                 }
@@ -253,7 +283,11 @@ pub fn explain(host: &std::sync::Arc<Host>, st: &mut ClusterStatus) {
         return;
     };
     for n in st.nodes.iter_mut() {
-        if &n.name == primary || n.streaming_from.is_some() || n.role == "missing" {
+        if &n.name == primary
+            || n.streaming_from.is_some()
+            || n.role == "missing"
+            || n.role == UNREACHABLE
+        {
             continue;
         }
         let reason = crate::engine::call_stdlib(
@@ -283,7 +317,7 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
 
 /// The status as text: a table of nodes, then the last backup and run.
 pub fn render(st: &ClusterStatus) -> String {
-    let cols: Vec<String> = [
+    let mut cols: Vec<String> = [
         "node",
         "container",
         "state",
@@ -296,11 +330,19 @@ pub fn render(st: &ClusterStatus) -> String {
     ]
     .map(String::from)
     .to_vec();
+    // Across engines, where each node lives: after the container.
+    let engines: std::collections::BTreeSet<&str> =
+        st.nodes.iter().map(|n| n.engine.as_str()).collect();
+    let multi = engines.len() > 1;
+    if multi {
+        cols.insert(2, "host".into());
+        cols.insert(3, "engine".into());
+    }
     let rows: Vec<Vec<String>> = st
         .nodes
         .iter()
         .map(|n| {
-            vec![
+            let mut row = vec![
                 n.name.clone(),
                 n.container.clone(),
                 n.state.clone(),
@@ -319,10 +361,24 @@ pub fn render(st: &ClusterStatus) -> String {
                 } else {
                     n.slots.join(", ")
                 },
-            ]
+            ];
+            if multi {
+                row.insert(2, n.host.clone());
+                row.insert(3, n.engine.clone());
+            }
+            row
         })
         .collect();
     let mut out = crate::table::render_cells(&cols, &rows);
+    for n in st.nodes.iter().filter(|n| n.role == UNREACHABLE) {
+        out.push_str(&format!(
+            "warning: node {} is unreachable: {}\n",
+            n.name,
+            n.error
+                .as_deref()
+                .unwrap_or("its Docker engine does not answer")
+        ));
+    }
     for w in &st.warnings {
         out.push_str(&format!("warning: {w}\n"));
     }

@@ -98,7 +98,7 @@ fn start_restored(h: &Host, node: &str, opts: &Map) -> R<Map> {
         return Ok(result);
     }
     match h
-        .docker
+        .docker_of(node)
         .volume_labels(&volume)
         .map_err(|e| h.fail(P, node, e))?
     {
@@ -116,7 +116,7 @@ fn start_restored(h: &Host, node: &str, opts: &Map) -> R<Map> {
             ))
         }
     }
-    if h.docker
+    if h.docker_of(node)
         .inspect(&container)
         .map_err(|e| h.fail(P, node, e))?
         .is_some()
@@ -127,7 +127,7 @@ fn start_restored(h: &Host, node: &str, opts: &Map) -> R<Map> {
         ));
     }
     let set = h
-        .docker
+        .docker_of(node)
         .volume_labels(&volume)
         .ok()
         .flatten()
@@ -175,11 +175,15 @@ fn start_restored(h: &Host, node: &str, opts: &Map) -> R<Map> {
         ..Default::default()
     };
     let t0 = Instant::now();
-    h.docker.create(&spec).map_err(|e| h.fail(P, node, e))?;
-    h.docker.start(&container).map_err(|e| h.fail(P, node, e))?;
+    h.docker_of(node)
+        .create(&spec)
+        .map_err(|e| h.fail(P, node, e))?;
+    h.docker_of(node)
+        .start(&container)
+        .map_err(|e| h.fail(P, node, e))?;
     let end = t0 + Duration::from_secs(timeout_s as u64);
     let log_tail = |n: usize| -> String {
-        h.docker
+        h.docker_of(node)
             .logs(&container, None, Some(n), &h.cancel)
             .unwrap_or_default()
             .iter()
@@ -192,7 +196,10 @@ fn start_restored(h: &Host, node: &str, opts: &Map) -> R<Map> {
                        (SELECT timeline_id FROM pg_control_checkpoint()) AS timeline";
     let row = loop {
         h.check_cancel()?;
-        let st = h.docker.state(&container).map_err(|e| h.fail(P, node, e))?;
+        let st = h
+            .docker_of(node)
+            .state(&container)
+            .map_err(|e| h.fail(P, node, e))?;
         if !st.is_running() && st != crate::clients::docker::State::Present("created".into()) {
             let tail = log_tail(15);
             let reason = tail
@@ -226,7 +233,7 @@ fn start_restored(h: &Host, node: &str, opts: &Map) -> R<Map> {
     };
     let ms = t0.elapsed().as_millis() as i64;
     let logs = h
-        .docker
+        .docker_of(node)
         .logs(&container, None, None, &h.cancel)
         .unwrap_or_default();
     let segments = logs
@@ -277,27 +284,30 @@ fn start_restored(h: &Host, node: &str, opts: &Map) -> R<Map> {
 /// engine call fails): the caller then writes the fence through a one-off container.
 fn fence_stopped_through_engine(h: &Host, node: &str, stamp: &str) -> R<bool> {
     let container = h.container("fence", node)?;
-    match h.docker.state(&container) {
+    match h.docker_of(node).state(&container) {
         Ok(s) if !s.is_running() && s.as_str() != "missing" => {}
         _ => return Ok(false),
     }
     let syncer = h.config.nodes.iter().find_map(|(name, n)| {
-        (name != node && h.docker.state(&n.container).is_ok_and(|s| s.is_running()))
-            .then(|| n.container.clone())
+        (name != node
+            && h.docker_of(node)
+                .state(&n.container)
+                .is_ok_and(|s| s.is_running()))
+        .then(|| n.container.clone())
     });
     let Some(syncer) = syncer else {
         return Ok(false);
     };
     let dir = h.config.cluster.data_dir.trim_end_matches('/').to_string();
     let Ok(Some(owner)) = h
-        .docker
+        .docker_of(node)
         .file_owner(&container, &format!("{dir}/PG_VERSION"))
     else {
         return Ok(false);
     };
     let fenced = format!("{stamp}\n");
     let written = h
-        .docker
+        .docker_of(node)
         .upload_file_owned(
             &container,
             &format!("{dir}/pgrunbook.fenced"),
@@ -306,7 +316,7 @@ fn fence_stopped_through_engine(h: &Host, node: &str, stamp: &str) -> R<bool> {
             owner,
         )
         .and_then(|_| {
-            h.docker.upload_file_owned(
+            h.docker_of(node).upload_file_owned(
                 &container,
                 &format!("{dir}/standby.signal"),
                 b"",
@@ -317,7 +327,7 @@ fn fence_stopped_through_engine(h: &Host, node: &str, stamp: &str) -> R<bool> {
     if written.is_err() {
         return Ok(false);
     }
-    let synced = h.docker.exec(
+    let synced = h.docker_of(node).exec(
         &syncer,
         &["sync".to_string()],
         None,
@@ -479,7 +489,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
         let container = h.container("docker_exec", node)?;
         let argv = command_of(&cmd);
         let user = if user.is_empty() { None } else { Some(user) };
-        h.docker
+        h.docker_of(node)
             .exec(&container, &argv, user, &[], &h.cancel, &mut |_| {})
             .map(exec_map)
             .map_err(|e| h.fail("docker_exec", node, e))
@@ -510,7 +520,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
         "The state of the node's container: \"running\", \"exited\", \"created\", \"missing\"...",
         move |node: &str| -> R<String> {
             let c = h.container("container_status", node)?;
-            h.docker
+            h.docker_of(node)
                 .state(&c)
                 .map(|s| s.as_str().to_string())
                 .map_err(|e| h.fail("container_status", node, e))
@@ -545,7 +555,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
             if !h.change(node, &format!("kill container {c}")) {
                 return Ok(());
             }
-            h.docker
+            h.docker_of(node)
                 .kill(&c, "SIGKILL")
                 .map_err(|e| h.fail("kill_container", node, e))?;
             h.pg.forget(node);
@@ -566,7 +576,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
             if !h.change(node, &format!("send {signal} to container {c}")) {
                 return Ok(());
             }
-            h.docker
+            h.docker_of(node)
                 .kill(&c, signal)
                 .map_err(|e| h.fail("kill_container", node, e))?;
             h.pg.forget(node);
@@ -613,7 +623,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 return Ok(());
             }
             node::clean_stop(&h, "restart_container", node, 60)?;
-            h.docker
+            h.docker_of(node)
                 .start(&c)
                 .map_err(|e| h.fail("restart_container", node, e))?;
             node::wait_accepting(
@@ -637,7 +647,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
             if !h.change(node, &format!("start container {c}")) {
                 return Ok(());
             }
-            h.docker
+            h.docker_of(node)
                 .start(&c)
                 .map_err(|e| h.fail("start_container", node, e))
         }
@@ -649,7 +659,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
         bring the lab up. Runbooks call it first so that nothing changes on a half-present cluster.",
         move |node: &str| -> R<()> {
             let c = h.container("require_container", node)?;
-            match h.docker.state(&c).map_err(|e| h.fail("require_container", node, e))? {
+            match h.docker_of(node).state(&c).map_err(|e| h.fail("require_container", node, e))? {
                 crate::clients::docker::State::Missing => Err(h.error(Class::Infrastructure, format!(
                     "container '{c}' of node {node} does not exist (is the lab up? `pgrunbook lab up`)"))),
                 _ => Ok(()),
@@ -781,7 +791,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
             let end = Instant::now() + Duration::from_secs(timeout_s.max(0) as u64);
             loop {
                 let s = h
-                    .docker
+                    .docker_of(node)
                     .state(&c)
                     .map_err(|e| h.fail("wait_container", node, e))?;
                 if s.as_str() == state {

@@ -108,7 +108,7 @@ fn read(h: &Host, node: &str, o: &Options) -> R<Vec<LogEntry>> {
         Some(DOCKER_TAIL)
     };
     let lines = h
-        .docker
+        .docker_of(node)
         .logs(&container, since, tail, &h.cancel)
         .map_err(|e| h.fail("pg_log", node, e))?;
     let mut entries = parse(lines.iter().map(|l| split_docker_time(l)));

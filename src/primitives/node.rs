@@ -99,20 +99,20 @@ pub fn run_script(
 ) -> R<ExecOutput> {
     let container = h.container(primitive, node)?;
     let state = h
-        .docker
+        .docker_of(node)
         .state(&container)
         .map_err(|e| h.fail(primitive, node, e))?;
     let mut env = env;
     env.push(format!("PGDATA={}", h.config.cluster.data_dir));
     let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
     let oneoff = || {
-        h.docker
+        h.docker_of(node)
             .oneoff_like(&container, &format!("{container}-pgrunbook"))
             .and_then(|mut spec| {
                 spec.entrypoint = Some(vec!["/bin/sh".into(), "-c".into()]);
                 spec.cmd = Some(vec![script.to_string()]);
                 spec.env = env.clone();
-                h.docker.run_oneoff(&spec, &h.cancel, &mut |_| {})
+                h.docker_of(node).run_oneoff(&spec, &h.cancel, &mut |_| {})
             })
     };
     if !state.is_running() {
@@ -125,7 +125,7 @@ pub fn run_script(
     // image; one still up runs it again (at most three times in all).
     let mut attempt = 1;
     loop {
-        let out = h.docker.exec(
+        let out = h.docker_of(node).exec(
             &container,
             &argv,
             Some("postgres"),
@@ -140,7 +140,7 @@ pub fn run_script(
         if !stopped_under || attempt == 3 || h.cancel.is_cancelled() {
             return out.map_err(|e| h.fail(primitive, node, e));
         }
-        match h.docker.state(&container) {
+        match h.docker_of(node).state(&container) {
             Ok(s) if !s.is_running() && s != State::Missing => {
                 return oneoff().map_err(|e| h.fail(primitive, node, e));
             }
@@ -195,7 +195,7 @@ fn postmaster_pid(h: &Host, primitive: &str, node: &str) -> R<Option<i64>> {
 pub fn fast_shutdown(h: &Host, primitive: &str, node: &str) -> R<bool> {
     let container = h.container(primitive, node)?;
     let state = h
-        .docker
+        .docker_of(node)
         .state(&container)
         .map_err(|e| h.fail(primitive, node, e))?;
     if !state.is_running() {
@@ -204,7 +204,12 @@ pub fn fast_shutdown(h: &Host, primitive: &str, node: &str) -> R<bool> {
     match signal_postmaster(h, primitive, node, &container) {
         // The container exited between the look at its state and the exec that reads or signals
         // its postmaster (a server already shutting down): there is nothing left to shut down.
-        Err(_) if !h.docker.state(&container).is_ok_and(|s| s.is_running()) => {
+        Err(_)
+            if !h
+                .docker_of(node)
+                .state(&container)
+                .is_ok_and(|s| s.is_running()) =>
+        {
             h.pg.forget(node);
             Ok(false)
         }
@@ -225,7 +230,7 @@ fn signal_postmaster(h: &Host, primitive: &str, node: &str, container: &str) -> 
         pid if pid != 1 => {
             let argv = vec!["kill".to_string(), "-INT".to_string(), pid.to_string()];
             let out = h
-                .docker
+                .docker_of(node)
                 .exec(&container, &argv, None, &[], &h.cancel, &mut |_| {})
                 .map_err(|e| h.fail(primitive, node, e))?;
             if out.exit_code != 0 {
@@ -239,7 +244,7 @@ fn signal_postmaster(h: &Host, primitive: &str, node: &str, container: &str) -> 
             }
         }
         _ => h
-            .docker
+            .docker_of(node)
             .kill(&container, "SIGINT")
             .map_err(|e| h.fail(primitive, node, e))?,
     }
@@ -257,7 +262,7 @@ pub fn clean_stop(h: &Host, primitive: &str, node: &str, timeout_s: u64) -> R<()
         let end = Instant::now() + Duration::from_secs(timeout_s);
         loop {
             let state = h
-                .docker
+                .docker_of(node)
                 .state(&container)
                 .map_err(|e| h.fail(primitive, node, e))?;
             if !state.is_running() {
@@ -270,9 +275,9 @@ pub fn clean_stop(h: &Host, primitive: &str, node: &str, timeout_s: u64) -> R<()
                 "test -f \"$PGDATA/postmaster.pid\"".to_string(),
             ];
             let env = vec![format!("PGDATA={}", h.config.cluster.data_dir)];
-            if let Ok(out) = h
-                .docker
-                .exec(&container, &probe, None, &env, &h.cancel, &mut |_| {})
+            if let Ok(out) =
+                h.docker_of(node)
+                    .exec(&container, &probe, None, &env, &h.cancel, &mut |_| {})
             {
                 if out.exit_code == 1 {
                     break;
@@ -285,7 +290,7 @@ pub fn clean_stop(h: &Host, primitive: &str, node: &str, timeout_s: u64) -> R<()
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    h.docker
+    h.docker_of(node)
         .stop(&container, 30)
         .map_err(|e| h.fail(primitive, node, e))?;
     h.pg.forget(node);
@@ -421,7 +426,7 @@ pub fn repo_mount_ro(h: &Host, primitive: &str, node: &str) -> R<RoMounts> {
     let container = h.container(primitive, node)?;
     let repo = h.config.pgbackrest.repo_path.clone();
     let info = h
-        .docker
+        .docker_of(node)
         .inspect(&container)
         .map_err(|e| h.fail(primitive, node, e))?
         .ok_or_else(|| {
@@ -453,7 +458,7 @@ pub fn repo_mount_ro(h: &Host, primitive: &str, node: &str) -> R<RoMounts> {
 /// The image of a node's container.
 pub fn image_of(h: &Host, primitive: &str, node: &str) -> R<String> {
     let container = h.container(primitive, node)?;
-    h.docker
+    h.docker_of(node)
         .oneoff_like(&container, "unused")
         .map(|s| s.image)
         .map_err(|e| h.fail(primitive, node, e))

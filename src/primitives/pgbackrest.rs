@@ -47,7 +47,7 @@ pub fn run(h: &Host, node: &str, args: Vec<String>) -> R<Map> {
     }
     let mut progress =
         crate::runtime::progress::Progress::new(&format!("pgbackrest {command}"), h.tty);
-    let out = h.docker.exec(
+    let out = h.docker_of(node).exec(
         &container,
         &argv,
         Some("postgres"),
@@ -304,7 +304,7 @@ fn restore_backup(h: &Host, node: &str, opts: &Map) -> R<Map> {
         return Ok(result);
     }
     let labels = node::restore_labels(h, &purpose, &set);
-    h.docker
+    h.docker_of(node)
         .ensure_volume(&volume, &labels)
         .map_err(|e| h.fail(P, node, e))?;
     let spec = crate::clients::docker::ContainerSpec {
@@ -338,7 +338,7 @@ fn restore_backup(h: &Host, node: &str, opts: &Map) -> R<Map> {
     let t0 = std::time::Instant::now();
     let mut progress = crate::runtime::progress::Progress::new("pgbackrest restore", h.tty);
     let out = h
-        .docker
+        .docker_of(node)
         .run_oneoff(&spec, &h.cancel, &mut |l| progress.line(l));
     progress.finish();
     let out = out.map_err(|e| h.fail(P, node, e))?;
@@ -451,7 +451,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
             let facts = server_facts(&h, "pgbackrest_configure", node)?;
             let text = config_text(&h, &facts);
             let exec = |argv: Vec<String>, user: &str| {
-                h.docker
+                h.docker_of(node)
                     .exec(&container, &argv, Some(user), &[], &h.cancel, &mut |_| {})
                     .map_err(|e| h.fail("pgbackrest_configure", node, e))
             };

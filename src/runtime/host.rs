@@ -68,7 +68,11 @@ pub fn now_rfc3339() -> String {
 
 pub struct Host {
     pub config: Config,
+    /// The default Docker engine (`DOCKER_HOST`, else the local socket): the lab's, one-off
+    /// helpers', and every node's that names no engine of its own. `docker_of(node)` is a node's.
     pub docker: Docker,
+    /// One client per other engine the nodes name (`[nodes.X] docker`), keyed by engine.
+    engines: BTreeMap<crate::config::Engine, Docker>,
     pub pg: Postgres,
     pub journal: Journal,
     pub cancel: Cancel,
@@ -90,8 +94,17 @@ pub struct Host {
 
 impl Host {
     pub fn new(config: Config) -> Host {
+        let default = config.default_engine();
+        let engines = config
+            .nodes
+            .values()
+            .map(|n| config.engine(n))
+            .filter(|e| *e != default)
+            .map(|e| (e.clone(), Docker::for_engine(e)))
+            .collect();
         Host {
-            docker: Docker::new(),
+            docker: Docker::for_engine(default),
+            engines,
             pg: Postgres::new(config.clone()),
             journal: Journal::new(config.clone()),
             cancel: Cancel::new(),
@@ -103,6 +116,18 @@ impl Host {
             new_replication_password: Mutex::new(None),
             hold: Mutex::new(None),
             config,
+        }
+    }
+
+    /// The client of the Docker engine node `name` runs on (the default engine for a name that
+    /// is not a node: one-off helpers, the lab).
+    pub fn docker_of(&self, name: &str) -> &Docker {
+        match self.config.nodes.get(name) {
+            Some(n) => self
+                .engines
+                .get(&self.config.engine(n))
+                .unwrap_or(&self.docker),
+            None => &self.docker,
         }
     }
 

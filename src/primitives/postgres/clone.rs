@@ -25,6 +25,25 @@ pub fn conninfo_quote(s: &str) -> String {
 /// for the configuration file. It holds the password: it reaches a container only through the
 /// environment (`PGRUNBOOK_STANDBY_SETTINGS`, written by `WRITE_STANDBY_SETTINGS`), never a
 /// command line or an SQL statement (which a server may log).
+/// Where the other nodes' PostgreSQL reaches `node`'s: `replication_address` when set; across
+/// engines the node's `host`/`port`; else, on one engine (one Docker network), its container's
+/// name and the port its server says it listens on, as always.
+pub fn reach(h: &Host, primitive: &str, node: &str) -> R<(String, i64)> {
+    let container = h.container(primitive, node)?;
+    let own = h
+        .config
+        .nodes
+        .get(node)
+        .is_some_and(|n| !n.replication_address.is_empty());
+    if own || h.config.multi_engine() {
+        if let Some((addr, port)) = h.config.replication_endpoint(node) {
+            return Ok((addr, i64::from(port)));
+        }
+    }
+    let port = node::server_facts(h, primitive, node)?.port;
+    Ok((container, port))
+}
+
 pub fn standby_settings(
     h: &Host,
     source_container: &str,
@@ -75,8 +94,6 @@ struct CloneJob<'a> {
     primitive: &'static str,
     source: &'a str,
     target: &'a str,
-    /// The source's container: the host name the tool connects to.
-    src: String,
     /// The target's container.
     dst: String,
     /// The one-off container, like the target's.
@@ -93,7 +110,7 @@ impl<'a> CloneJob<'a> {
         target: &'a str,
         slot: &str,
     ) -> R<CloneJob<'a>> {
-        let src = h.container(primitive, source)?;
+        h.container(primitive, source)?;
         let dst = h.container(primitive, target)?;
         check_slot_name(slot).map_err(|e| h.error(Class::Runbook, format!("{primitive}: {e}")))?;
         if source == target {
@@ -103,7 +120,7 @@ impl<'a> CloneJob<'a> {
             ));
         }
         let spec = h
-            .docker
+            .docker_of(target)
             .oneoff_like(&dst, &format!("{dst}-{primitive}"))
             .map_err(|e| h.fail(primitive, target, e))?;
         Ok(CloneJob {
@@ -111,7 +128,6 @@ impl<'a> CloneJob<'a> {
             primitive,
             source,
             target,
-            src,
             dst,
             spec,
             started: Instant::now(),
@@ -123,10 +139,10 @@ impl<'a> CloneJob<'a> {
         self.h.change(self.target, what)
     }
 
-    /// Stops the target cleanly; returns the port the source's server listens on.
-    fn stop_target(&mut self) -> R<i64> {
+    /// Stops the target cleanly; returns where the target reaches the source (`reach`).
+    fn stop_target(&mut self) -> R<(String, i64)> {
         self.started = Instant::now();
-        let port = node::server_facts(self.h, self.primitive, self.source)?.port;
+        let port = reach(self.h, self.primitive, self.source)?;
         node::clean_stop(self.h, self.primitive, self.target, 60)?;
         Ok(port)
     }
@@ -142,7 +158,7 @@ impl<'a> CloneJob<'a> {
         let mut progress =
             Progress::new(&format!("{tool} {} -> {}", self.source, self.target), h.tty);
         let out = h
-            .docker
+            .docker_of(self.target)
             .run_oneoff(&spec, &h.cancel, &mut |l| progress.line(l));
         progress.finish();
         out.map_err(|e| h.fail(self.primitive, self.target, e))
@@ -151,7 +167,7 @@ impl<'a> CloneJob<'a> {
     /// Starts the target; returns #{duration_ms} since it was stopped.
     fn finish(&self) -> R<Map> {
         self.h
-            .docker
+            .docker_of(self.target)
             .start(&self.dst)
             .map_err(|e| self.h.fail(self.primitive, self.target, e))?;
         let mut m = Map::new();
@@ -190,19 +206,19 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
             )) {
                 return Ok(Map::new());
             }
-            let src_port = job.stop_target()?;
+            let (src_host, src_port) = job.stop_target()?;
             // A server killed (SIGKILL, or Docker's stop after a smart shutdown that never ended)
             // leaves postmaster.pid behind; pg_rewind's crash recovery then takes it for a live
             // server (in a one-off container its PID, often 1, is always alive). It is stale
             // when the container is stopped and no other running container mounts the data.
             let c = &h.config.cluster;
             let volume = h
-                .docker
+                .docker_of(target)
                 .volume_at(&dst, &c.data_dir)
                 .map_err(|e| h.fail("rewind", target, e))?;
             let others = match &volume {
                 Some(v) => h
-                    .docker
+                    .docker_of(target)
                     .running_users_of_volume(v, &dst)
                     .map_err(|e| h.fail("rewind", target, e))?,
                 None => vec![],
@@ -212,7 +228,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                     "rewind on {target}: its data volume {} is mounted by running container(s) {}: pg_rewind needs the data directory to itself; nothing was changed",
                     volume.unwrap_or_default(), others.join(", "))));
             }
-            let settings = standby_settings(&h, &job.src, src_port, target, slot);
+            let settings = standby_settings(&h, &src_host, src_port, target, slot);
             let script = format!(
                 "set -e\n\
                  if [ -f \"$PGDATA/postmaster.pid\" ]; then\n\
@@ -231,7 +247,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                  touch \"$PGDATA/standby.signal\"\n\
                  rm -f \"$PGDATA/pgrunbook.fenced\"\n\
                  rm -rf \"$PGDATA\"/pg_replslot/*\n",
-                host = job.src,
+                host = src_host,
                 user = c.superuser,
                 write_settings = WRITE_STANDBY_SETTINGS,
             );
@@ -290,10 +306,10 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
             )) {
                 return Ok(Map::new());
             }
-            let src_port = job.stop_target()?;
+            let (src_host, src_port) = job.stop_target()?;
             // A base backup left running by an interrupted run would hold the slot: remove its
             // container, then wait for the source to see the slot free.
-            h.docker
+            h.docker_of(target)
                 .remove(&job.spec.name)
                 .map_err(|e| h.fail("basebackup", target, e))?;
             let end = Instant::now() + Duration::from_secs(30);
@@ -319,7 +335,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                 "set -e\nfind {d} -mindepth 1 -delete\n\
                  pg_basebackup -h {host} -p {src_port} -U {user} -D {d} -X stream -R -S {slot} --checkpoint=fast -P\n",
                 d = node::sh_quote(&data),
-                host = node::sh_quote(&job.src),
+                host = node::sh_quote(&src_host),
                 user = node::sh_quote(&h.config.cluster.replication_user),
                 slot = node::sh_quote(slot),
             );

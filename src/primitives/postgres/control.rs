@@ -86,7 +86,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
             loop {
                 if since_ms > 0 {
                     let lines = h
-                        .docker
+                        .docker_of(node)
                         .logs(&container, Some(since_ms / 1000), None, &h.cancel)
                         .map_err(|e| h.fail("final_checkpoint", node, e))?;
                     let entries = parse(lines.iter().map(|l| split_docker_time(l)));
@@ -95,7 +95,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                     }
                 }
                 let running = h
-                    .docker
+                    .docker_of(node)
                     .state(&container)
                     .map_err(|e| h.fail("final_checkpoint", node, e))?
                     .is_running();

@@ -39,7 +39,7 @@ fn psql_error(stderr: &str) -> String {
 /// `set_primary_conninfo`: see its doc. `reload_now` false leaves a running node's settings
 /// for its next start (a primary about to be shut down has no use for a reload).
 fn set_primary_conninfo(h: &Host, node: &str, primary: &str, reload_now: bool) -> R<()> {
-    let container = h.container("set_primary_conninfo", primary)?;
+    h.container("set_primary_conninfo", primary)?;
     h.check_node("set_primary_conninfo", node)?;
     if node == primary {
         return Err(h.error(
@@ -53,8 +53,9 @@ fn set_primary_conninfo(h: &Host, node: &str, primary: &str, reload_now: bool) -
         .get(node)
         .map(|n| n.slot.clone())
         .unwrap_or_default();
-    // The port inside the primary's container, as its server says.
-    let port = node::server_facts(h, "set_primary_conninfo", primary)?.port;
+    // Where the standby reaches the primary: its container name and the port inside it on one
+    // engine, its address across engines (`clone::reach`).
+    let (container, port) = super::clone::reach(h, "set_primary_conninfo", primary)?;
     if !h.change(
             node,
             &format!(
@@ -175,11 +176,10 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
             let c = &h.config.cluster;
             let from = h.container("replication_login", standby)?;
             let to = h.container("replication_login", primary)?;
-            // The port inside the primary's container, as its server says; the configured one
-            // when it does not answer (then the login fails anyway, and says why).
-            let port = node::server_facts(&h, "replication_login", primary)
-                .map(|f| f.port)
-                .unwrap_or(5432);
+            // Where the standby reaches the primary (`clone::reach`); the container and 5432
+            // when its server does not answer (then the login fails anyway, and says why).
+            let (to, port) =
+                super::clone::reach(&h, "replication_login", primary).unwrap_or((to, 5432));
             let conninfo = format!(
                 "host={} port={port} user={} dbname=replication replication=true \
                  application_name=pgrunbook-login-test connect_timeout=5",
