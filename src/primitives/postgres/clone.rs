@@ -6,6 +6,7 @@ use super::sql::pg_rows;
 use super::R;
 use crate::clients::docker::{ContainerSpec, ExecOutput};
 use crate::clients::postgres::quote_literal;
+use crate::errln;
 use crate::error::Class;
 use crate::primitives::{def, node};
 use crate::runtime::host::Host;
@@ -185,6 +186,102 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
+/// An LSN as PostgreSQL writes it ("0/3000060"), as a number; None when it is not one.
+fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.trim().split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// The lines of a timeline history file (`pg_wal/0000000N.history`): (parent timeline, LSN
+/// where it ended and the next began), oldest first.
+fn history_switches(history: &str) -> Vec<(i64, u64)> {
+    history
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let tli = parts.next()?.parse().ok()?;
+            let lsn = parse_lsn(parts.next()?)?;
+            Some((tli, lsn))
+        })
+        .collect()
+}
+
+/// What a rewound node's control file (`pg_controldata`) says about where its WAL ends:
+/// (timeline, LSN), the later of its latest checkpoint and its minimum recovery point.
+fn control_end(controldata: &str) -> Option<(i64, u64)> {
+    let field = |name: &str| {
+        controldata
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+    };
+    let ckpt = parse_lsn(&field("Latest checkpoint location:")?)?;
+    let ckpt_tli: i64 = field("Latest checkpoint's TimeLineID:")?.parse().ok()?;
+    let min = field("Minimum recovery ending location:").and_then(|v| parse_lsn(&v));
+    let min_tli: Option<i64> =
+        field("Min recovery ending loc's timeline:").and_then(|v| v.parse().ok());
+    match (min, min_tli) {
+        (Some(m), Some(t)) if m > 0 && (t > ckpt_tli || (t == ckpt_tli && m > ckpt)) => {
+            Some((t, m))
+        }
+        _ => Some((ckpt_tli, ckpt)),
+    }
+}
+
+/// Fmt an LSN as PostgreSQL does.
+fn lsn_text(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+/// Can a node whose WAL ends at `end` (timeline, LSN; from `control_end`) follow a primary on
+/// timeline `source_tli` whose history file is `history`? It can when it is on that timeline,
+/// or on one of its ancestors and has not gone past the point where that ancestor ended.
+/// Err says why not, in PostgreSQL's terms.
+fn can_follow(end: (i64, u64), source_tli: i64, history: &str) -> Result<(), String> {
+    let (tli, lsn) = end;
+    if tli == source_tli {
+        return Ok(());
+    }
+    if tli > source_tli {
+        return Err(format!(
+            "it is on timeline {tli}, newer than the source's {source_tli}"
+        ));
+    }
+    match history_switches(history).into_iter().find(|(t, _)| *t == tli) {
+        None => Err(format!(
+            "its timeline {tli} is not in the source's history (timeline {source_tli})"
+        )),
+        Some((_, fork)) if lsn > fork => Err(format!(
+            "its WAL on timeline {tli} reaches {} (minimum recovery point or last checkpoint), past {} where the source's history left timeline {tli}: the timelines diverged and nothing was rewound",
+            lsn_text(lsn),
+            lsn_text(fork)
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The source's timeline, the timeline of its control file's latest checkpoint, and its
+/// timeline history file ("" on timeline 1).
+fn source_state(h: &Host, source: &str) -> R<(i64, i64, String)> {
+    let rows = pg_rows(
+        h,
+        "rewind",
+        source,
+        "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) AS tli, \
+                (SELECT timeline_id FROM pg_control_checkpoint())::text AS ckpt_tli, \
+                coalesce(pg_read_file('pg_wal/' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) || '.history', 0, 1048576, true), '') AS history",
+        &[],
+    )?;
+    let text = |c: &str| match rows.get(0, c) {
+        Some(crate::clients::postgres::Value::Text(t)) => t.clone(),
+        _ => String::new(),
+    };
+    let tli = i64::from_str_radix(&text("tli"), 16).unwrap_or(0);
+    let ckpt_tli = text("ckpt_tli").parse().unwrap_or(0);
+    Ok((tli, ckpt_tli, text("history")))
+}
+
 pub fn register(m: &mut Module, host: &Arc<Host>) {
     let h = host.clone();
     def!(
@@ -196,8 +293,14 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
         timelines parted (needs wal_log_hints or data checksums), points the target at the source
         through `slot` (primary_conninfo with the replication role, primary_slot_name,
         standby.signal), drops the slots it had as a primary, lifts its fence, and starts it. Far faster than `basebackup` on a large
-        database. Raises when pg_rewind cannot do it (the caller can fall back to `basebackup`);
-        the target is then left stopped. Returns #{duration_ms, output}.",
+        database. Then it checks that the target can follow the source (its control file's
+        timeline and minimum recovery point against the source's timeline history): pg_rewind
+        before PostgreSQL 16 reads the source's timeline from its last checkpoint, so on a
+        source promoted moments ago it says \"no rewind required\" and changes nothing. When the
+        target cannot follow, it says why, runs a CHECKPOINT on the source and rewinds again
+        once. Raises when pg_rewind cannot do it or the target still cannot follow (the caller
+        can fall back to `basebackup`); the target is then left stopped. Returns #{duration_ms,
+        output, rewinds}.",
         move |source: &str, target: &str, slot: &str| -> R<Map> {
             let mut job = CloneJob::new(&h, "rewind", source, target, slot)?;
             let dst = job.dst.clone();
@@ -246,20 +349,57 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                  {write_settings}\
                  touch \"$PGDATA/standby.signal\"\n\
                  rm -f \"$PGDATA/pgrunbook.fenced\"\n\
-                 rm -rf \"$PGDATA\"/pg_replslot/*\n",
+                 rm -rf \"$PGDATA\"/pg_replslot/*\n\
+                 echo 'pgrunbook: controldata'\n\
+                 LC_ALL=C pg_controldata \"$PGDATA\"\n",
                 host = src_host,
                 user = c.superuser,
                 write_settings = WRITE_STANDBY_SETTINGS,
             );
-            let out = job.run(
-                "pg_rewind",
-                script,
-                vec![
-                    format!("PGDATA={}", c.data_dir),
-                    format!("PGPASSWORD={}", c.password),
-                    format!("PGRUNBOOK_STANDBY_SETTINGS={settings}"),
-                ],
-            )?;
+            let env = vec![
+                format!("PGDATA={}", c.data_dir),
+                format!("PGPASSWORD={}", c.password),
+                format!("PGRUNBOOK_STANDBY_SETTINGS={settings}"),
+            ];
+            let mut out = job.run("pg_rewind", script.clone(), env.clone())?;
+            // Can the target follow the source now? A rewind that did nothing is no success.
+            let mut rewinds = 1;
+            loop {
+                if out.exit_code != 0 {
+                    break;
+                }
+                let (tli, ckpt_tli, history) = source_state(&h, source)?;
+                let control = out
+                    .stdout
+                    .split_once("pgrunbook: controldata\n")
+                    .map(|(_, c)| c.to_string())
+                    .unwrap_or_default();
+                let why = match control_end(&control) {
+                    None => Err("pg_controldata said nothing readable".to_string()),
+                    Some(end) => can_follow(end, tli, &history),
+                };
+                let Err(why) = why else { break };
+                let said = if out.stderr.contains("no rewind required") {
+                    "pg_rewind said \"no rewind required\""
+                } else {
+                    "pg_rewind ended"
+                };
+                if rewinds >= 2 || ckpt_tli >= tli {
+                    return Err(h.error(Class::Refused, format!(
+                        "rewind on {target}: {said}, but {target} cannot follow {source} (timeline {tli}): {why}; {dst} is left stopped"
+                    )));
+                }
+                errln!(
+                    "warning: rewind on {target}: {said}, but {target} cannot follow {source}: {why}. {source}'s control file still says timeline {ckpt_tli} (its checkpoint after the promotion has not finished; pg_rewind before PostgreSQL 16 reads the timeline there): CHECKPOINT on {source}, then pg_rewind again"
+                );
+                h.record(
+                    "rewind_retry",
+                    format!("{target} could not follow {source}: {why}"),
+                );
+                pg_rows(&h, "rewind", source, "CHECKPOINT", &[])?;
+                rewinds += 1;
+                out = job.run("pg_rewind", script.clone(), env.clone())?;
+            }
             let stale = out
                 .stdout
                 .lines()
@@ -284,6 +424,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                 m.insert("stale_pid_removed".into(), line.into());
             }
             m.insert("output".into(), out.stderr.trim().to_string().into());
+            m.insert("rewinds".into(), Dynamic::from_int(rewinds));
             Ok(m)
         }
     );
@@ -332,7 +473,10 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                 std::thread::sleep(Duration::from_millis(100));
             }
             let script = format!(
-                "set -e\nfind {d} -mindepth 1 -delete\n\
+                "set -e\n\
+                 # 18's image keeps PGDATA below its volume (/var/lib/postgresql/18/docker): on a\n\
+                 # fresh volume it does not exist yet.\n\
+                 mkdir -p {d}\nchmod 700 {d}\nfind {d} -mindepth 1 -delete\n\
                  pg_basebackup -h {host} -p {src_port} -U {user} -D {d} -X stream -R -S {slot} --checkpoint=fast -P\n",
                 d = node::sh_quote(&data),
                 host = node::sh_quote(&src_host),
@@ -361,6 +505,44 @@ mod tests {
         assert_eq!(conninfo_quote("pg-bases2"), "'pg-bases2'");
         assert_eq!(conninfo_quote("it's"), "'it\\'s'");
         assert_eq!(conninfo_quote("a\\b c"), "'a\\\\b c'");
+    }
+
+    const CONTROL_NOOP: &str = "Database cluster state:               shut down in recovery\n\
+        Latest checkpoint location:           0/5000060\n\
+        Latest checkpoint's REDO location:    0/5000028\n\
+        Latest checkpoint's TimeLineID:       1\n\
+        Minimum recovery ending location:     0/6A3B2C8\n\
+        Min recovery ending loc's timeline:   1\n";
+    const CONTROL_REWOUND: &str = "Database cluster state:               in archive recovery\n\
+        Latest checkpoint location:           0/5000060\n\
+        Latest checkpoint's TimeLineID:       1\n\
+        Minimum recovery ending location:     0/7000100\n\
+        Min recovery ending loc's timeline:   2\n";
+    const HISTORY: &str = "1\t0/6A00000\tno recovery target specified\n";
+
+    #[test]
+    fn a_standby_past_the_fork_point_cannot_follow() {
+        // PostgreSQL 15's pg_rewind on a source whose control file still says timeline 1:
+        // "no rewind required", and the target's minimum recovery point is past the fork.
+        let end = control_end(CONTROL_NOOP).unwrap();
+        assert_eq!(end, (1, 0x6A3B2C8));
+        let why = can_follow(end, 2, HISTORY).unwrap_err();
+        assert!(
+            why.contains("0/6A3B2C8") && why.contains("0/6A00000"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_rewound_node_and_an_ancestor_before_the_fork_can_follow() {
+        assert_eq!(control_end(CONTROL_REWOUND).unwrap(), (2, 0x7000100));
+        assert!(can_follow(control_end(CONTROL_REWOUND).unwrap(), 2, HISTORY).is_ok());
+        // A node shut down cleanly before the fork (switchover's old primary).
+        assert!(can_follow((1, 0x6A00000), 2, HISTORY).is_ok());
+        assert!(can_follow((3, 0x1), 2, HISTORY).is_err());
+        assert!(can_follow((1, 0x1), 3, "2\t0/1\tx\n").is_err());
+        assert_eq!(control_end("nothing"), None);
+        assert_eq!(lsn_text(0x1_0000_00A0), "1/A0");
     }
 
     #[test]
