@@ -26,6 +26,9 @@ pub struct Cli {
     /// Configuration file (default: ./pgrunbook.toml if present, else built-in defaults).
     #[arg(long, global = true, env = "PGRUNBOOK_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Errors in full: a refusal with its source line, as other errors show it.
+    #[arg(long, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -202,10 +205,18 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let verbose = cli.verbose;
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            err!("{}", f.render());
+            err!(
+                "{}",
+                if verbose {
+                    f.render_verbose()
+                } else {
+                    f.render()
+                }
+            );
             ExitCode::from(f.class.exit_code())
         }
     }

@@ -69,6 +69,8 @@ pub struct Failure {
     pub step: Option<String>,
     /// Outer frames: function calls the error passed through, innermost first.
     pub trace: Vec<String>,
+    /// For a failed run: the changes it made before failing (`None` outside a run).
+    pub changes: Option<Vec<String>>,
 }
 
 impl Failure {
@@ -80,6 +82,7 @@ impl Failure {
             source_line: None,
             step: None,
             trace: vec![],
+            changes: None,
         }
     }
 
@@ -99,8 +102,54 @@ impl Failure {
         s
     }
 
-    /// The full rendering, with the source line and a caret under the column.
+    /// The full rendering, with the source line and a caret under the column. A refusal (exit
+    /// code 4) is the cluster saying no, not a mistake in the script: it reads as one, with no
+    /// source excerpt (`render_verbose` shows it).
     pub fn render(&self) -> String {
+        if self.class == Class::Refused {
+            return self.render_refusal();
+        }
+        self.render_verbose()
+    }
+
+    /// A refusal: its message, whether anything was changed before it, where (file:line), and
+    /// the exit code.
+    fn render_refusal(&self) -> String {
+        let mut out = format!("refused: {}\n", self.message);
+        let said = self
+            .message
+            .to_ascii_lowercase()
+            .contains("nothing was changed")
+            || self
+                .message
+                .to_ascii_lowercase()
+                .contains("nothing was promoted");
+        match &self.changes {
+            Some(c) if c.is_empty() && !said => out.push_str("  nothing was changed\n"),
+            Some(c) if !c.is_empty() => {
+                out.push_str(&format!("  changed before the refusal: {}\n", c.join("; ")))
+            }
+            _ => {}
+        }
+        if let Some(l) = &self.location {
+            out.push_str(&format!("  at {l}"));
+            if let Some(st) = &self.step {
+                out.push_str(&format!(" in step \"{st}\""));
+            }
+            out.push('\n');
+        } else if let Some(st) = &self.step {
+            out.push_str(&format!("  in step \"{st}\"\n"));
+        }
+        out.push_str(&format!(
+            "  = {} (exit code {})\n",
+            self.class.name(),
+            self.class.exit_code()
+        ));
+        out
+    }
+
+    /// The full rendering whatever the class, with the source line and a caret (`--verbose`).
+    pub fn render_verbose(&self) -> String {
         let mut out = format!("error: {}\n", self.message);
         if let Some(l) = &self.location {
             out.push_str(&format!("  --> {l}"));
@@ -175,7 +224,7 @@ impl PrimitiveError {
 impl fmt::Display for PrimitiveError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.primitive, &self.node) {
-            (Some(p), Some(n)) => write!(f, "{p} on {n}: {}", self.cause),
+            (Some(p), Some(n)) => write!(f, "{p} on {n}: {}", without_node(&self.cause, n)),
             (Some(p), None) => write!(f, "{p}: {}", self.cause),
             (None, _) => f.write_str(&self.cause),
         }
@@ -183,6 +232,31 @@ impl fmt::Display for PrimitiveError {
 }
 
 impl std::error::Error for PrimitiveError {}
+
+/// The cause of an error already prefixed with "primitive on NODE: ", without the node named a
+/// second time at its start: "SQL error on pg-replica: x" is "SQL error: x", "connection to node
+/// pg-replica failed: x" is "connection failed: x".
+fn without_node(cause: &str, node: &str) -> String {
+    let head = cause.char_indices().nth(60).map_or(cause.len(), |(i, _)| i);
+    for (pat, with) in [
+        (format!(" on {node}: "), ": "),
+        (format!(" to node {node} "), " "),
+    ] {
+        if let Some(i) = cause[..head].find(&pat) {
+            return format!("{}{with}{}", &cause[..i], &cause[i + pat.len()..]);
+        }
+    }
+    cause.to_string()
+}
+
+/// What `sql` and `sql_value` give a script, in a dry run, for a statement they did not run
+/// (it writes, or may): not a result. Using it (comparing it, indexing it, taking its length)
+/// stops the dry run there, the plan so far printed and marked "not simulated past here"; a
+/// script that only runs the statement goes on. `what` names the statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotSimulated {
+    pub what: String,
+}
 
 /// Finds the class of an `anyhow` error: a `Failure` inside keeps its class, anything else is
 /// `default`.
@@ -215,6 +289,7 @@ mod tests {
             source_line: Some("    sql(\"x\", \"y\");".into()),
             step: Some("Do it".into()),
             trace: vec![],
+            changes: None,
         };
         let r = f.render();
         assert!(
@@ -228,6 +303,54 @@ mod tests {
         assert!(f
             .one_line()
             .contains("boom at runbooks/x.rhai:12:5 (step \"Do it\")"));
+    }
+
+    #[test]
+    fn a_refusal_reads_as_one_and_says_what_was_changed() {
+        let mut f = Failure::new(Class::Refused, "pg-replica is down");
+        f.location = Some(Location {
+            file: "runbooks/x.rhai".into(),
+            line: 3,
+            col: 1,
+        });
+        f.source_line = Some("refuse(\"pg-replica is down\");".into());
+        f.changes = Some(vec![]);
+        let r = f.render();
+        assert_eq!(
+            r,
+            "refused: pg-replica is down\n  nothing was changed\n  at runbooks/x.rhai:3:1\n  = refused (exit code 4)\n"
+        );
+        assert!(f.render_verbose().contains("3 | refuse("));
+        f.changes = Some(vec!["fence on pg-bases2".into()]);
+        assert!(f
+            .render()
+            .contains("changed before the refusal: fence on pg-bases2"));
+        // A message that says it already is not repeated.
+        f.message = "no. Nothing was changed.".into();
+        f.changes = Some(vec![]);
+        assert!(!f.render().contains("  nothing was changed"));
+    }
+
+    #[test]
+    fn a_message_names_its_node_once() {
+        let e = PrimitiveError {
+            class: Class::Runbook,
+            primitive: Some("sql".into()),
+            node: Some("pg-replica".into()),
+            cause: "SQL error on pg-replica: column \"x\" does not exist (SQLSTATE 42703)".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "sql on pg-replica: SQL error: column \"x\" does not exist (SQLSTATE 42703)"
+        );
+        let e = PrimitiveError {
+            cause: "connection to node pg-replica failed: refused".into(),
+            ..e
+        };
+        assert_eq!(
+            e.to_string(),
+            "sql on pg-replica: connection failed: refused"
+        );
     }
 
     #[test]

@@ -100,12 +100,13 @@ fn table_exists(lab: &TestLab, node: &str) -> bool {
     )
 }
 
-/// The error line pgrunbook prints (`error: ...`), to check it is one line that says it all.
+/// The error line pgrunbook prints (`error: ...`, or `refused: ...` for a refusal), to check it
+/// is one line that says it all.
 fn error_line(r: &Run) -> String {
     let lines: Vec<&str> = r
         .stderr
         .lines()
-        .filter(|l| l.starts_with("error: "))
+        .filter(|l| l.starts_with("error: ") || l.starts_with("refused: "))
         .collect();
     assert_eq!(lines.len(), 1, "exactly one error line:\n{}", r.stderr);
     lines[0].to_string()

@@ -308,3 +308,75 @@ fn switchover_recovers_from_a_kill_at_every_step() {
     assert_nothing_missing(&lab, p, &acked);
     eprintln!("{} acknowledged commits, none missing", acked.len());
 }
+
+/// `SHOW name` on a node, read directly.
+fn show(lab: &TestLab, node: &str, name: &str) -> String {
+    lab.query_strings(node, &format!("SHOW {name}"))[0].clone()
+}
+
+#[test]
+fn rolling_restart_example_applies_settings_to_both_nodes_under_load_with_one_switchover() {
+    let lab = TestLab::replicating("swroll");
+    let runbook = "examples/rolling-restart";
+
+    // Its dry run shows the whole plan, the parts that depend on the switchover marked, and
+    // changes nothing.
+    let r = lab
+        .pgrunbook(&["run", runbook, "--dry-run", "--set", "back=true"])
+        .succeeds()
+        .stdout_has("] switchover: Promote pg-replica")
+        .stdout_has("not simulated past here: depends on the switchover to pg-replica above")
+        .stdout_has("] Switch back to pg-bases2")
+        .stdout_lacks("refused");
+    for node in ["pg-replica", "pg-bases2"] {
+        for (name, value) in [("shared_buffers", "256MB"), ("max_connections", "200")] {
+            let line = format!("would ALTER SYSTEM SET \"{name}\" = '{value}'");
+            assert!(
+                r.stdout
+                    .lines()
+                    .any(|l| l.contains(&line) && l.ends_with(&format!("on {node}"))),
+                "the plan lacks {line} on {node}:\n{}",
+                r.stdout
+            );
+        }
+        assert_eq!(show(&lab, node, "shared_buffers"), "128MB");
+    }
+
+    // The real run, under a write load.
+    let load = Load::start(&lab, 4);
+    std::thread::sleep(Duration::from_millis(1000));
+    let t = Instant::now();
+    let r = lab
+        .pgrunbook(&["run", runbook])
+        .succeeds()
+        .stdout_has("verify: all checks passed");
+    assert_eq!(
+        r.stdout.matches("] switchover: Promote ").count(),
+        1,
+        "one switchover:\n{}",
+        r.stdout
+    );
+    for node in NODES {
+        assert_eq!(show(&lab, node, "shared_buffers"), "256MB", "{node}");
+        assert_eq!(show(&lab, node, "max_connections"), "200", "{node}");
+    }
+    assert_roles(&lab, "pg-replica", &r.stdout);
+    let before = load.count();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(load.count() > before, "no commit after the rolling restart");
+    let gap = load.longest_gap_since(t);
+    let acked = load.finish();
+    assert_nothing_missing(&lab, "pg-replica", &acked);
+    eprintln!(
+        "rolling restart: {} acknowledged commits, none missing; writers saw no commit for {} ms at most; journal: writes unavailable {:?} ms",
+        acked.len(),
+        gap.as_millis(),
+        last_metric(&lab, runbook, "writes_unavailable_ms")
+    );
+
+    // Run again, it finds the settings in force and changes nothing.
+    lab.pgrunbook(&["run", runbook])
+        .succeeds()
+        .stdout_has("in force on pg-bases2 already")
+        .stdout_lacks("switchover: Promote");
+}

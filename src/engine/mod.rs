@@ -5,7 +5,7 @@ pub mod check;
 pub mod runbook;
 
 use crate::errln;
-use crate::error::{Class, Failure, Location, PrimitiveError};
+use crate::error::{Class, Failure, Location, NotSimulated, PrimitiveError};
 use crate::runtime::host::Host;
 use rhai::{Dynamic, Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Shared, AST};
 use runbook::Runbook;
@@ -132,6 +132,85 @@ pub fn register_error_type(engine: &mut Engine) {
         .register_get("cause", |e: &mut PrimitiveError| e.cause.clone())
         .register_get("primitive", move |e: &mut PrimitiveError| opt(&e.primitive))
         .register_get("node", move |e: &mut PrimitiveError| opt(&e.node));
+    register_not_simulated(engine);
+}
+
+/// The stop of a dry run where a script uses a result the dry run did not produce.
+fn used(n: &NotSimulated) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(
+        Dynamic::from(n.clone()),
+        Position::NONE,
+    ))
+}
+
+/// `NotSimulated` (see `crate::error`): printed, it says what it stands for; compared with
+/// anything, it stops the dry run (Rhai would otherwise say `false` for values of two types, and
+/// the script would go on with a wrong answer). Other uses (an index, `len`, a loop, a
+/// condition) fail in Rhai itself, naming the type: `not_simulated` recognises them.
+fn register_not_simulated(engine: &mut Engine) {
+    engine
+        .register_type_with_name::<NotSimulated>("NotSimulated")
+        .register_fn("to_string", |n: &mut NotSimulated| {
+            format!("(not simulated: the result of {})", n.what)
+        })
+        .register_fn("to_debug", |n: &mut NotSimulated| {
+            format!("(not simulated: the result of {})", n.what)
+        });
+    macro_rules! compare {
+        ($($t:ty),*) => {$(
+            engine
+                .register_fn("==", |a: &mut NotSimulated, _: $t| -> Result<bool, Box<EvalAltResult>> { Err(used(a)) })
+                .register_fn("!=", |a: &mut NotSimulated, _: $t| -> Result<bool, Box<EvalAltResult>> { Err(used(a)) })
+                .register_fn("==", |_: $t, a: NotSimulated| -> Result<bool, Box<EvalAltResult>> { Err(used(&a)) })
+                .register_fn("!=", |_: $t, a: NotSimulated| -> Result<bool, Box<EvalAltResult>> { Err(used(&a)) });
+        )*};
+    }
+    compare!(
+        rhai::Array,
+        rhai::Map,
+        rhai::INT,
+        rhai::FLOAT,
+        bool,
+        rhai::ImmutableString,
+        ()
+    );
+    engine
+        .register_fn(
+            "==",
+            |a: &mut NotSimulated, _: NotSimulated| -> Result<bool, Box<EvalAltResult>> {
+                Err(used(a))
+            },
+        )
+        .register_fn(
+            "!=",
+            |a: &mut NotSimulated, _: NotSimulated| -> Result<bool, Box<EvalAltResult>> {
+                Err(used(a))
+            },
+        );
+}
+
+/// When `err` is a script using a `NotSimulated` result: what that result stands for (the last
+/// statement a dry run skipped, when Rhai's error names only the type).
+pub fn not_simulated(err: &EvalAltResult, host: &Host) -> Option<String> {
+    let mut e = err;
+    while let EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+    | EvalAltResult::ErrorInModule(_, inner, _) = e
+    {
+        e = inner;
+    }
+    if let EvalAltResult::ErrorRuntime(v, _) = e {
+        if let Some(n) = v.read_lock::<NotSimulated>() {
+            return Some(n.what.clone());
+        }
+    }
+    e.to_string().contains("NotSimulated").then(|| {
+        host.run
+            .lock()
+            .unwrap()
+            .last_skipped
+            .clone()
+            .unwrap_or_else(|| "a statement the dry run did not run".into())
+    })
 }
 
 /// Rhai keywords called like functions that the engine's function list does not name.
@@ -409,11 +488,37 @@ pub fn run(
     let limit = host.config.runbook.timeout_s;
     *host.deadline.lock().unwrap() =
         (limit > 0).then(|| Instant::now() + Duration::from_secs(limit));
-    let result = engine.run_ast_with_scope(&mut scope, &ast);
+    let mut result = engine.run_ast_with_scope(&mut scope, &ast);
     *host.deadline.lock().unwrap() = None;
-    let failure = result
+    // A dry run that reaches a use of a result it did not produce ends there, as a plan.
+    if let Some(what) = result
+        .as_ref()
         .err()
-        .map(|e| to_failure(&engine, &e, &rb.display_path, host, &sources));
+        .filter(|_| host.dry_run())
+        .and_then(|e| not_simulated(e, host))
+    {
+        let f = to_failure(
+            &engine,
+            result.as_ref().unwrap_err(),
+            &rb.display_path,
+            host,
+            &sources,
+        );
+        let at = f.location.map(|l| format!(" at {l}")).unwrap_or_default();
+        host.say(&format!(
+            "    [dry run] not simulated past here{at}: the runbook uses the result of {what}"
+        ));
+        host.record(
+            "not_simulated_past",
+            format!("{}{at}", f.step.unwrap_or_default()),
+        );
+        result = Ok(());
+    }
+    let failure = result.err().map(|e| {
+        let mut f = to_failure(&engine, &e, &rb.display_path, host, &sources);
+        f.changes = Some(host.run.lock().unwrap().made.clone());
+        f
+    });
     host.end_run(failure.as_ref());
     match failure {
         Some(f) => Err(f),

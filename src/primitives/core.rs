@@ -70,6 +70,39 @@ pub fn create_module(host: Arc<Host>, orders: Arc<ColumnOrders>) -> Module {
     let h = host.clone();
     def!(
         &mut m,
+        "plan_assume",
+        ["what: &str"],
+        "In a dry run, notes a change the plan includes but did not simulate (\"the switchover to
+        pg-replica above\"): later steps whose outcome depends on it ask `plan_assumed()` and say
+        so in the plan, instead of checking a cluster that did not change. Does nothing in a real
+        run.",
+        move |what: &str| {
+            if h.dry_run() {
+                h.run.lock().unwrap().assumed.push(what.to_string());
+            }
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
+        "plan_assumed",
+        ["Array"],
+        "In a dry run, the changes `plan_assume` noted so far, oldest first; `[]` in a real run.",
+        move || -> Array {
+            h.run
+                .lock()
+                .unwrap()
+                .assumed
+                .iter()
+                .map(|a| Dynamic::from(a.clone()))
+                .collect()
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
         "refuse",
         ["reason: &str"],
         "Stops the runbook because the cluster is not in a state it accepts (exit code 4).

@@ -596,10 +596,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
         the container. Returns false when no server was running.",
         move |node: &str| -> R<bool> {
             let c = h.container("fast_shutdown", node)?;
-            if !h.change(
-                node,
-                &format!("fast shutdown of PostgreSQL in container {c}"),
-            ) {
+            if !h.change(node, &format!("shut PostgreSQL down fast in container {c}")) {
                 return Ok(true);
             }
             node::fast_shutdown(&h, "fast_shutdown", node)

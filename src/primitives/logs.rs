@@ -135,6 +135,33 @@ fn read(h: &Host, node: &str, o: &Options) -> R<Vec<LogEntry>> {
     Ok(entries)
 }
 
+/// The last FATAL or PANIC entry (other than a client turned away) the node's PostgreSQL wrote in the last `since_s` seconds, as
+/// "FATAL:  message (DETAIL: ...)": what a node that would not start says about why. None when
+/// there is none, or the log cannot be read (the caller's error stands without it).
+pub fn last_fatal(h: &Host, node: &str, since_s: i64) -> Option<String> {
+    let o = Options {
+        lines: 1,
+        since_s: Some(since_s.max(1)),
+        grep: None,
+    };
+    let entries = read(h, node, &o).ok()?;
+    let e = entries
+        .into_iter()
+        .rev()
+        // A client turned away while the server starts or stops ("the database system is
+        // starting up": pgrunbook's own probes) says nothing of why it stopped.
+        .find(|e| {
+            (e.level == "FATAL" || e.level == "PANIC")
+                && !e.message.starts_with("the database system is")
+                && !e.message.starts_with("terminating connection")
+        })?;
+    let mut s = format!("{}:  {}", e.level, e.message);
+    if !e.detail.is_empty() {
+        s.push_str(&format!(" (DETAIL: {})", e.detail));
+    }
+    Some(s)
+}
+
 /// The Unix time of a log line's time when it can be read ("2026-11-26 15:00:00.123 UTC", or
 /// with a numeric offset); None for other time zones (such entries are kept by `since`).
 fn entry_unix_time(t: &str) -> Option<i64> {

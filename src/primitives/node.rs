@@ -60,8 +60,16 @@ pub fn server_facts(h: &Host, primitive: &str, node: &str) -> R<ServerFacts> {
 
 /// Waits until the node accepts connections, at most `timeout_s` seconds (Ctrl-C and the run's
 /// time limit stop it). `after` is said in the error: "within 60 s{after}".
+///
+/// A server that dies while starting (its container exits) is not waited for: the error says so
+/// at once, with the last FATAL line of its log and its DETAIL, which say why. A server still not
+/// accepting at the deadline gets its last FATAL line too, when it wrote one.
 pub fn wait_accepting(h: &Host, primitive: &str, node: &str, timeout_s: i64, after: &str) -> R<()> {
-    let end = Instant::now() + Duration::from_secs(timeout_s.max(0) as u64);
+    let started = Instant::now();
+    let end = started + Duration::from_secs(timeout_s.max(0) as u64);
+    let container = h.container(primitive, node)?;
+    let mut next_state_check = started + Duration::from_millis(500);
+    let log_window = || started.elapsed().as_secs() as i64 + 5;
     loop {
         if h.pg
             .probe(node)
@@ -69,10 +77,25 @@ pub fn wait_accepting(h: &Host, primitive: &str, node: &str, timeout_s: i64, aft
         {
             return Ok(());
         }
+        if Instant::now() >= next_state_check {
+            next_state_check = Instant::now() + Duration::from_millis(500);
+            if h.docker.state(&container).is_ok_and(|s| !s.is_running()) {
+                let why = crate::primitives::logs::last_fatal(h, node, log_window())
+                    .map(|f| format!("; its log says {f}"))
+                    .unwrap_or_else(|| format!(" (see `docker logs {container}`)"));
+                return Err(h.error(
+                    Class::Infrastructure,
+                    format!("{primitive} on {node}: PostgreSQL did not start (container {container} exited){why}"),
+                ));
+            }
+        }
         if Instant::now() >= end {
+            let why = crate::primitives::logs::last_fatal(h, node, log_window())
+                .map(|f| format!("; its log says {f}"))
+                .unwrap_or_default();
             return Err(h.error(
                 Class::Infrastructure,
-                format!("{primitive} on {node}: PostgreSQL did not accept connections within {timeout_s} s{after}"),
+                format!("{primitive} on {node}: PostgreSQL did not accept connections within {timeout_s} s{after}{why}"),
             ));
         }
         h.check_cancel()?;

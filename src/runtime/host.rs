@@ -33,6 +33,14 @@ pub struct RunState {
     pub steps: Vec<StepRecord>,
     /// Changes a dry run would have made, in order.
     pub planned: Vec<String>,
+    /// Changes a real run made (announced through `Host::change`), in order: what a refusal
+    /// says was changed before it.
+    pub made: Vec<String>,
+    /// The last statement a dry run did not run (`sql`): what a use of its result stands for.
+    pub last_skipped: Option<String>,
+    /// What a dry run assumes done that it did not simulate (`plan_assume`): "the switchover to
+    /// pg-replica above". Later steps that depend on it say so instead of checking the cluster.
+    pub assumed: Vec<String>,
     /// Values a runbook measured (`record("data_lost_bytes", 0)`), journaled at the end.
     pub metrics: BTreeMap<String, String>,
     /// Failed writes to stdout/stderr before the run started (see `crate::output`): more at the
@@ -49,6 +57,9 @@ impl RunState {
             current: None,
             steps: vec![],
             planned: vec![],
+            made: vec![],
+            last_skipped: None,
+            assumed: vec![],
             metrics: BTreeMap::new(),
             lost_writes_at_start: crate::output::lost_writes(),
         }
@@ -182,10 +193,11 @@ impl Host {
     /// A change a primitive is about to make. In a dry run it is printed and recorded, and the
     /// caller must not make it (returns false).
     pub fn change(&self, node: &str, action: &str) -> bool {
+        let line = format!("{action} on {node}");
         if !self.dry_run() {
+            self.run.lock().unwrap().made.push(line);
             return true;
         }
-        let line = format!("{action} on {node}");
         self.say(&format!("    [dry run] would {line}"));
         self.run.lock().unwrap().planned.push(line);
         false

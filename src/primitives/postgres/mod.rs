@@ -12,6 +12,7 @@
 //! | `control.rs` | how a server ended: its final (shutdown) checkpoint  | `final_checkpoint`                                                |
 //! | `waldump.rs` | WAL a crashed primary never shipped (pg_waldump)      | `unshipped_wal`                                                   |
 //! | `clone.rs`   | cloning a standby in a one-off container              | `rewind`, `basebackup`                                            |
+//! | `settings.rs`| server parameters, checked as PostgreSQL checks them  | `set_setting`, `reset_setting`, `settings_in_force`              |
 //! | `readonly.rs`| which statements a dry run may run                    |                                                                   |
 //! | `values.rs`  | Rhai values to parameters, typed rows to Rhai values  |                                                                   |
 //!
@@ -24,6 +25,7 @@ mod objects;
 mod readonly;
 mod replication;
 mod server;
+mod settings;
 mod slots;
 mod sql;
 mod values;
@@ -47,5 +49,6 @@ pub fn create_module(host: Arc<Host>, orders: Arc<ColumnOrders>) -> Module {
     clone::register(&mut m, &host);
     replication::register(&mut m, &host);
     control::register(&mut m, &host);
+    settings::register(&mut m, &host);
     m
 }
