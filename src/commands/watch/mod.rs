@@ -607,15 +607,18 @@ pub fn run(config: Config) -> Result<(), Failure> {
             }
             "rejoin" if !busy => {
                 log.note("decision", &format!("rejoin: {}", decision.reason));
-                let r = run_unattended(
-                    &failback,
-                    Kind::Failback,
-                    BTreeMap::new(),
-                    &decision,
-                    &config,
-                    &me,
-                    &shared,
-                );
+                // With the runbook's defaults, as `pgrunbook run failback` gives them.
+                let r = engine::bind_params(&failback, &[]).and_then(|params| {
+                    run_unattended(
+                        &failback,
+                        Kind::Failback,
+                        params,
+                        &decision,
+                        &config,
+                        &me,
+                        &shared,
+                    )
+                });
                 match &r {
                     Ok(()) => log.note("failback", "failback done"),
                     Err(f) if f.class == Class::Interrupted => log.note(
