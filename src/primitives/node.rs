@@ -59,9 +59,21 @@ pub fn server_facts(h: &Host, primitive: &str, node: &str) -> R<ServerFacts> {
 }
 
 /// Waits until the node accepts connections, at most `timeout_s` seconds (Ctrl-C and the run's
-/// time limit stop it). `after` is said in the error: "within 60 s{after}".
+/// time limit stop it). `after` is said in the error: "within 60 s{after}". It fails at once,
+/// with the server's last FATAL or PANIC, when the container stops running and the server said
+/// why (a setting it cannot start with, say): waiting longer would not change it. On a timeout
+/// the error names the last cause the server's log gave, if any.
 pub fn wait_accepting(h: &Host, primitive: &str, node: &str, timeout_s: i64, after: &str) -> R<()> {
-    let end = Instant::now() + Duration::from_secs(timeout_s.max(0) as u64);
+    let start = Instant::now();
+    let since_unix = chrono::Utc::now().timestamp() - 1;
+    let end = start + Duration::from_secs(timeout_s.max(0) as u64);
+    let container = h.container(primitive, node)?;
+    let cause = || {
+        crate::primitives::logs::last_cause(h, &container, Some(since_unix))
+            .map(|c| format!("; its log says {c}"))
+            .unwrap_or_default()
+    };
+    let mut last_look = start;
     loop {
         if h.pg
             .probe(node)
@@ -72,8 +84,31 @@ pub fn wait_accepting(h: &Host, primitive: &str, node: &str, timeout_s: i64, aft
         if Instant::now() >= end {
             return Err(h.error(
                 Class::Infrastructure,
-                format!("{primitive} on {node}: PostgreSQL did not accept connections within {timeout_s} s{after}"),
+                format!("{primitive} on {node}: PostgreSQL did not accept connections within {timeout_s} s{after}{}", cause()),
             ));
+        }
+        // Every half second: a container that no longer runs (exited, or restarting after its
+        // server gave up) with a reason in its log fails now.
+        if last_look.elapsed() >= Duration::from_millis(500) {
+            last_look = Instant::now();
+            let state = h
+                .docker
+                .state(&container)
+                .map_err(|e| h.fail(primitive, node, e))?;
+            if !state.is_running() {
+                let why = cause();
+                if !why.is_empty() || state.as_str() == "exited" || state.as_str() == "dead" {
+                    return Err(h.error(
+                        Class::Infrastructure,
+                        format!(
+                            "{primitive} on {node}: PostgreSQL did not start: its container {container} is {} after {} ms of waiting for connections{}",
+                            state.as_str(),
+                            start.elapsed().as_millis(),
+                            why
+                        ),
+                    ));
+                }
+            }
         }
         h.check_cancel()?;
         std::thread::sleep(Duration::from_millis(50));
