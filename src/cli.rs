@@ -66,7 +66,10 @@ pub enum Command {
     )]
     Check { runbooks: Vec<String> },
     /// Manages the lab: the seed's containers, network and volumes.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  pgrunbook lab up\n  pgrunbook lab status\n  pgrunbook lab down --volumes"
+    )]
     Lab(LabCommand),
     /// Shows the backups recorded in Redis, newest first.
     #[command(after_help = "Examples:\n  pgrunbook backups\n  pgrunbook backups --last 3 --json")]

@@ -84,26 +84,56 @@ fn unknown_runbook_and_bad_parameters_are_usage_errors() {
         .stderr_has("takes an integer");
 }
 
+/// Every command and subcommand clap knows (from `Cli::command()`), as argument paths:
+/// `[]` for the top level, `["lab", "up"]`, ... `help` (clap's own) is left out.
+fn command_paths() -> Vec<Vec<String>> {
+    fn walk(cmd: &clap::Command, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        out.push(path.clone());
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            path.push(sub.get_name().to_string());
+            walk(sub, path, out);
+            path.pop();
+        }
+    }
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    walk(&pgrunbook::cli::Cli::command(), &mut Vec::new(), &mut out);
+    out
+}
+
 #[test]
 fn every_command_has_help_with_examples() {
     let d = dir();
-    for args in [
-        vec!["--help"],
-        vec!["run", "--help"],
-        vec!["list", "--help"],
-        vec!["check", "--help"],
-        vec!["lab", "up", "--help"],
-        vec!["lab", "down", "--help"],
-        vec!["lab", "status", "--help"],
-        vec!["backups", "--help"],
-        vec!["journal", "--help"],
-        vec!["completions", "--help"],
-        vec!["man", "--help"],
+    let paths = command_paths();
+    // The list comes from the code; these are here so that a broken walk cannot pass empty.
+    for named in [
+        "status",
+        "watch",
+        "repl",
+        "config",
+        "reference",
+        "definitions",
+        "lab build",
     ] {
-        pgrunbook_in(d.path(), &args, &[])
-            .succeeds()
-            .stdout_has("Example");
+        assert!(
+            paths.iter().any(|p| p.join(" ") == named),
+            "{named} is not among the commands: {paths:?}"
+        );
     }
+    let mut missing = Vec::new();
+    for path in &paths {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let r = pgrunbook_in(d.path(), &args, &[]).succeeds();
+        if !r.stdout.contains("Example") {
+            missing.push(args.join(" "));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "help without an example: {}",
+        missing.join("; ")
+    );
 }
 
 #[test]

@@ -1,48 +1,13 @@
 //! Issue 4: a dry run of every shipped runbook changes nothing that matters; it only adds a
 //! journal entry for itself, marked as a dry run. Compared before and after on a real lab, in
-//! two states: healthy, and after a failover (where failback and setup have real work to plan).
+//! two states: healthy, and after a failover (where failback and setup have real work to plan),
+//! with the shared snapshot of everything a runbook can change (`common::snapshot`: fence
+//! markers, postgresql.auto.conf, settings, pgbackrest.conf, the watchers' hold...). The list of
+//! runbooks comes from the ones compiled into pgrunbook (`pgrunbook::embedded::RUNBOOKS`).
 
 mod common;
+use common::snapshot::snapshot;
 use common::*;
-
-#[derive(Debug, PartialEq)]
-struct Snapshot {
-    containers: Vec<String>,
-    roles: Vec<Option<bool>>,
-    slots: Vec<Vec<String>>,
-    rows: i64,
-    backups: Vec<String>,
-    backup_records: usize,
-    sync: Vec<String>,
-}
-
-fn snapshot(lab: &TestLab) -> Snapshot {
-    let nodes = ["pg-bases2", "pg-replica"];
-    let up = |n: &str| lab.container_state(n) == "running" && lab.try_client(n).is_some();
-    let primary = nodes
-        .iter()
-        .find(|n| up(n) && !lab.query_bool(n, "SELECT pg_is_in_recovery()"))
-        .unwrap();
-    let info = lab.pgbackrest_info(primary);
-    Snapshot {
-        containers: nodes.iter().map(|n| lab.container_state(n)).collect(),
-        roles: nodes.iter().map(|n| up(n).then(|| lab.query_bool(n, "SELECT pg_is_in_recovery()"))).collect(),
-        slots: nodes
-            .iter()
-            .map(|n| if up(n) { lab.query_strings(n, "SELECT slot_name::text || ':' || active FROM pg_replication_slots ORDER BY 1") } else { vec![] })
-            .collect(),
-        rows: lab.query_i64(primary, "SELECT count(*) FROM public.replica_test"),
-        backups: info[0]["backup"]
-            .as_array()
-            .map(|a| a.iter().map(|b| b["label"].as_str().unwrap_or("").to_string()).collect())
-            .unwrap_or_default(),
-        backup_records: lab.stream("backups").len(),
-        sync: nodes
-            .iter()
-            .map(|n| if up(n) { lab.query_strings(n, "SELECT setting FROM pg_settings WHERE name = 'synchronous_standby_names'")[0].clone() } else { "-".into() })
-            .collect(),
-    }
-}
 
 /// Lines of a dry run's output that claim a change or a success that a dry run does not make:
 /// a past-tense change ("created", "promoted", "streams from") not said as "would", "already" or
@@ -200,6 +165,7 @@ fn dry_run_of_every_shipped_runbook_changes_nothing() {
         .copied()
         .chain([
             &["diagnose"][..],
+            &["examples/replication_report"][..],
             &["switchover"][..],
             &[
                 "rotate-replication-password",
@@ -241,26 +207,53 @@ fn dry_run_of_every_shipped_runbook_changes_nothing() {
     );
     dry_runs_change_nothing(&lab, all);
 
-    // Every shipped runbook was covered.
-    let list = lab.pgrunbook(&["list"]).succeeds().stdout;
-    let shipped: Vec<&str> = list
-        .lines()
-        .filter(|l| l.contains("(shipped)"))
-        .map(|l| l.split_whitespace().next().unwrap())
-        .filter(|name| !name.starts_with("examples/"))
-        .collect();
-    for name in [
-        "backup",
-        "failback",
-        "failover",
-        "rotate-replication-password",
-        "setup",
-        "switchover",
-        "verify",
+    // The snapshot sees each kind of change a runbook makes outside SQL (else the comparisons
+    // above would prove nothing): the hold, pgbackrest.conf, the fence marker, ALTER SYSTEM.
+    let mut seen = snapshot(&lab);
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}:watch:hold", lab.id))
+        .arg("by hand")
+        .query(&mut lab.redis())
+        .unwrap();
+    let node = lab.container("pg-replica");
+    for (what, cmd) in [
+        ("the hold", None),
+        (
+            "pgbackrest.conf",
+            Some("echo '# by hand' >> /etc/pgbackrest/pgbackrest.conf"),
+        ),
+        (
+            "the fence marker",
+            Some("echo by-hand > /var/lib/postgresql/data/pgrunbook.fenced"),
+        ),
+        (
+            "postgresql.auto.conf",
+            Some(
+                "echo \"archive_timeout = '61s'\" >> /var/lib/postgresql/data/postgresql.auto.conf",
+            ),
+        ),
     ] {
-        assert!(shipped.contains(&name), "list lacks {name}:\n{list}");
+        if let Some(cmd) = cmd {
+            assert!(lab
+                .docker(&["exec", "-u", "root", &node, "sh", "-c", cmd])
+                .status
+                .success());
+        }
+        let now = snapshot(&lab);
+        assert_ne!(now, seen, "the snapshot does not see a change of {what}");
+        seen = now;
     }
-    for name in shipped {
+
+    // Every runbook compiled into pgrunbook (examples too) was dry-run.
+    let shipped: Vec<String> = pgrunbook::embedded::RUNBOOKS
+        .iter()
+        .map(|(rel, _)| rel.trim_end_matches(".rhai").to_string())
+        .collect();
+    assert!(
+        shipped.len() >= 10 && shipped.iter().any(|n| n.starts_with("examples/")),
+        "{shipped:?}"
+    );
+    for name in &shipped {
         assert!(
             healthy.iter().any(|a| a[0] == name),
             "no dry-run test for shipped runbook {name}"

@@ -254,6 +254,43 @@ fn backups_before_and_after_a_failover_form_one_chain_recorded_in_redis() {
         .stdout_has("backup");
 }
 
+/// A backup on a pair that is set up rewrites no pgBackRest configuration and creates no
+/// stanza: it finds both as they are, cheaply (issue 18: it rewrote pgbackrest.conf on every
+/// node, and checked what pgBackRest reads, on every run).
+#[test]
+fn a_backup_rewrites_no_configuration_that_is_current() {
+    let lab = TestLab::replicating("pbconf");
+    let mtimes = |lab: &TestLab| -> Vec<String> {
+        ["pg-bases2", "pg-replica"]
+            .iter()
+            .map(|n| {
+                let out = lab.docker(&[
+                    "exec",
+                    &lab.container(n),
+                    "stat",
+                    "-c",
+                    "%y",
+                    "/etc/pgbackrest/pgbackrest.conf",
+                ]);
+                assert!(out.status.success(), "{n}: no pgbackrest.conf");
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            })
+            .collect()
+    };
+    let before = mtimes(&lab);
+    for args in [
+        &["run", "backup"][..],
+        &["run", "backup", "--set", "type=incr"][..],
+    ] {
+        lab.pgrunbook(args)
+            .succeeds()
+            .stdout_has("pgBackRest configuration unchanged")
+            .stdout_has("stanza bases2-db exists")
+            .stdout_has("archives WAL");
+    }
+    assert_eq!(mtimes(&lab), before, "pgbackrest.conf was written again");
+}
+
 #[test]
 fn a_bad_backup_type_is_refused_before_anything_runs() {
     // Up, not set up: the parameter is refused before the cluster is even looked at. Every run

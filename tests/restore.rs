@@ -274,6 +274,22 @@ fn restore_to_a_time_gets_a_dropped_table_back_in_a_new_container() {
         .unwrap()
         .get(0);
     assert!(!in_recovery);
+    // The seed's way of working answers in it: `docker exec NAME psql`, no `-h`.
+    let out = lab.docker(&[
+        "exec",
+        &into,
+        "psql",
+        "-d",
+        "bases2_proyectos",
+        "-Atc",
+        "SELECT count(*) FROM public.precious",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "500",
+        "docker exec {into} psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The live pair is unchanged: same identifiers and roles, still streaming, table still gone.
     assert_eq!(pair_state(&lab), before);
     let gone: Option<String> = lab

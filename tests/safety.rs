@@ -78,7 +78,43 @@ fn no_split_brain_after_failover() {
     assert!(lab.query_bool("pg-bases2", "SELECT pg_is_in_recovery()"));
     assert_eq!(write_refused(&lab, "pg-bases2"), "25006");
 
-    // status and verify see one primary; failover does not promote the fenced node.
+    // status and verify see one primary: pg-replica.
+    let st = lab.pgrunbook(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&st.stdout)
+        .unwrap_or_else(|e| panic!("status --json: {e}\n{}\n{}", st.stdout, st.stderr));
+    let roles: Vec<(String, String)> = json["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no nodes in {json}"))
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["role"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let primaries: Vec<&String> = roles
+        .iter()
+        .filter(|(_, r)| r == "primary")
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(primaries, ["pg-replica"], "status: {roles:?}");
+    assert!(
+        !st.stdout.contains("split brain") && !st.stderr.contains("split brain"),
+        "{}",
+        st.stdout
+    );
+    let v = lab.pgrunbook(&["run", "verify"]);
+    let one = v
+        .stdout
+        .lines()
+        .find(|l| l.contains("exactly one primary"))
+        .unwrap_or_else(|| panic!("verify has no primary check:\n{}", v.stdout));
+    assert!(
+        one.contains("pg-replica") && one.contains(" ok ") && !one.contains("pg-bases2"),
+        "{one}"
+    );
+    // failover does not promote the fenced node.
     lab.pgrunbook(&["run", "failover"])
         .fails_with(4)
         .stderr_has("fenced former primary");

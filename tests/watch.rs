@@ -962,3 +962,117 @@ fn setup_restarting_the_primary_holds_the_watcher_off() {
     assert!(lab.query_bool("pg-bases2", "SELECT current_setting('archive_mode') = 'on'"));
     assert_eq!(w.stop(libc::SIGTERM), 0, "{}", w.output());
 }
+
+/// rotate-replication-password and repair-replication-login restart the standby's replication
+/// connection on purpose: a watcher holds off while they run (`hold_watchers()`), as for a
+/// switchover, rather than read the standby's reconnection as a fault.
+#[test]
+fn password_rotation_and_login_repair_hold_the_watcher_off() {
+    let lab = lab_with("wrot", "");
+    let mut w = Watcher::start(&lab, None);
+    w.wait_for("acting: holds the lease in Redis", 30);
+
+    // Someone changes the role's password on the primary; the standby's next login fails.
+    lab.client("pg-bases2")
+        .simple_query("ALTER ROLE replicator PASSWORD 'changed-by-someone-else'")
+        .unwrap();
+    lab.client("pg-bases2")
+        .simple_query("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
+        .unwrap();
+    let r = lab
+        .pgrunbook(&["run", "repair-replication-login"])
+        .succeeds();
+    assert!(
+        r.stdout.contains("watchers hold off until this run ends"),
+        "{}",
+        r.stdout
+    );
+
+    let r = lab
+        .pgrunbook_env(
+            &["run", "rotate-replication-password"],
+            &[(
+                "PGRUNBOOK_NEW_REPLICATION_PASSWORD",
+                "rotated-in-watch-test",
+            )],
+        )
+        .succeeds();
+    assert!(
+        r.stdout.contains("watchers hold off until this run ends"),
+        "{}",
+        r.stdout
+    );
+    std::thread::sleep(Duration::from_secs(1)); // the watcher's probes after the runs
+    let journal = lab.stream("journal");
+    assert!(runs_of(&journal, "failover", "start").is_empty());
+    assert_eq!(
+        runs_of(&journal, "rotate-replication-password", "end")[0]["outcome"],
+        "ok"
+    );
+    assert_eq!(w.stop(libc::SIGTERM), 0, "{}", w.output());
+}
+
+/// With `auto_rejoin`, the watcher fails over a killed primary, then runs failback by itself
+/// once the old primary's container is started again: it comes back as a standby of the new
+/// primary, fenced no more, and the failback is journaled as unattended.
+#[test]
+fn auto_rejoin_runs_failback_when_the_fenced_node_is_back() {
+    let lab = lab_with("wrejoin", "[watch]\nsettings = { auto_rejoin = true }\n");
+    let mut w = Watcher::start(&lab, None);
+    w.wait_for("auto_rejoin true", 30);
+    w.wait_for("acting: holds the lease in Redis", 30);
+    std::thread::sleep(Duration::from_millis(500)); // a probe saw the standby stream
+    let out = lab.docker(&["kill", "-s", "KILL", &lab.container("pg-bases2")]);
+    assert!(out.status.success());
+    w.wait_for("failover done", 90);
+    start_by_hand(&lab, "pg-bases2");
+    w.wait_for("rejoin: pg-bases2 is fenced", 30);
+    w.wait_for("failback done", 180);
+
+    assert!(writable(&lab, "pg-replica"));
+    assert!(lab.query_bool("pg-bases2", "SELECT pg_is_in_recovery()"));
+    assert!(!lab.is_fenced("pg-bases2"));
+    wait_until("pg-bases2 to stream from pg-replica", 60, || {
+        lab.query_i64(
+            "pg-replica",
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+        ) == 1
+    });
+    let journal = lab.stream("journal");
+    let ends = runs_of(&journal, "failback", "end");
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(ends[0]["outcome"], "ok", "{:?}", ends[0]);
+    assert_eq!(ends[0].get("unattended").map(String::as_str), Some("true"));
+    assert_eq!(w.stop(libc::SIGTERM), 0, "{}", w.output());
+}
+
+/// Ctrl-C twice during an unattended failback abandons it and says how to finish it: with
+/// `pgrunbook run failback`, not `failover` (the watcher used to give it the failover's kind).
+#[test]
+fn an_unattended_failback_abandoned_by_ctrl_c_is_named_a_failback() {
+    let lab = lab_with("wrejoinc", "[watch]\nsettings = { auto_rejoin = true }\n");
+    let mut w = Watcher::start(&lab, None);
+    w.wait_for("acting: holds the lease in Redis", 30);
+    std::thread::sleep(Duration::from_millis(500)); // a probe saw the standby stream
+    let out = lab.docker(&["kill", "-s", "KILL", &lab.container("pg-bases2")]);
+    assert!(out.status.success());
+    w.wait_for("failover done", 90);
+    start_by_hand(&lab, "pg-bases2");
+    w.wait_for("rejoin: pg-bases2 is fenced", 30);
+    assert_eq!(unsafe { libc::kill(w.pid(), libc::SIGINT) }, 0);
+    w.wait_for("finishing the failback under way first", 10);
+    let code = w.stop(libc::SIGINT);
+    let out = w.output();
+    assert!(
+        out.contains(
+            "abandoning the failback at its next safe point; `pgrunbook run failback` finishes it"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("`pgrunbook run failover`"), "{out}");
+    assert!(
+        out.contains("the watcher stopped in the middle of a failback: run `pgrunbook run failback` to finish it"),
+        "{out}"
+    );
+    assert_ne!(code, 0, "{out}");
+}

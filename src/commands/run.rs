@@ -75,7 +75,7 @@ fn parse_sets(sets: &[String]) -> Result<Vec<(String, String)>, Failure> {
 /// Ctrl-C sets the cancel flag and cancels the query under way; a second Ctrl-C exits at once.
 fn install_ctrlc(host: &Arc<Host>) {
     let h = host.clone();
-    let _ = ctrlc::set_handler(move || {
+    let installed = ctrlc::set_handler(move || {
         if h.cancel.is_cancelled() {
             errln!("\ninterrupted again: exiting now");
             std::process::exit(130);
@@ -84,6 +84,11 @@ fn install_ctrlc(host: &Arc<Host>) {
         h.cancel.cancel();
         h.pg.cancel_inflight();
     });
+    if let Err(e) = installed {
+        errln!(
+            "warning: cannot catch Ctrl-C ({e}): an interrupt stops this run at once, not at its next safe point"
+        );
+    }
 }
 
 /// `run RUNBOOK --help`: the description and each parameter with its type and default.

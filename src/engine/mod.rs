@@ -543,6 +543,21 @@ mod tests {
     }
 
     #[test]
+    fn lsn_is_after_is_strict_and_knows_before_from_equal() {
+        let h = host();
+        let after = |a: &str, b: &str| {
+            call_stdlib(&h, "lsn", "is_after", vec![a.into(), b.into()])
+                .unwrap()
+                .as_bool()
+                .unwrap()
+        };
+        assert!(after("0/3000060", "0/3000028"));
+        assert!(after("1/0", "0/FFFFFFFF"));
+        assert!(!after("0/3000028", "0/3000028"), "equal is not after");
+        assert!(!after("0/3000028", "0/3000060"), "before is not after");
+    }
+
+    #[test]
     fn the_exit_class_travels_with_the_error_not_its_text() {
         // Two errors with the same text and different classes: a table from text to class
         // would give both the class of whichever was raised last.

@@ -148,7 +148,11 @@ fn start_restored(h: &Host, node: &str, opts: &Map) -> R<Map> {
     let spec = crate::clients::docker::ContainerSpec {
         name: container.clone(),
         image,
-        env: vec![format!("PGDATA={}", h.config.cluster.data_dir)],
+        // PGHOST: `docker exec NAME psql`, the seed's way of working, finds the socket.
+        env: vec![
+            format!("PGDATA={}", h.config.cluster.data_dir),
+            format!("PGHOST={}", node::RESTORED_SOCKET_DIR),
+        ],
         entrypoint: Some(vec![
             "/bin/sh".into(),
             "-c".into(),

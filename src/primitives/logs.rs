@@ -436,6 +436,32 @@ pub fn select(entries: Vec<LogEntry>, grep: Option<&str>, lines: usize) -> Vec<L
     kept.into_iter().skip(skip).collect()
 }
 
+/// The last thing a node's server said went wrong since `since_unix` (seconds; None: the last
+/// lines): its last FATAL or PANIC entry in the container's output, else its last ERROR, as one
+/// line with its DETAIL and HINT. For the waits: one that gives up names what it waited for,
+/// for how long, and this. None when the log says nothing of the kind or cannot be read.
+pub fn last_cause(h: &Host, container: &str, since_unix: Option<i64>) -> Option<String> {
+    let lines = h
+        .docker
+        .logs(container, since_unix, Some(200), &h.cancel)
+        .ok()?;
+    let entries = parse(lines.iter().map(|l| split_docker_time(l)));
+    let worst = |levels: &[&str]| {
+        entries
+            .iter()
+            .rev()
+            .find(|e| levels.contains(&e.level.as_str()))
+    };
+    let e = worst(&["FATAL", "PANIC"]).or_else(|| worst(&["ERROR"]))?;
+    let mut s = format!("{}: {}", e.level, e.message);
+    for (k, v) in [("DETAIL", &e.detail), ("HINT", &e.hint)] {
+        if !v.is_empty() {
+            s.push_str(&format!(" ({k}: {v})"));
+        }
+    }
+    Some(h.scrub(&s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,7 +79,11 @@ pub fn wait_accepting(h: &Host, primitive: &str, node: &str, timeout_s: i64, aft
         }
         if Instant::now() >= next_state_check {
             next_state_check = Instant::now() + Duration::from_millis(500);
-            if h.docker.state(&container).is_ok_and(|s| !s.is_running()) {
+            if h
+                .docker_of(node)
+                .state(&container)
+                .is_ok_and(|s| !s.is_running())
+            {
                 let why = crate::primitives::logs::last_fatal(h, node, log_window())
                     .map(|f| format!("; its log says {f}"))
                     .unwrap_or_else(|| format!(" (see `docker logs {container}`)"));

@@ -455,11 +455,14 @@ pub fn create_module(host: Arc<Host>) -> Module {
                     .exec(&container, &argv, Some(user), &[], &h.cancel, &mut |_| {})
                     .map_err(|e| h.fail("pgbackrest_configure", node, e))
             };
+            // The process count the file would get there (as WRITE_SCRIPT computes it), on the
+            // first line, then the file as it is.
             let probe = exec(
                 vec![
                     "sh".into(),
                     "-c".into(),
-                    "command -v pgbackrest >/dev/null 2>&1 || exit 127; cat \"$1\" 2>/dev/null"
+                    "command -v pgbackrest >/dev/null 2>&1 || exit 127; \
+                     echo $(( $(nproc 2>/dev/null || echo 1) + 1 )); cat \"$1\" 2>/dev/null"
                         .into(),
                     "sh".into(),
                     CONFIG_FILE.into(),
@@ -469,7 +472,10 @@ pub fn create_module(host: Arc<Host>) -> Module {
             if probe.exit_code == 127 {
                 return Err(not_installed(&h, node, &container));
             }
-            if probe.stdout == text {
+            let (pmax, current) = probe.stdout.split_once('\n').unwrap_or(("", ""));
+            // Compared as it would be written: comparing the template (with @PROCESS_MAX@)
+            // found every file different and rewrote it, with its checks, on every run.
+            if current == text.replace("@PROCESS_MAX@", pmax.trim()) {
                 return Ok(false);
             }
             if !h.change(

@@ -18,6 +18,7 @@
 
 use crate::clients::redis::Journal;
 use crate::config::Config;
+use crate::errln;
 use crate::runtime::local_lock::{held_by_other, hostname, local_path, LocalLock};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -68,8 +69,25 @@ impl Hold {
                 .name("hold".into())
                 .spawn(move || {
                     let every = Duration::from_millis(TTL_MS / 5);
+                    // Said once per outage: the hold in Redis expires within TTL_MS of the
+                    // last renewal, and watchers on other machines may act again then.
+                    let mut failing = false;
                     while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                        let _ = journal.hold_set(KEY, &value, TTL_MS);
+                        match journal.hold_set(KEY, &value, TTL_MS) {
+                            Ok(()) if failing => {
+                                errln!("the watchers' hold is renewed in Redis again");
+                                failing = false;
+                            }
+                            Ok(()) => {}
+                            Err(e) if !failing => {
+                                errln!(
+                                    "warning: cannot renew the watchers' hold in Redis ({e:#}): it expires within {} s, and watchers on other machines may act during this run",
+                                    TTL_MS / 1000
+                                );
+                                failing = true;
+                            }
+                            Err(_) => {}
+                        }
                     }
                 })
                 .ok()
@@ -93,7 +111,12 @@ impl Drop for Hold {
         if let Some(t) = self.renewer.take() {
             let _ = t.join();
         }
-        let _ = self.journal.hold_release(KEY, &self.value);
+        if let Err(e) = self.journal.hold_release(KEY, &self.value) {
+            errln!(
+                "warning: cannot release the watchers' hold in Redis ({e:#}): watchers hold off until it expires, within {} s",
+                TTL_MS / 1000
+            );
+        }
         // The lock file's lock goes with the file.
     }
 }

@@ -27,6 +27,7 @@ pub const REPL_PASSWORD: &str = "t3st_replication_pw";
 mod kill;
 #[allow(unused_imports)]
 pub use kill::*;
+pub mod snapshot;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 static IMAGE: Once = Once::new();

@@ -13,6 +13,8 @@ pub struct History {
     path: PathBuf,
     /// The configured passwords (`Config::secrets`).
     secrets: Vec<String>,
+    /// A failed save was said (once per session).
+    warned: std::cell::Cell<bool>,
 }
 
 impl History {
@@ -20,6 +22,7 @@ impl History {
         History {
             path: crate::config::data_dir().join("repl_history"),
             secrets,
+            warned: std::cell::Cell::new(false),
         }
     }
 
@@ -29,6 +32,7 @@ impl History {
         if let Some(dir) = self.path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
+        // A missing or unreadable file is an empty history: nothing is lost by starting so.
         let _ = rl.load_history(&self.path);
         if self.mask_entries(rl.history_mut()) {
             self.save(rl);
@@ -47,7 +51,14 @@ impl History {
     /// Saves the history, every password in it masked first.
     pub fn save<H: Helper>(&self, rl: &mut Editor<H, FileHistory>) {
         self.mask_entries(rl.history_mut());
-        let _ = rl.save_history(&self.path);
+        if let Err(e) = rl.save_history(&self.path) {
+            if !self.warned.replace(true) {
+                crate::errln!(
+                    "warning: the REPL's history is not saved to {} ({e}); if that file held a password, it still does",
+                    self.path.display()
+                );
+            }
+        }
     }
 
     fn holds_secret(&self, text: &str) -> bool {
@@ -84,6 +95,7 @@ mod tests {
         let h = History {
             path: PathBuf::new(),
             secrets: vec!["s3cret_pw".into(), "r3pl_pw".into()],
+            warned: Default::default(),
         };
         assert!(h.holds_secret("let pw = \"s3cret_pw\";"));
         assert!(!h.holds_secret("sql(\"pg-bases2\", \"SELECT 1\")"));

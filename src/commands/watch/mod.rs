@@ -91,10 +91,28 @@ enum Msg {
     Wake,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Scheduled,
+    /// Unattended runs on the main loop, finished first when a stop is asked.
     Failover,
+    Failback,
+}
+
+impl Kind {
+    /// Whether a stop waits for it (an unattended failover or failback) rather than
+    /// interrupting it at once.
+    fn finished_first(self) -> bool {
+        self != Kind::Scheduled
+    }
+
+    /// The command that finishes it when it was abandoned.
+    fn finish_with(self) -> &'static str {
+        match self {
+            Kind::Failback => "`pgrunbook run failback`",
+            _ => "`pgrunbook run failover`",
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -346,7 +364,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
         done: AtomicBool::new(false),
     });
     let (tx, rx) = channel::<Msg>();
-    install_signals(&shared, &tx);
+    install_signals(&shared, &tx)?;
 
     log.entry(
         "start",
@@ -425,7 +443,8 @@ pub fn run(config: Config) -> Result<(), Failure> {
     let mut prober = Prober::new(&config, timeout.as_millis() as u64);
     let mut track = Track::default();
     let mut standing_shown: Option<Standing> = None;
-    let mut abandoned = false;
+    // An unattended run abandoned by a second stop signal: what it was.
+    let mut abandoned: Option<Kind> = None;
     let mut policy_failed = String::new();
     loop {
         let mut events = vec![];
@@ -566,8 +585,8 @@ pub fn run(config: Config) -> Result<(), Failure> {
                     &failover, &policy,
                 );
                 track.last_warning.clear();
-                if ok.is_err() {
-                    abandoned = shared.stops.load(Ordering::SeqCst) > 1;
+                if ok.is_err() && shared.stops.load(Ordering::SeqCst) > 1 {
+                    abandoned = Some(Kind::Failover);
                 }
                 track.retry_after = Some(
                     Instant::now()
@@ -588,11 +607,31 @@ pub fn run(config: Config) -> Result<(), Failure> {
             }
             "rejoin" if !busy => {
                 log.note("decision", &format!("rejoin: {}", decision.reason));
-                let r =
-                    run_unattended(&failback, BTreeMap::new(), &decision, &config, &me, &shared);
-                match r {
+                // With the runbook's defaults, as `pgrunbook run failback` gives them.
+                let r = engine::bind_params(&failback, &[]).and_then(|params| {
+                    run_unattended(
+                        &failback,
+                        Kind::Failback,
+                        params,
+                        &decision,
+                        &config,
+                        &me,
+                        &shared,
+                    )
+                });
+                match &r {
                     Ok(()) => log.note("failback", "failback done"),
+                    Err(f) if f.class == Class::Interrupted => log.note(
+                        "interrupted",
+                        &format!(
+                            "failback abandoned ({}): run `pgrunbook run failback` to finish it",
+                            f.one_line()
+                        ),
+                    ),
                     Err(f) => log.note("failback", &format!("failback failed: {}", f.one_line())),
+                }
+                if r.is_err() && shared.stops.load(Ordering::SeqCst) > 1 {
+                    abandoned = Some(Kind::Failback);
                 }
                 track.retry_after = Some(
                     Instant::now()
@@ -629,7 +668,11 @@ pub fn run(config: Config) -> Result<(), Failure> {
     events_cancel.cancel();
     shared.done.store(true, Ordering::SeqCst);
     let _ = lease_thread.join();
-    let outcome = if abandoned { "interrupted" } else { "stopped" };
+    let outcome = if abandoned.is_some() {
+        "interrupted"
+    } else {
+        "stopped"
+    };
     log.entry(
         "end",
         &[
@@ -641,23 +684,33 @@ pub fn run(config: Config) -> Result<(), Failure> {
         ],
     );
     say(&format!("stopped ({outcome}); lease released"));
-    if abandoned {
+    if let Some(kind) = abandoned {
         return Err(Failure::new(
             Class::Interrupted,
-            "the watcher stopped in the middle of a failover: run `pgrunbook run failover` to finish it",
+            format!(
+                "the watcher stopped in the middle of a {}: run {} to finish it",
+                if kind == Kind::Failback {
+                    "failback"
+                } else {
+                    "failover"
+                },
+                kind.finish_with()
+            ),
         ));
     }
     Ok(())
 }
 
-/// Ctrl-C and SIGTERM: see the module's doc.
-fn install_signals(shared: &Arc<Shared>, tx: &Sender<Msg>) {
+/// Ctrl-C and SIGTERM: see the module's doc. A watcher that cannot catch them does not start:
+/// it could not finish a failover before stopping.
+fn install_signals(shared: &Arc<Shared>, tx: &Sender<Msg>) -> Result<(), Failure> {
     let (shared, tx) = (shared.clone(), Mutex::new(tx.clone()));
-    let _ = ctrlc::set_handler(move || {
+    let installed = ctrlc::set_handler(move || {
         let n = shared.stops.fetch_add(1, Ordering::SeqCst) + 1;
+        // The main loop may have ended already (its receiver gone): nothing to wake then.
         let _ = tx.lock().unwrap().send(Msg::Wake);
         let running = shared.running.lock().unwrap().clone();
-        let failover = running.iter().find(|a| a.kind == Kind::Failover);
+        let failover = running.iter().find(|a| a.kind.finished_first());
         match n {
             1 => {
                 errln!("\nstop requested: the watcher stops");
@@ -679,8 +732,9 @@ fn install_signals(shared: &Arc<Shared>, tx: &Sender<Msg>) {
             2 if failover.is_some() => {
                 let a = failover.unwrap();
                 errln!(
-                    "abandoning the {} at its next safe point; `pgrunbook run failover` finishes it (Ctrl-C again to exit now)",
-                    a.what
+                    "abandoning the {} at its next safe point; {} finishes it (Ctrl-C again to exit now)",
+                    a.what,
+                    a.kind.finish_with()
                 );
                 a.host.cancel.cancel();
                 a.host.pg.cancel_inflight();
@@ -688,9 +742,10 @@ fn install_signals(shared: &Arc<Shared>, tx: &Sender<Msg>) {
             _ => {
                 if let Some(a) = failover {
                     errln!(
-                        "interrupted again: exiting now; the {} is left half-done at step {:?}: run `pgrunbook run failover` to finish it",
+                        "interrupted again: exiting now; the {} is left half-done at step {:?}: run {} to finish it",
                         a.what,
-                        a.host.current_step().unwrap_or_default()
+                        a.host.current_step().unwrap_or_default(),
+                        a.kind.finish_with()
                     );
                 } else {
                     errln!("interrupted again: exiting now");
@@ -699,6 +754,12 @@ fn install_signals(shared: &Arc<Shared>, tx: &Sender<Msg>) {
             }
         }
     });
+    installed.map_err(|e| {
+        Failure::new(
+            Class::Infrastructure,
+            format!("cannot catch Ctrl-C and SIGTERM ({e}): the watcher does not start, as it could not finish a failover before stopping"),
+        )
+    })
 }
 
 /// Loads each schedule's last planned time from Redis (when the watcher starts acting).
@@ -739,9 +800,19 @@ fn tick_schedule(
         return;
     };
     s.cursor = due.planned;
-    let _ = host
+    if let Err(e) = host
         .journal
-        .hash_set(lease::SCHEDULES, &s.key, &due.planned.to_rfc3339());
+        .hash_set(lease::SCHEDULES, &s.key, &due.planned.to_rfc3339())
+    {
+        log.note(
+            "warning",
+            &format!(
+                "schedule {:?}: its last run time is not saved in Redis ({e:#}): a watcher started later may run it again for {}",
+                s.key,
+                due.planned.format("%H:%M:%S")
+            ),
+        );
+    }
     if s.running.load(Ordering::SeqCst) {
         log.note(
             "skipped",
@@ -825,6 +896,7 @@ fn tick_schedule(
 /// Runs a runbook for the policy on the main loop (failover, failback), marked unattended.
 fn run_unattended(
     rb: &Runbook,
+    kind: Kind,
     params: BTreeMap<String, Dynamic>,
     decision: &Decision,
     config: &Config,
@@ -842,7 +914,7 @@ fn run_unattended(
     .collect();
     shared.running.lock().unwrap().push(Active {
         what: rb.name.clone(),
-        kind: Kind::Failover,
+        kind,
         host: rh.clone(),
     });
     let r = engine::run(&rh, rb, params);
@@ -881,7 +953,22 @@ fn fail_over(
             .as_ref()
             .and_then(|p| config.nodes.keys().find(|n| *n != p).cloned()),
     };
-    pending.save(host);
+    match pending.save(host) {
+        Ok(None) => {}
+        Ok(Some(why)) => log.note(
+            "warning",
+            &format!("the failover record is written in one place only ({why})"),
+        ),
+        Err(why) => {
+            errln!("WARNING: the failover record was written nowhere ({why})");
+            log.note(
+                "warning",
+                &format!(
+                    "the failover record was written nowhere ({why}): if this watcher dies during the failover, no watcher finishes it; run `pgrunbook run failover` then"
+                ),
+            );
+        }
+    }
     track.interrupted = None;
     let r = fail_over_steps(
         decision, stop_first, track, config, host, me, shared, log, failover, policy,
@@ -952,7 +1039,15 @@ fn fail_over_steps(
         failover,
         &[("max_lag".into(), policy.int("max_lag").to_string())],
     )?;
-    let r = run_unattended(failover, params, decision, config, me, shared);
+    let r = run_unattended(
+        failover,
+        Kind::Failover,
+        params,
+        decision,
+        config,
+        me,
+        shared,
+    );
     match &r {
         Ok(()) => log.note(
             "failover",
@@ -985,6 +1080,7 @@ fn lease_loop(config: Config, me: Me, shared: Arc<Shared>, tx: Sender<Msg>, clus
     let ttl = config.watch.lease_ttl_ms;
     let tick = Duration::from_millis((ttl / 3).min(config.watch.heartbeat_ms).max(50));
     let me_json = me.json();
+    let mut beat_warned = false;
     while !shared.done.load(Ordering::SeqCst) {
         if lock.is_none() {
             lock = LocalLock::try_take(lock_path.clone(), &me_json)
@@ -1025,9 +1121,20 @@ fn lease_loop(config: Config, me: Me, shared: Arc<Shared>, tx: Sender<Msg>, clus
             "acting": standing.acting(), "standing": standing.text(),
         })
         .to_string();
+        // The heartbeat is rewritten every tick and only shown by `watch status`; a Redis that
+        // does not answer is reported by the lease's standing above, so a failed beat is not
+        // said again here.
         let _ = journal.hash_set(lease::WATCHERS, &me.id, &beat);
         if lock.is_some() {
-            let _ = std::fs::write(&beat_path, &beat);
+            if let Err(e) = std::fs::write(&beat_path, &beat) {
+                if !beat_warned {
+                    errln!(
+                        "warning: cannot write the heartbeat {} ({e}): `watch status` on this machine does not see this watcher",
+                        beat_path.display()
+                    );
+                    beat_warned = true;
+                }
+            }
         }
         if claim == Claim::Mine {
             if let Ok(all) = journal.hash_all(lease::WATCHERS) {
@@ -1051,7 +1158,11 @@ fn lease_loop(config: Config, me: Me, shared: Arc<Shared>, tx: Sender<Msg>, clus
         }
     }
     if held {
-        let _ = journal.lease_release(lease::LEASE, &me_json);
+        if let Err(e) = journal.lease_release(lease::LEASE, &me_json) {
+            errln!(
+                "warning: cannot release the lease in Redis ({e:#}): another watcher acts once it expires, within {ttl} ms"
+            );
+        }
     }
     let _ = journal.hash_del(lease::WATCHERS, &me.id);
     if lock.is_some() {

@@ -10,10 +10,11 @@
 //! moment, the watcher removes it there later (`Pending::clear_redis`).
 
 use super::lease;
-use crate::clients::redis::JOURNAL;
+use crate::clients::redis::{Journal, JOURNAL};
 use crate::config::Config;
 use crate::runtime::host::Host;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 /// The field of the hash `<prefix>:watch:failover`.
 const FIELD: &str = "pending";
@@ -34,15 +35,31 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Writes it down on this machine and, if Redis answers, in Redis.
-    pub fn save(&self, host: &Host) {
-        let path = lease::local_path(&host.config, "failover.json");
-        let json = serde_json::to_string(self).unwrap_or_default();
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
+    /// Writes it down on this machine and in Redis. `Ok(None)`: both written; `Ok(Some(why))`:
+    /// one of the two failed (why); `Err(why)`: neither was written, so a watcher killed from
+    /// here on leaves nothing for the next one to finish. The caller says so loudly.
+    pub fn save(&self, host: &Host) -> Result<Option<String>, String> {
+        self.save_to(
+            &lease::local_path(&host.config, "failover.json"),
+            &host.journal,
+        )
+    }
+
+    fn save_to(&self, path: &Path, journal: &Journal) -> Result<Option<String>, String> {
+        let json = serde_json::to_string(self).map_err(|e| format!("cannot encode it: {e}"))?;
+        let local = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(path, &json))
+            .map_err(|e| format!("not written to {}: {e}", path.display()));
+        let redis = journal
+            .hash_set(lease::FAILOVER, FIELD, &json)
+            .map_err(|e| format!("not written to Redis: {e:#}"));
+        match (local, redis) {
+            (Ok(()), Ok(())) => Ok(None),
+            (Err(e), Ok(())) | (Ok(()), Err(e)) => Ok(Some(e)),
+            (Err(a), Err(b)) => Err(format!("{a}; {b}")),
         }
-        let _ = std::fs::write(&path, &json);
-        let _ = host.journal.hash_set(lease::FAILOVER, FIELD, &json);
     }
 
     /// Removes it here; returns whether Redis's copy is gone too (false: Redis did not answer).
@@ -108,5 +125,54 @@ impl Pending {
         m.insert("after_step".into(), opt(&step.map(|(_, s)| s.clone())));
         m.insert("run".into(), opt(&step.map(|(r, _)| r.clone())));
         m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending() -> Pending {
+        Pending {
+            watcher: "w1".into(),
+            host: "h".into(),
+            pid: 1,
+            since: "2026-01-01T00:00:00Z".into(),
+            trigger: "primary pg-bases2 is out".into(),
+            primary: Some("pg-bases2".into()),
+            standby: Some("pg-replica".into()),
+        }
+    }
+
+    /// A journal whose Redis refuses connections (nothing listens on port 1).
+    fn dead_redis() -> Journal {
+        let mut config = Config::defaults();
+        config.redis.url = "redis://127.0.0.1:1".into();
+        Journal::new(config)
+    }
+
+    #[test]
+    fn a_record_written_nowhere_is_an_error_naming_both_places() {
+        let dir = tempfile::tempdir().unwrap();
+        // The record's directory is a file: it cannot be written on disk either.
+        let blocker = dir.path().join("watch");
+        std::fs::write(&blocker, "").unwrap();
+        let path = blocker.join("x.failover.json");
+        let err = pending().save_to(&path, &dead_redis()).unwrap_err();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("not written to Redis"), "{err}");
+    }
+
+    #[test]
+    fn a_record_written_on_disk_only_is_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("watch").join("x.failover.json");
+        let warning = pending().save_to(&path, &dead_redis()).unwrap();
+        assert!(
+            warning.as_deref().is_some_and(|w| w.contains("Redis")),
+            "{warning:?}"
+        );
+        let back: Pending = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(back, pending());
     }
 }

@@ -98,6 +98,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
             if !h.change(node, "promote to primary (pg_promote)") {
                 return Ok(());
             }
+            let since_unix = chrono::Utc::now().timestamp() - 1;
             let _ = query_value(&h, "promote", node, "SELECT pg_promote(wait => false)", &[])?;
             let end = Instant::now() + Duration::from_secs(timeout_s.max(1) as u64);
             loop {
@@ -107,7 +108,18 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
                 if Instant::now() >= end {
                     return Err(h.error(
                         Class::Refused,
-                        format!("promote on {node}: still in recovery after {timeout_s} s"),
+                        format!(
+                            "promote on {node}: still in recovery after {timeout_s} s{}",
+                            h.container("promote", node)
+                                .ok()
+                                .and_then(|c| crate::primitives::logs::last_cause(
+                                    &h,
+                                    &c,
+                                    Some(since_unix)
+                                ))
+                                .map(|c| format!("; its log says {c}"))
+                                .unwrap_or_default()
+                        ),
                     ));
                 }
                 std::thread::sleep(Duration::from_millis(10));
