@@ -226,7 +226,7 @@ fn slot_exists(lab: &TestLab, node: &str) -> bool {
 }
 
 #[test]
-fn a_stale_slot_is_named_with_its_wal_and_failback_and_switchover_leave_it_alone() {
+fn a_stale_slot_is_named_with_the_wal_it_holds() {
     let lab = TestLab::replicating("ocslot");
     stale_slot(&lab);
 
@@ -260,41 +260,77 @@ fn a_stale_slot_is_named_with_its_wal_and_failback_and_switchover_leave_it_alone
         "{}",
         r.stdout
     );
+}
 
-    // Dry runs speak in the conditional and plan no drop of it.
-    lab.pgrunbook(&["run", "switchover", "--dry-run"])
-        .succeeds()
-        .stdout_has("left alone on pg-bases2: slot old_replica")
-        .stdout_has("--set drop_foreign_slots=true would drop it");
-    lab.pgrunbook(&["run", "failback", "--dry-run"])
-        .succeeds()
-        .stdout_lacks("dropped unused slots")
-        .stdout_has("left alone on pg-bases2: slot old_replica");
+#[test]
+fn a_slot_pgrunbook_did_not_create_survives_failback_and_switchover() {
+    let lab = TestLab::replicating("ocforeign");
+    let create = || {
+        lab.client("pg-bases2")
+            .batch_execute("SELECT pg_create_physical_replication_slot('old_replica', true)")
+            .unwrap()
+    };
+    create();
+    let dry_failback = lab.pgrunbook(&["run", "failback", "--dry-run"]).succeeds();
+    let dry_switchover = lab
+        .pgrunbook(&["run", "switchover", "--dry-run"])
+        .succeeds();
 
-    // A switchover: pg-bases2 becomes the standby; its slots are looked at, this one is kept.
-    lab.pgrunbook(&["run", "switchover"])
-        .succeeds()
-        .stdout_has("left alone on pg-bases2: slot old_replica");
+    // Each run is looked at, and the slot put back if it went, so that one run shows all.
+    let mut dropped_by = vec![];
+    let mut outputs = vec![];
+    let mut step = |name: &str, args: &[&str]| {
+        let r = lab.pgrunbook(args).succeeds();
+        if !slot_exists(&lab, "pg-bases2") {
+            dropped_by.push(name.to_string());
+            create();
+        }
+        outputs.push(r.stdout);
+    };
+    // pg-bases2 primary: failback finds the pair streaming and tidies the primary's slots.
+    step("failback (pair streaming)", &["run", "failback"]);
+    // pg-bases2 becomes a standby: its slots are looked at as the old primary's.
+    step("switchover", &["run", "switchover"]);
+    step("failback (after switchover)", &["run", "failback"]);
+    // pg-bases2 primary again, pg-replica rejoined by pg_rewind: the primary's slots.
+    step("failover", &["run", "failover"]);
+    step("failback (rejoin)", &["run", "failback"]);
     assert!(
-        slot_exists(&lab, "pg-bases2"),
-        "switchover dropped old_replica"
+        dropped_by.is_empty(),
+        "old_replica dropped by {dropped_by:?}:\n{}",
+        outputs.join("\n=====\n")
     );
-
-    // A failover back to pg-bases2, then a failback of pg-replica: the primary's unused slots are
-    // looked at, this one is kept.
-    lab.pgrunbook(&["run", "failover"]).succeeds();
-    let r = lab.pgrunbook(&["run", "failback"]).succeeds();
+    for i in [0, 1, 4] {
+        assert!(
+            outputs[i].contains("left alone on pg-bases2: slot old_replica (unused, holds "),
+            "{}",
+            outputs[i]
+        );
+    }
+    // After the switchover, pg-replica is the primary, which is not the configured layout.
     assert!(
-        slot_exists(&lab, "pg-bases2"),
-        "failback dropped old_replica:\n{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout
-            .contains("left alone on pg-bases2: slot old_replica"),
+        outputs[2].contains("pgrunbook run switchover makes pg-bases2 the primary again"),
         "{}",
-        r.stdout
+        outputs[2]
     );
+    assert!(
+        !outputs[4].contains("pgrunbook run switchover makes"),
+        "{}",
+        outputs[4]
+    );
+
+    // Dry runs speak in the conditional.
+    for r in [&dry_failback, &dry_switchover] {
+        assert!(
+            r.stdout
+                .contains("left alone on pg-bases2: slot old_replica")
+                && r.stdout
+                    .contains("--set drop_foreign_slots=true would drop it")
+                && !r.stdout.contains("dropped"),
+            "{}",
+            r.stdout
+        );
+    }
 
     // Asked to, failback drops it.
     lab.pgrunbook(&["run", "failback", "--set", "drop_foreign_slots=true"])
@@ -400,13 +436,24 @@ fn the_log_shows_the_servers_lines_within_80_columns_after_a_backup_and_archivin
         lab.query_i64("pg-bases2", "SELECT archived_count FROM pg_stat_archiver") >= before + 12
     });
     let out = repl(&lab, ":log pg-bases2 5\n");
-    let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    // What `:log` printed: after the session's banner.
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .skip_while(|l| l.starts_with("pgrunbook repl:") || l.starts_with("Tab completes"))
+        .collect();
     let levels = [
         "LOG", "WARNING", "ERROR", "FATAL", "PANIC", "NOTICE", "INFO",
     ];
+    // An entry's line: "2026-12-04 15:00:00 UTC LOG     message"; detail and hint are indented.
     let entries: Vec<&&str> = lines
         .iter()
-        .filter(|l| l.split_whitespace().any(|w| levels.contains(&w)))
+        .filter(|l| !l.starts_with(' '))
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(3)
+                .is_some_and(|w| levels.contains(&w))
+        })
         .collect();
     assert_eq!(entries.len(), 5, "five of PostgreSQL's entries:\n{out}");
     for l in &lines {
@@ -417,4 +464,106 @@ fn the_log_shows_the_servers_lines_within_80_columns_after_a_backup_and_archivin
     }
     assert!(!out.contains("archive-push"), "pgBackRest's lines:\n{out}");
     assert!(!out.contains(" | "), "a table:\n{out}");
+}
+
+/// A REPL session fed one line at a time, its output (stdout and stderr) read as it comes.
+struct Session {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Session {
+    fn start(lab: &TestLab) -> Session {
+        use std::io::BufRead;
+        let mut child = lab
+            .command(&["repl"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx2.send(format!("stderr: {l}"));
+            }
+        });
+        let stdin = child.stdin.take().unwrap();
+        Session {
+            child,
+            stdin,
+            lines,
+            seen: vec![],
+        }
+    }
+
+    /// Types `input`, then returns the first line of output containing `until` (60 s at most).
+    fn send(&mut self, input: &str, until: &str) -> String {
+        use std::io::Write;
+        writeln!(self.stdin, "{input}").unwrap();
+        self.stdin.flush().unwrap();
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(until) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {until:?} after {input:?}; the session printed:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_repl_left_open_across_a_restart_of_postgresql_and_redis_reconnects() {
+    let lab = TestLab::replicating("ocrepl");
+    let mut s = Session::start(&lab);
+    s.send("sql_value(\"pg-bases2\", \"SELECT 41 + 1\")", "=> 42");
+    let line = s.send(":status", "last backup:");
+    assert!(line.contains("Redis reachable"), "{}", s.seen.join("\n"));
+
+    // The lab restarts under the open session.
+    assert!(lab
+        .docker(&["restart", &lab.container("pg-bases2")])
+        .status
+        .success());
+    lab.stop_redis();
+    lab.start_redis();
+    wait_until("pg-bases2 accepts connections", 60, || {
+        lab.try_client("pg-bases2").is_some()
+    });
+
+    let before = s.seen.len();
+    s.send("sql_value(\"pg-bases2\", \"SELECT 42 + 1\")", "=> 43");
+    let line = s.send(":status", "last backup:");
+    let after = s.seen[before..].join("\n");
+    assert!(line.contains("Redis reachable"), "{after}");
+    assert!(
+        !after.contains("stderr:"),
+        "errors after the restart:\n{after}"
+    );
 }
