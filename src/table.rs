@@ -108,6 +108,60 @@ pub fn render_ordered(rows: &Array, orders: &ColumnOrders) -> String {
     }
 }
 
+/// Rows as the REPL prints them: a table with the columns in their remembered order
+/// (`render_ordered`); when a line of that table would be wider than `width`, records instead,
+/// one field a line (as psql's expanded display), so that nothing wraps.
+pub fn render_fit(rows: &Array, orders: &ColumnOrders, width: Option<usize>) -> String {
+    let table = render_ordered(rows, orders);
+    let Some(width) = width else {
+        return table;
+    };
+    if table.lines().all(|l| l.chars().count() <= width) {
+        return table;
+    }
+    let maps: Vec<Map> = rows
+        .iter()
+        .filter_map(|r| r.read_lock::<Map>().map(|m| m.clone()))
+        .collect();
+    // The columns as the table had them: its header line.
+    let cols: Vec<String> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split(" | ")
+        .map(|c| c.trim().to_string())
+        .collect();
+    records(&maps, &cols)
+}
+
+/// Maps as records: `-[ RECORD 1 ]-`, then `key | value` a line (a value's further lines
+/// indented under it).
+pub fn records(maps: &[Map], cols: &[String]) -> String {
+    let key_w = cols.iter().map(|c| c.chars().count()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (i, m) in maps.iter().enumerate() {
+        out.push_str(&format!("-[ RECORD {} ]-\n", i + 1));
+        let mut keys: Vec<String> = cols.to_vec();
+        keys.extend(
+            m.keys()
+                .map(|k| k.to_string())
+                .filter(|k| !cols.contains(k)),
+        );
+        for k in keys {
+            let v = m.get(k.as_str()).map(cell).unwrap_or_default();
+            let mut lines = v.lines();
+            out.push_str(&format!(
+                "{k:<key_w$} | {}\n",
+                lines.next().unwrap_or_default()
+            ));
+            for l in lines {
+                out.push_str(&format!("{:key_w$} | {l}\n", ""));
+            }
+        }
+    }
+    out
+}
+
 pub fn render_cells(cols: &[String], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = cols.iter().map(|c| c.chars().count()).collect();
     for r in rows {

@@ -247,7 +247,9 @@ fn repl_session_end_to_end() {
 
     // Meta-commands.
     let out = r.run(":help");
-    for c in [":help", ":nodes", ":run", ":load", ":dry", ":quit"] {
+    for c in [
+        ":help", ":status", ":nodes", ":run", ":load", ":dry", ":quit",
+    ] {
         assert!(out.contains(c), ":help does not list {c}:\n{out}");
     }
     let out = r.run(":help create_slot");

@@ -206,12 +206,20 @@ impl std::fmt::Display for ConvertError {
 
 pub struct Postgres {
     config: Config,
-    conns: Mutex<HashMap<String, Client>>,
+    /// Open connections by node and database, with when each was last used.
+    conns: Mutex<HashMap<String, (Client, std::time::Instant)>>,
     /// The cancel token of the query running now, for Ctrl-C.
     inflight: Mutex<Option<CancelToken>>,
 }
 
 /// Turns a postgres error into a message with SQLSTATE and detail.
+/// A connection unused this long is checked (an empty query) before its next use: shorter than
+/// any restart of a server (a shutdown checkpoint, a start and its recovery), so that a
+/// connection to the server before it is never used after it.
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long that check may take before the connection counts as dead.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub fn describe(e: &postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
@@ -284,19 +292,29 @@ impl Postgres {
         let key = format!("{node}/{db}");
         let mut client = {
             let mut conns = self.conns.lock().unwrap();
-            match conns.remove(&key) {
-                Some(c) if !c.is_closed() => c,
-                _ => {
-                    drop(conns);
-                    self.connect(node, &db)?
-                }
+            let cached = conns.remove(&key);
+            drop(conns);
+            // A connection idle for a while may be to a server that has restarted since (a REPL
+            // left open across a lab restart): an empty query tells, and a dead one is replaced
+            // before the caller's query is sent, so nothing runs twice.
+            let alive = |(mut c, used): (Client, std::time::Instant)| {
+                let ok = !c.is_closed()
+                    && (used.elapsed() < IDLE_CHECK || c.is_valid(IDLE_TIMEOUT).is_ok());
+                ok.then_some(c)
+            };
+            match cached.and_then(alive) {
+                Some(c) => c,
+                None => self.connect(node, &db)?,
             }
         };
         *self.inflight.lock().unwrap() = Some(client.cancel_token());
         let r = f(&mut client).map_err(Into::into);
         *self.inflight.lock().unwrap() = None;
         if !client.is_closed() {
-            self.conns.lock().unwrap().insert(key, client);
+            self.conns
+                .lock()
+                .unwrap()
+                .insert(key, (client, std::time::Instant::now()));
         }
         r.map_err(|e| {
             let e = match e {

@@ -109,9 +109,15 @@ fn redis_error(e: redis::RedisError) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
+/// How long a connection may sit unused before it is checked (PING) before its next use:
+/// shorter than any restart of Redis.
+const IDLE_CHECK: Duration = Duration::from_millis(200);
+
 pub struct Journal {
     config: Config,
     conn: Mutex<Option<redis::Connection>>,
+    /// When the connection was last used (`with_conn` checks one idle for `IDLE_CHECK`).
+    used: Mutex<Option<Instant>>,
     /// When and why the last connection attempt failed; no new attempt for a while after it, and
     /// the same reason is given meanwhile.
     failed: Mutex<Option<(Instant, String)>>,
@@ -129,6 +135,7 @@ impl Journal {
         Journal {
             config,
             conn: Mutex::new(None),
+            used: Mutex::new(None),
             failed: Mutex::new(None),
             warned: Mutex::new(false),
             spooled: Mutex::new(0),
@@ -194,6 +201,22 @@ impl Journal {
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T> {
         let mut guard = self.conn.lock().unwrap();
+        // A connection idle for a while may have been closed by a Redis restart (a REPL left
+        // open across a lab restart): PING it first, and reconnect when it does not answer,
+        // rather than fail the caller's command with "unexpected end of file".
+        let idle = self
+            .used
+            .lock()
+            .unwrap()
+            .is_none_or(|t| t.elapsed() > IDLE_CHECK);
+        if idle
+            && guard
+                .as_mut()
+                .is_some_and(|c| !redis::ConnectionLike::check_connection(c))
+        {
+            *guard = None;
+        }
+        *self.used.lock().unwrap() = Some(Instant::now());
         if guard.is_none() {
             if let Some((t, why)) = &*self.failed.lock().unwrap() {
                 if t.elapsed() < Duration::from_secs(2) {

@@ -135,7 +135,12 @@ pub fn stdlib(host: &Arc<Host>) -> Result<Vec<(String, String, Vec<FnDoc>)>, Fai
                 }
             })
             .collect();
-        fns.sort_by(|a, b| a.name.cmp(&b.name));
+        // Overloads (same name, other arity) by signature: iter_functions' order is a hash's.
+        fns.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then(a.signature.len().cmp(&b.signature.len()))
+        });
         out.push((name, about, fns));
     }
     Ok(out)

@@ -6,6 +6,7 @@ use super::{infra, load_config};
 use crate::clients::docker::State;
 use crate::clients::postgres::{PgError, PgLsn, Rows, Value};
 use crate::clients::redis::{BACKUPS, JOURNAL};
+use crate::commands::journal;
 use crate::error::Failure;
 use crate::runtime::host::Host;
 use crate::{out, outln};
@@ -36,6 +37,12 @@ pub fn run(config: Option<&Path>, json: bool) -> Result<(), Failure> {
         outln!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
     } else {
         out!("{}", render(&st));
+    }
+    if let Some(alert) = &st.alert {
+        return Err(Failure::new(
+            crate::error::Class::Refused,
+            format!("{alert} (pgrunbook run diagnose says why)"),
+        ));
     }
     match st.nodes.iter().find(|n| n.role == LOGIN_REFUSED) {
         Some(n) => Err(Failure::new(
@@ -70,6 +77,9 @@ pub struct NodeStatus {
     pub replay_lsn: Option<String>,
     /// Bytes of WAL the standby has not replayed yet, against the primary's current LSN.
     pub lag_bytes: Option<i64>,
+    /// Seconds since the standby last replayed a transaction, when it has received WAL it has
+    /// not replayed yet (None when it has replayed all it received).
+    pub replay_delay_s: Option<i64>,
     pub streaming_from: Option<String>,
     pub slots: Vec<String>,
     pub error: Option<String>,
@@ -79,6 +89,9 @@ pub struct NodeStatus {
 
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ClusterStatus {
+    /// What is wrong with the cluster as a whole, shown first: "no node accepts writes ...".
+    /// `status` exits 4 when it is set.
+    pub alert: Option<String>,
     pub nodes: Vec<NodeStatus>,
     /// The newest backup entry's fields, typed in JSON (see docs/json.md).
     #[serde(serialize_with = "crate::commands::journal::serialize_typed")]
@@ -90,6 +103,23 @@ pub struct ClusterStatus {
     pub warnings: Vec<String>,
     /// `pgrunbook watch` processes of this cluster, from their heartbeats.
     pub watch: crate::commands::watch::status::WatcherStatus,
+}
+
+/// An unused slot holding this much WAL is named in a warning (as `diagnose::slot_warn_bytes`).
+pub const SLOT_WARN_BYTES: i64 = 256 * 1024 * 1024;
+/// A standby this many bytes of WAL behind the primary is named in a warning, with the cause
+/// `diagnose::lag_reason` finds.
+pub const LAG_WARN_BYTES: i64 = 16 * 1024 * 1024;
+/// ... or that has not replayed a transaction for this many seconds while WAL waits.
+pub const LAG_WARN_S: i64 = 60;
+
+/// Seconds for people: "45 s", "12 min 5 s", "3 h 2 min".
+pub fn human_s(s: i64) -> String {
+    match s {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min {} s", s / 60, s % 60),
+        s => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
 }
 
 fn q(host: &Host, node: &str, sql: &str) -> Result<Rows, PgError> {
@@ -117,6 +147,7 @@ pub fn lsn_bytes(lsn: &str) -> Option<u64> {
 /// Reads the state of every node and the journal.
 pub fn collect(host: &Host) -> ClusterStatus {
     let mut st = ClusterStatus::default();
+    let mut slot_warnings = Vec::new();
     for (name, n) in &host.config.nodes {
         let mut ns = NodeStatus {
             name: name.clone(),
@@ -160,6 +191,8 @@ pub fn collect(host: &Host) -> ClusterStatus {
                  (SELECT timeline_id FROM pg_control_checkpoint()) AS ckpt_tli, \
                  (SELECT received_tli FROM pg_stat_wal_receiver) AS recv_tli, \
                  (SELECT sender_host FROM pg_stat_wal_receiver WHERE status = 'streaming') AS sender, \
+                 CASE WHEN pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn() \
+                      THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::bigint END AS replay_delay, \
                  CASE WHEN pg_is_in_recovery() THEN NULL ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS cur_tli",
             ) {
                 Ok(r) if !r.rows.is_empty() => {
@@ -168,6 +201,7 @@ pub fn collect(host: &Host) -> ClusterStatus {
                     ns.lsn = s(&r, "lsn");
                     ns.receive_lsn = s(&r, "receive");
                     ns.replay_lsn = s(&r, "replay");
+                    ns.replay_delay_s = i(&r, "replay_delay");
                     ns.timeline = i(&r, "cur_tli").or(i(&r, "recv_tli")).or(i(&r, "ckpt_tli"));
                     ns.streaming_from = s(&r, "sender").map(|h| {
                         host.config
@@ -198,17 +232,31 @@ pub fn collect(host: &Host) -> ClusterStatus {
             if let Ok(rows) = q(
                 host,
                 name,
-                "SELECT slot_name::text AS name, active FROM pg_replication_slots ORDER BY 1",
+                "SELECT slot_name::text AS name, active, coalesce(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() \
+                 THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, restart_lsn), 0)::bigint AS retained \
+                 FROM pg_replication_slots ORDER BY 1",
             ) {
-                ns.slots = rows
-                    .rows
-                    .iter()
-                    .map(|r| {
-                        let name = r.first().and_then(Value::as_str).unwrap_or_default();
-                        let active = r.get(1).and_then(Value::as_bool).unwrap_or(false);
-                        format!("{name}{}", if active { "" } else { " (unused)" })
-                    })
-                    .collect();
+                for r in &rows.rows {
+                    let slot = r.first().and_then(Value::as_str).unwrap_or_default();
+                    let active = r.get(1).and_then(Value::as_bool).unwrap_or(false);
+                    let retained = r.get(2).and_then(Value::as_int).unwrap_or(0);
+                    if active {
+                        ns.slots.push(slot.to_string());
+                        continue;
+                    }
+                    ns.slots
+                        .push(format!("{slot} (unused, {})", journal::human_size(retained)));
+                    if retained >= SLOT_WARN_BYTES {
+                        let whose = match host.config.nodes.iter().find(|(_, n)| n.slot == slot) {
+                            Some((owner, _)) => format!("{owner}'s slot"),
+                            None => "not a configured node's slot".to_string(),
+                        };
+                        slot_warnings.push(format!(
+                            "slot {slot} on {name} is unused and holds {} of WAL ({whose}): pgrunbook run diagnose",
+                            journal::human_size(retained)
+                        ));
+                    }
+                }
             }
         }
         st.nodes.push(ns);
@@ -231,6 +279,16 @@ pub fn collect(host: &Host) -> ClusterStatus {
                 .join(", ")
         ));
     }
+    if primaries.is_empty() && !st.nodes.iter().any(|n| n.role == LOGIN_REFUSED) {
+        st.alert = Some(format!(
+            "no node accepts writes: {}",
+            st.nodes
+                .iter()
+                .map(|n| format!("{} is {} (container {})", n.name, n.role, n.state))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     if let Some(p) = primaries.first() {
         let plsn = p.lsn.as_deref().and_then(lsn_bytes);
         for n in st.nodes.iter_mut().filter(|n| n.role == "standby") {
@@ -245,6 +303,7 @@ pub fn collect(host: &Host) -> ClusterStatus {
             }
         }
     }
+    st.warnings.extend(slot_warnings);
     match host.journal.last(BACKUPS, 100) {
         Ok(b) => {
             st.redis = "reachable".into();
@@ -282,6 +341,36 @@ pub fn explain(host: &std::sync::Arc<Host>, st: &mut ClusterStatus) {
     let [primary] = primaries.as_slice() else {
         return;
     };
+    for n in st.nodes.iter() {
+        if n.role != "standby" {
+            continue;
+        }
+        let bytes = n.lag_bytes.unwrap_or(0);
+        let delay = n.replay_delay_s.unwrap_or(0);
+        if bytes < LAG_WARN_BYTES && delay < LAG_WARN_S {
+            continue;
+        }
+        let why = match crate::engine::call_stdlib(
+            host,
+            "diagnose",
+            "lag_reason",
+            vec![n.name.clone().into()],
+        ) {
+            Ok(r) if r.to_string().is_empty() => "no cause found: pgrunbook run diagnose".into(),
+            Ok(r) => r.to_string(),
+            Err(f) => format!("diagnose could not run: {}", f.message),
+        };
+        st.warnings.push(format!(
+            "{} replays {} behind {primary}{}: {why}",
+            n.name,
+            journal::human_size(bytes),
+            if n.replay_delay_s.is_some() {
+                format!(" (last replayed transaction {} ago)", human_s(delay))
+            } else {
+                String::new()
+            }
+        ));
+    }
     for n in st.nodes.iter_mut() {
         if &n.name == primary
             || n.streaming_from.is_some()
@@ -353,7 +442,7 @@ pub fn render(st: &ClusterStatus) -> String {
                     .or(n.replay_lsn.clone())
                     .unwrap_or_else(|| "-".into()),
                 n.lag_bytes
-                    .map(|b| format!("{b} B"))
+                    .map(journal::human_size)
                     .unwrap_or_else(|| "-".into()),
                 opt(&n.streaming_from),
                 if n.slots.is_empty() {
@@ -369,7 +458,11 @@ pub fn render(st: &ClusterStatus) -> String {
             row
         })
         .collect();
-    let mut out = crate::table::render_cells(&cols, &rows);
+    let mut out = String::new();
+    if let Some(alert) = &st.alert {
+        out.push_str(&format!("ALERT: {alert}\n"));
+    }
+    out.push_str(&crate::table::render_cells(&cols, &rows));
     for n in st.nodes.iter().filter(|n| n.role == UNREACHABLE) {
         out.push_str(&format!(
             "warning: node {} is unreachable: {}\n",

@@ -13,7 +13,9 @@
 //! the official image's. A time at the start of the prefix and a `[pid]` in it are picked up;
 //! `DETAIL`, `HINT`, `CONTEXT`, `STATEMENT` and `QUERY` lines are attached to the entry they
 //! belong to (same pid, right after it). Lines that are not PostgreSQL's (an entrypoint's
-//! output) are kept with an empty level.
+//! output, a tool's such as pgBackRest's archive-push) have an empty level and `source`
+//! "other"; they are left out unless `all: true` asks for them, so that `lines: 5` gives the
+//! server's last five entries.
 
 use super::def;
 use crate::error::Class;
@@ -26,11 +28,13 @@ type R<T> = Result<T, Box<EvalAltResult>>;
 /// How many lines of Docker's log are read when no `since` is given.
 const DOCKER_TAIL: usize = 5000;
 
-/// The options of `pg_log`: #{lines, since, grep}.
+/// The options of `pg_log`: #{lines, since, grep, all}.
 struct Options {
     lines: usize,
     since_s: Option<i64>,
     grep: Option<String>,
+    /// Also the lines that are not PostgreSQL's.
+    all: bool,
 }
 
 fn options(h: &Host, node: &str, opts: &Map) -> R<Options> {
@@ -39,6 +43,7 @@ fn options(h: &Host, node: &str, opts: &Map) -> R<Options> {
         lines: 50,
         since_s: None,
         grep: None,
+        all: false,
     };
     for (k, v) in opts {
         match k.as_str() {
@@ -59,9 +64,14 @@ fn options(h: &Host, node: &str, opts: &Map) -> R<Options> {
                 })?)
             }
             "grep" => o.grep = Some(v.to_string()).filter(|s| !s.is_empty()),
+            "all" => {
+                o.all = v
+                    .as_bool()
+                    .map_err(|_| bad(format!("all must be true or false, not {v}")))?
+            }
             other => {
                 return Err(bad(format!(
-                    "unknown option '{other}' (known: lines, since, grep)"
+                    "unknown option '{other}' (known: lines, since, grep, all)"
                 )))
             }
         }
@@ -83,7 +93,25 @@ fn collector_dir(entries: &[LogEntry]) -> Option<String> {
     Some(hint[start..end].to_string())
 }
 
+/// The keys of an entry in the order a table shows them (a Rhai map sorts its keys).
+fn entry_columns() -> Vec<String> {
+    [
+        "time",
+        "level",
+        "message",
+        "detail",
+        "hint",
+        "context",
+        "statement",
+        "pid",
+        "source",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn entry_map(e: LogEntry) -> Dynamic {
+    let source = if e.is_postgres() { "postgres" } else { "other" };
     let mut m = Map::new();
     m.insert("time".into(), e.time.into());
     m.insert(
@@ -91,6 +119,7 @@ fn entry_map(e: LogEntry) -> Dynamic {
         e.pid.map(Dynamic::from_int).unwrap_or(Dynamic::UNIT),
     );
     m.insert("level".into(), e.level.into());
+    m.insert("source".into(), source.into());
     m.insert("message".into(), e.message.into());
     m.insert("detail".into(), e.detail.into());
     m.insert("hint".into(), e.hint.into());
@@ -196,17 +225,20 @@ pub fn create_module(host: Arc<Host>) -> Module {
         "pg_log",
         ["node: &str", "options: Map", "Array"],
         "The node's PostgreSQL log, newest last, as entries #{time, pid, level, message, detail,
-        hint, context, statement}. Reads what the container wrote to stderr through Docker (the
+        hint, context, statement, source}. Reads what the container wrote to stderr through Docker (the
         official image and the lab log there), or, when the server runs a logging collector, the
         newest .log file of its log directory. Works on a stopped container, which is when it is
         needed most. Options: `lines` (the last n entries, default 50), `since` (seconds, or
         \"15m\", \"2h\", \"1d\"), `grep` (only entries whose text contains it, any case):
-        `pg_log(standby, #{grep: \"FATAL\", since: \"10m\"})`. Lines that are not PostgreSQL's
-        (an entrypoint's) have an empty level. A read: it runs in a dry run too.",
+        `pg_log(standby, #{grep: \"FATAL\", since: \"10m\"})`. Only the server's entries (`source`
+        \"postgres\"), unless `all: true`: then also the lines that are not PostgreSQL's (an
+        entrypoint's, pgBackRest's), with `source` \"other\" and an empty level. A read: it runs
+        in a dry run too.",
         move |node: &str, opts: Map| -> R<Array> {
             let o = options(&h, node, &opts)?;
             let entries = read(&h, node, &o)?;
-            Ok(select(entries, o.grep.as_deref(), o.lines)
+            h.column_orders.remember(&entry_columns());
+            Ok(select(entries, o.grep.as_deref(), o.lines, o.all)
                 .into_iter()
                 .map(entry_map)
                 .collect())
@@ -218,18 +250,133 @@ pub fn create_module(host: Arc<Host>) -> Module {
         &mut m,
         "pg_log",
         ["node: &str", "Array"],
-        "The last 50 entries of the node's PostgreSQL log: `pg_log(node, #{})`.",
+        "The last 50 entries of the node's PostgreSQL log (the server's own): `pg_log(node, #{})`.",
         move |node: &str| -> R<Array> {
             let o = options(&h, node, &Map::new())?;
             let entries = read(&h, node, &o)?;
-            Ok(select(entries, None, o.lines)
+            h.column_orders.remember(&entry_columns());
+            Ok(select(entries, None, o.lines, false)
                 .into_iter()
                 .map(entry_map)
                 .collect())
         }
     );
 
+    def!(
+        &mut m,
+        "log_lines",
+        ["entries: Array", "width: i64", "String"],
+        "Entries of `pg_log` as a DBA reads a log: one line per entry, `time level message`,
+        then its DETAIL, HINT and other fields below, indented, each line at most `width`
+        columns (a longer word is cut): `print(log_lines(pg_log(node, #{lines: 10}), 80))`.
+        What the REPL's `:log` prints.",
+        |entries: Array, width: i64| -> String {
+            let width = usize::try_from(width).unwrap_or(80).max(40);
+            let entries: Vec<LogEntry> = entries.iter().map(entry_from_map).collect();
+            format_lines(&entries, width)
+        }
+    );
+
     m
+}
+
+/// An entry back from the map `pg_log` gave (missing fields are empty).
+fn entry_from_map(v: &Dynamic) -> LogEntry {
+    let m = v.read_lock::<Map>().map(|m| m.clone()).unwrap_or_default();
+    let text = |k: &str| super::map_text(&m, k);
+    LogEntry {
+        time: text("time"),
+        pid: m.get("pid").and_then(|p| p.as_int().ok()),
+        level: text("level"),
+        message: text("message"),
+        detail: text("detail"),
+        hint: text("hint"),
+        context: text("context"),
+        statement: text("statement"),
+    }
+}
+
+/// A log time shortened for a line: "2026-11-26 15:00:00 UTC" from PostgreSQL's
+/// "2026-11-26 15:00:00.123 UTC" or Docker's "2026-11-26T15:00:00.123456789Z".
+pub fn short_time(t: &str) -> String {
+    if let Some((date, rest)) = t.split_once('T').filter(|(d, _)| d.len() == 10) {
+        let clock = rest.trim_end_matches('Z');
+        let clock = clock.split('.').next().unwrap_or(clock);
+        return format!("{date} {clock} UTC");
+    }
+    match t.split_once('.') {
+        Some((base, frac)) => {
+            let zone = frac.split_once(' ').map(|(_, z)| z).unwrap_or("");
+            format!("{base} {zone}").trim().to_string()
+        }
+        None => t.to_string(),
+    }
+}
+
+/// `text` in lines of at most `width` columns: the first starts after `first` (already
+/// written), the others with `indent` spaces. A word longer than a line is cut.
+fn wrap_into(out: &mut String, first: &str, text: &str, indent: usize, width: usize) {
+    let mut line = first.to_string();
+    let mut fresh = true;
+    let pad = " ".repeat(indent);
+    for word in text.split_whitespace() {
+        let mut word = word.to_string();
+        loop {
+            let used = line.chars().count();
+            let need = word.chars().count() + usize::from(!fresh);
+            if used + need <= width {
+                if !fresh {
+                    line.push(' ');
+                }
+                line.push_str(&word);
+                fresh = false;
+                break;
+            }
+            if !fresh || used >= width {
+                out.push_str(line.trim_end());
+                out.push('\n');
+                line = pad.clone();
+                fresh = true;
+                continue;
+            }
+            // A word longer than what is left of a fresh line: cut it.
+            let room = width - used;
+            let head: String = word.chars().take(room).collect();
+            let tail: String = word.chars().skip(room).collect();
+            line.push_str(&head);
+            word = tail;
+            out.push_str(&line);
+            out.push('\n');
+            line = pad.clone();
+        }
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+}
+
+/// Entries as log lines at most `width` columns wide (see `log_lines`).
+pub fn format_lines(entries: &[LogEntry], width: usize) -> String {
+    let mut out = String::new();
+    for e in entries {
+        let level = if e.level.is_empty() {
+            "-"
+        } else {
+            e.level.as_str()
+        };
+        let head = format!("{} {level:<7} ", short_time(&e.time));
+        wrap_into(&mut out, &head, &e.message, 4, width);
+        for (name, text) in [
+            ("DETAIL", &e.detail),
+            ("HINT", &e.hint),
+            ("CONTEXT", &e.context),
+            ("STATEMENT", &e.statement),
+        ] {
+            if !text.is_empty() {
+                wrap_into(&mut out, &format!("    {name}: "), text, 8, width);
+            }
+        }
+    }
+    out
 }
 
 /// One entry of the log.
@@ -249,6 +396,11 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
+    /// Whether the line is PostgreSQL's (it has a level), not an entrypoint's or a tool's.
+    pub fn is_postgres(&self) -> bool {
+        !self.level.is_empty()
+    }
+
     /// Every text of the entry, for `grep`.
     pub fn text(&self) -> String {
         [
@@ -422,11 +574,18 @@ pub fn parse_since(s: &str) -> Option<i64> {
     Some(n * mult)
 }
 
-/// Keeps the entries whose text contains `grep` (case-insensitive), then the last `lines`.
-pub fn select(entries: Vec<LogEntry>, grep: Option<&str>, lines: usize) -> Vec<LogEntry> {
+/// Keeps PostgreSQL's entries (with `all`, every line), those whose text contains `grep`
+/// (case-insensitive), then the last `lines`.
+pub fn select(
+    entries: Vec<LogEntry>,
+    grep: Option<&str>,
+    lines: usize,
+    all: bool,
+) -> Vec<LogEntry> {
     let needle = grep.map(str::to_lowercase);
     let kept: Vec<LogEntry> = entries
         .into_iter()
+        .filter(|e| all || e.is_postgres())
         .filter(|e| match &needle {
             Some(n) => e.text().to_lowercase().contains(n),
             None => true,
@@ -527,10 +686,57 @@ mod tests {
         ];
         let e = parse(raw.iter().map(|l| split_docker_time(l)));
         assert_eq!(e[0].time, "2026-11-26T15:00:00.000000001Z");
-        let sel = select(e.clone(), Some("PASSWORD"), 1);
+        let sel = select(e.clone(), Some("PASSWORD"), 1, false);
         assert_eq!(sel.len(), 1);
         assert_eq!(sel[0].time, "2026-11-26T15:00:02.000000001Z");
-        assert_eq!(select(e, None, 10).len(), 3);
+        assert_eq!(select(e, None, 10, false).len(), 3);
+    }
+
+    #[test]
+    fn the_default_is_the_servers_entries_and_all_marks_the_others() {
+        let raw = "2026-11-26 15:00:00.000 UTC [9] LOG:  checkpoint starting: time\n\
+                   2026-11-26 15:00:01.000 P00   INFO: archive-push command begin 2.54: [pg_wal/000000010000000000000003]\n\
+                   2026-11-26 15:00:01.000 P00   INFO: pushed WAL file '000000010000000000000003' to the archive\n\
+                   2026-11-26 15:00:01.000 P00   INFO: archive-push command end: completed successfully (51ms)\n";
+        let e = p(raw);
+        let server = select(e.clone(), None, 2, false);
+        assert_eq!(server.len(), 1, "{server:?}");
+        assert_eq!(server[0].level, "LOG");
+        let all = select(e, None, 2, true);
+        assert_eq!(all.len(), 2);
+        assert!(all.iter().all(|x| !x.is_postgres()), "{all:?}");
+    }
+
+    #[test]
+    fn log_lines_fit_the_width_with_detail_below() {
+        let e = p(
+            "2026-11-26 15:00:00.123 UTC [77] FATAL:  recovery aborted because of insufficient parameter settings\n\
+             2026-11-26 15:00:00.123 UTC [77] DETAIL:  max_connections = 100 is a lower setting than on the primary server, where its value was 300.\n\
+             2026-11-26 15:00:00.123 UTC [77] HINT:  You can restart the server after making the necessary configuration changes.\n\
+             2026-11-26 15:00:01.000 UTC [1] LOG:  aVeryLongWordWithoutSpacesThatIsLongerThanAnyLineCanHoldAtEightyColumnsInTheTerminalWindowX\n",
+        );
+        let text = format_lines(&e, 80);
+        for l in text.lines() {
+            assert!(l.chars().count() <= 80, "{l:?}\n{text}");
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("2026-11-26 15:00:00 UTC FATAL   recovery aborted"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n    DETAIL: max_connections = 100"),
+            "{text}"
+        );
+        assert!(text.contains("\n    HINT: You can restart"), "{text}");
+        assert!(
+            text.contains("2026-11-26 15:00:01 UTC LOG     aVeryLong"),
+            "{text}"
+        );
+        assert_eq!(
+            short_time("2026-11-26T15:00:02.000000001Z"),
+            "2026-11-26 15:00:02 UTC"
+        );
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub struct Backend {
 /// `sql` and `print_table` share one [`ColumnOrders`]: rows keep their query's column order in
 /// a table although each row is a Rhai map, whose keys are sorted.
 pub fn modules(host: &Arc<Host>) -> Vec<Backend> {
-    let orders = Arc::new(ColumnOrders::default());
+    let orders: Arc<ColumnOrders> = host.column_orders.clone();
     let backend = |name, source, module| Backend {
         name,
         source,

@@ -90,6 +90,11 @@ pub fn config_text(h: &Host, facts: &ServerFacts) -> String {
          log-level-console=info\n\
          log-level-file=info\n\
          \n\
+         # archive_command runs this for every WAL segment, and its console is the server's\n\
+         # log: only warnings there (the log file above keeps info).\n\
+         [global:archive-push]\n\
+         log-level-console=warn\n\
+         \n\
          [{stanza}]\n\
          pg1-path={data}\n\
          pg1-port={port}\n\

@@ -101,6 +101,9 @@ pub struct Host {
     new_replication_password: Mutex<Option<String>>,
     /// The hold this run keeps on `pgrunbook watch` (`hold_watchers()`), released at its end.
     pub hold: Mutex<Option<crate::runtime::hold::Hold>>,
+    /// The column orders of recent results (`sql`, `pg_log`), which `print_table` and the REPL
+    /// put back on rows that reach them as maps (whose keys are sorted).
+    pub column_orders: std::sync::Arc<crate::table::ColumnOrders>,
 }
 
 impl Host {
@@ -126,6 +129,7 @@ impl Host {
             run_marks: Mutex::new(BTreeMap::new()),
             new_replication_password: Mutex::new(None),
             hold: Mutex::new(None),
+            column_orders: Default::default(),
             config,
         }
     }

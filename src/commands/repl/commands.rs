@@ -16,10 +16,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "this list; with NAME, the signature and doc of a primitive, a function or a module",
     ),
     (
-        ":nodes",
+        ":status",
         "",
-        "each node's role, state and lag (as `pgrunbook status`)",
+        "the cluster at a glance, as `pgrunbook status`: each node's role, state, lag and slots",
     ),
+    (":nodes", "", "the same as :status"),
     (
         ":run",
         "RUNBOOK [key=value ...]",
@@ -38,7 +39,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     (
         ":log",
         "NODE [N] [TEXT]",
-        "the last N (30) entries of the node's PostgreSQL log, or only those containing TEXT (pg_log)",
+        "the last N (30) entries of the node's PostgreSQL log as log lines, or only those containing TEXT (pg_log)",
     ),
     (":vars", "", "the variables of this session"),
     (":clear", "", "clears the screen (so does Ctrl-L)"),
@@ -150,7 +151,12 @@ fn run_runbook(session: &mut Session, args: &str) {
     }
 }
 
-/// `:log NODE [N] [TEXT]`: `pg_log` as a table, evaluated in the session (so Ctrl-C stops it).
+/// How wide `:log` writes: an 80-column terminal shows each line whole.
+const LOG_WIDTH: usize = 80;
+
+/// `:log NODE [N] [TEXT]`: the server's last entries as log lines (`log_lines(pg_log(...))`:
+/// time, level, message, then detail and hint below), evaluated in the session (so Ctrl-C
+/// stops it).
 fn log(session: &mut Session, args: &str) {
     let mut parts = args.split_whitespace();
     let Some(node) = parts.next() else {
@@ -182,7 +188,7 @@ fn log(session: &mut Session, args: &str) {
         format!(", grep: {}", quote(&grep.join(" ")))
     };
     let text = format!(
-        "print_table(pg_log({}, #{{lines: {lines}{grep}}}), [\"time\", \"pid\", \"level\", \"message\", \"detail\", \"hint\"]);",
+        "print(log_lines(pg_log({}, #{{lines: {lines}{grep}}}), {LOG_WIDTH}));",
         quote(node)
     );
     session.eval_text(&text, false);

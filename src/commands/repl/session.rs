@@ -7,7 +7,7 @@
 //! the session's transcript. So an error inside a function defined ten inputs ago still shows the
 //! line of that function, not a line of the input that called it.
 
-use super::show::{format_value, show_failure, shows_unit};
+use super::show::{format_value, show_failure, shows_unit, terminal_width};
 use crate::engine::{self, Sources};
 use crate::error::Failure;
 use crate::runtime::host::Host;
@@ -114,7 +114,8 @@ impl Session {
         match result {
             Ok(value) => {
                 if !value.is_unit() || show_unit {
-                    out!("{}", self.host.mask(&format_value(&value)));
+                    let shown = format_value(&value, &self.host.column_orders, terminal_width());
+                    out!("{}", self.host.mask(&shown));
                 }
                 for (path, alias) in imports {
                     let _ = self.import(&path, &alias);

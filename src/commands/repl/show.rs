@@ -2,19 +2,21 @@
 
 use crate::errln;
 use crate::error::Failure;
+use crate::table::ColumnOrders;
 use rhai::{Dynamic, Expr, FnCallExpr, Stmt, AST};
 use std::io::Write;
 
 /// Functions whose whole point is what they print: after them `()` is not shown.
 const OUTPUT_FUNCTIONS: [&str; 5] = ["print", "debug", "warn", "print_table", "step"];
 
-/// A value as the REPL prints it: rows as a table, a multi-line string as it is, anything else
-/// after `=> `, `()` included.
-pub fn format_value(v: &Dynamic) -> String {
+/// A value as the REPL prints it: rows (an array of maps) as a table with their columns in the
+/// order the query or primitive gave them, or as records when the table would be wider than
+/// `width`; a multi-line string as it is; anything else after `=> `, `()` included.
+pub fn format_value(v: &Dynamic, orders: &ColumnOrders, width: Option<usize>) -> String {
     if v.is_array() {
         let rows = v.clone().into_array().unwrap_or_default();
         if !rows.is_empty() && rows.iter().all(Dynamic::is_map) {
-            return crate::table::render(&rows);
+            return crate::table::render_fit(&rows, orders, width);
         }
     }
     if v.is_string() {
@@ -52,6 +54,23 @@ fn prints(call: &FnCallExpr) -> bool {
     call.namespace.is_empty() && OUTPUT_FUNCTIONS.contains(&call.name.as_str())
 }
 
+/// The terminal's width when stdout is one; else `COLUMNS` when set; else None (no limit: the
+/// output goes to a file or a pipe).
+pub fn terminal_width() -> Option<usize> {
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        // SAFETY: TIOCGWINSZ fills a winsize struct for a terminal file descriptor.
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+        if ok && ws.ws_col > 0 {
+            return Some(ws.ws_col as usize);
+        }
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .filter(|c| *c > 0)
+}
+
 /// Prints a failure with its caret. The exit code it would have from the command line means
 /// nothing here, the session goes on, so it is left out.
 pub fn show_failure(f: &Failure) {
@@ -72,6 +91,8 @@ mod tests {
 
     #[test]
     fn values_print_as_a_repl_would() {
+        let o = ColumnOrders::default();
+        let format_value = |v: &Dynamic| super::format_value(v, &o, None);
         assert_eq!(format_value(&Dynamic::UNIT), "=> ()\n");
         assert_eq!(format_value(&Dynamic::from_int(42)), "=> 42\n");
         assert_eq!(format_value(&Dynamic::from("a")), "=> \"a\"\n");
@@ -80,6 +101,27 @@ mod tests {
         row.insert("one".into(), Dynamic::from_int(1));
         let t = format_value(&Dynamic::from_array(vec![Dynamic::from_map(row)]));
         assert_eq!(t, "one\n---\n1\n");
+    }
+
+    #[test]
+    fn rows_keep_their_given_order_and_turn_to_records_when_too_wide() {
+        let o = ColumnOrders::default();
+        o.remember(&["time".into(), "level".into(), "message".into()]);
+        let mut row = rhai::Map::new();
+        row.insert("time".into(), Dynamic::from("15:00"));
+        row.insert("level".into(), Dynamic::from("LOG"));
+        row.insert("message".into(), Dynamic::from("x".repeat(30)));
+        let rows = Dynamic::from_array(vec![Dynamic::from_map(row)]);
+        let t = format_value(&rows, &o, Some(80));
+        assert!(t.starts_with("time  | level | message"), "{t}");
+        let r = format_value(&rows, &o, Some(30));
+        assert_eq!(
+            r,
+            format!(
+                "-[ RECORD 1 ]-\ntime    | 15:00\nlevel   | LOG\nmessage | {}\n",
+                "x".repeat(30)
+            )
+        );
     }
 
     #[test]
