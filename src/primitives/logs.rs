@@ -172,6 +172,7 @@ pub fn last_fatal(h: &Host, node: &str, since_s: i64) -> Option<String> {
         lines: 1,
         since_s: Some(since_s.max(1)),
         grep: None,
+        all: false,
     };
     let entries = read(h, node, &o).ok()?;
     let e = entries
