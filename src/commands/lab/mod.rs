@@ -72,6 +72,8 @@ fn with_lab(
     f: impl FnOnce(&Lab, &Host) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
     let host = Host::new(load_config(config)?);
-    let lab = Lab::new(&host.config, &host.docker).with_flavour(flavour);
+    let lab = Lab::new(&host.config, &host.docker)
+        .with_flavour(flavour)
+        .with_engines(&host);
     f(&lab, &host)
 }
