@@ -157,13 +157,18 @@ impl From<CompletionShell> for clap_complete::Shell {
 pub enum LabCommand {
     /// Creates or starts the lab; builds its image when missing. Changes nothing when it runs.
     #[command(
-        after_help = "Examples:\n  pgrunbook lab up\n  pgrunbook lab up --flavour official   # containers like the official postgres image"
+        after_help = "Examples:\n  pgrunbook lab up\n  pgrunbook lab up --flavour official   # containers like the official postgres image\n  pgrunbook lab up --pg 18              # PostgreSQL 18 (Debian forky's packages)"
     )]
     Up {
         /// lab: pgrunbook's own image, prepared for everything. official: like the official
         /// postgres image with Debian's pgBackRest (no archiving, no stop signal), as users have it.
         #[arg(long, value_enum, default_value = "lab")]
         flavour: Flavour,
+        /// PostgreSQL's major version: 15 (Debian bookworm), 17 (trixie) or 18 (forky). Uses the
+        /// images pgrunbook-lab:N, pgrunbook-official:N and pgrunbook-base:SUITE instead of the
+        /// configuration's [lab] images. Default: the configuration's (17).
+        #[arg(long, value_parser = clap::value_parser!(u32))]
+        pg: Option<u32>,
     },
     /// Removes the lab's containers; with --volumes also its data, repository and network.
     #[command(after_help = "Examples:\n  pgrunbook lab down\n  pgrunbook lab down --volumes")]
@@ -176,11 +181,14 @@ pub enum LabCommand {
     Status,
     /// Builds the lab image if it is missing (with --flavour official, that image too).
     #[command(
-        after_help = "Examples:\n  pgrunbook lab build\n  pgrunbook lab build --flavour official"
+        after_help = "Examples:\n  pgrunbook lab build\n  pgrunbook lab build --flavour official\n  pgrunbook lab build --pg 15 --flavour official"
     )]
     Build {
         #[arg(long, value_enum, default_value = "lab")]
         flavour: Flavour,
+        /// PostgreSQL's major version (15, 17, 18); see `lab up --pg`.
+        #[arg(long, value_parser = clap::value_parser!(u32))]
+        pg: Option<u32>,
     },
 }
 
@@ -220,10 +228,10 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         } => run::run(config, &runbook, &set, dry_run, help),
         Command::List => list::run(),
         Command::Check { runbooks } => check::run(config, &runbooks),
-        Command::Lab(LabCommand::Up { flavour }) => lab::up(config, flavour),
+        Command::Lab(LabCommand::Up { flavour, pg }) => lab::up(config, flavour, pg),
         Command::Lab(LabCommand::Down { volumes }) => lab::down(config, volumes),
         Command::Lab(LabCommand::Status) => lab::status(config),
-        Command::Lab(LabCommand::Build { flavour }) => lab::build(config, flavour),
+        Command::Lab(LabCommand::Build { flavour, pg }) => lab::build(config, flavour, pg),
         Command::Backups { last, json } => backups::run(config, last, json),
         Command::Journal { run, last, json } => journal::run(config, run.as_deref(), last, json),
         Command::Status { json } => status::run(config, json),

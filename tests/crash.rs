@@ -165,3 +165,83 @@ fn backup_recovers_from_a_kill_at_every_step() {
         );
     }
 }
+
+/// A custom runbook that calls the shipped switchover as a function (issue 19), as a user writes it.
+const MY_SWITCHOVER: &str = r#"//! A custom procedure around the shipped switchover: a step of its own before and after.
+import "switchover" as switchover;
+
+step("Before the switchover");
+let r = switchover::run(#{});
+step("After the switchover");
+print(`custom: ${r.to} is the primary`);
+"#;
+
+#[test]
+fn a_switchover_called_from_another_runbook_recovers_from_a_kill_inside_it() {
+    let lab = TestLab::replicating("crnest");
+    lab.script("runbooks/my-switchover.rhai", MY_SWITCHOVER);
+    // The called procedure's steps carry its name in the outer run.
+    let steps = [
+        "switchover: Stop writes",
+        "has received and replayed everything",
+        "switchover: Promote",
+        "without a rewind",
+        "as a standby of",
+        "switchover: Lift the switchover fence",
+    ];
+    let mut n = 0;
+    kill_at_each(
+        &lab,
+        "my-switchover",
+        &points(&steps, &[]),
+        || {},
+        |step| {
+            // Finished by the outer runbook run again, or by the shipped one, in turn.
+            n += 1;
+            let runbook = if n % 2 == 1 {
+                "my-switchover"
+            } else {
+                "switchover"
+            };
+            let r = lab.pgrunbook(&["run", runbook]);
+            assert_eq!(
+                r.code, 0,
+                "{runbook} after a kill in \"{step}\":\n{}\n{}",
+                r.stdout, r.stderr
+            );
+            if runbook == "my-switchover" {
+                assert!(
+                    r.stdout.contains("==> [1] Before the switchover"),
+                    "{}",
+                    r.stdout
+                );
+                assert!(
+                    r.stdout.contains("] switchover: Check the pair is healthy"),
+                    "{}",
+                    r.stdout
+                );
+            }
+            lab.pgrunbook(&["run", "verify"]).succeeds();
+            assert!(
+                !lab.is_fenced("pg-bases2") && !lab.is_fenced("pg-replica"),
+                "a fence is left after a kill in \"{step}\" and a re-run of {runbook}"
+            );
+        },
+    );
+    // The journal of the outer run tells one story: its own steps and the switchover's.
+    let steps: Vec<String> = lab
+        .stream("journal")
+        .iter()
+        .filter(|e| e.get("runbook").map(String::as_str) == Some("my-switchover"))
+        .filter(|e| e.get("event").map(String::as_str) == Some("step"))
+        .map(|e| e["step"].clone())
+        .collect();
+    assert!(
+        steps.iter().any(|s| s == "Before the switchover"),
+        "{steps:?}"
+    );
+    assert!(
+        steps.iter().any(|s| s.starts_with("switchover: Promote ")),
+        "{steps:?}"
+    );
+}

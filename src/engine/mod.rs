@@ -55,6 +55,9 @@ impl ModuleResolver for StdlibResolver {
         ast.set_source(name.as_str());
         let mut module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
             .map_err(|e| Box::new(EvalAltResult::ErrorInModule(name.clone(), e, pos)))?;
+        // The module's name is the source its functions run with: errors point into it, and
+        // `step` knows a stdlib procedure's steps from the runbook's own.
+        module.set_id(name.as_str());
         module.build_index();
         let module: Shared<Module> = module.into();
         self.cache

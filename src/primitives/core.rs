@@ -5,7 +5,7 @@ use crate::errln;
 use crate::error::{Class, PrimitiveError};
 use crate::runtime::host::Host;
 use crate::table::ColumnOrders;
-use rhai::{Array, Dynamic, ImmutableString, Map, Module};
+use rhai::{Array, Dynamic, ImmutableString, Map, Module, NativeCallContext};
 use std::sync::Arc;
 
 /// `orders`: the column orders of `sql`'s recent results, which `print_table(rows)` follows.
@@ -18,8 +18,16 @@ pub fn create_module(host: Arc<Host>, orders: Arc<ColumnOrders>) -> Module {
         "step",
         ["name: &str"],
         "Starts a named step of the runbook (the previous one ends here). Each step is printed,
-        timed and journaled; Ctrl-C stops the run between steps.",
-        move |name: &str| h.step(name)
+        timed and journaled; Ctrl-C stops the run between steps. A step of a stdlib procedure
+        another runbook called (`switchover::run`) is named after it: \"switchover: Promote
+        pg-replica\", so that the journal of the run tells one story.",
+        move |ctx: NativeCallContext, name: &str| {
+            let name = match procedure_of(&ctx, &h) {
+                Some(p) => format!("{p}: {name}"),
+                None => name.to_string(),
+            };
+            h.step(&name)
+        }
     );
 
     let h = host.clone();
@@ -27,15 +35,35 @@ pub fn create_module(host: Arc<Host>, orders: Arc<ColumnOrders>) -> Module {
         &mut m,
         "record",
         ["key: &str", "value: Dynamic"],
-        "Records a measured value (a time, an LSN, bytes lost) in the run's journal entry.",
-        move |key: &str, value: Dynamic| {
+        "Records a measured value (a time, an LSN, bytes lost) in the run's journal entry. Recorded
+        by a stdlib procedure another runbook called (`switchover::run`), the key is prefixed
+        with the procedure's name: `switchover.writes_unavailable_ms`.",
+        move |ctx: NativeCallContext, key: &str, value: Dynamic| {
             // A caught error is recorded as its message (Rust's Display of a Dynamic holding a
             // custom type gives only the type's name).
             let text = match value.read_lock::<PrimitiveError>() {
                 Some(e) => e.to_string(),
                 None => value.to_string(),
             };
-            h.record(key, text)
+            match procedure_of(&ctx, &h) {
+                Some(p) => h.record(&format!("{p}.{key}"), text),
+                None => h.record(key, text),
+            }
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
+        "procedure_options",
+        ["procedure: &str", "given: Dynamic", "defaults: Map", "Map"],
+        "The options a stdlib procedure was called with (`switchover::run(#{ to: \"pg-bases2\" })`),
+        each missing one taken from `defaults`. `given` is a map or `()`. An option that
+        `defaults` does not name, or of another kind than its default, is an error naming the
+        procedure and the options it takes; a size may be given as text (\"16MB\") where the
+        default is a number of bytes.",
+        move |procedure: &str, given: Dynamic, defaults: Map| -> Result<Map, Box<rhai::EvalAltResult>> {
+            merge_options(procedure, given, defaults).map_err(|e| h.error(Class::Runbook, e))
         }
     );
 
@@ -216,4 +244,128 @@ pub fn create_module(host: Arc<Host>, orders: Arc<ColumnOrders>) -> Module {
     );
 
     m
+}
+
+/// The stdlib procedure (`switchover`) whose code calls a primitive, when it is not the runbook
+/// under way: a procedure called from another runbook. The shipped `switchover` runbook calling
+/// `switchover::run` gives `None`, so its steps keep their names.
+fn procedure_of(ctx: &NativeCallContext, host: &Host) -> Option<String> {
+    let source = ctx.call_source()?;
+    let stem = |p: &str| {
+        std::path::Path::new(p)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+    };
+    if !source.ends_with(".rhai") || !source.contains("stdlib/") {
+        return None;
+    }
+    let module = stem(source)?;
+    let runbook = host.run.lock().unwrap().runbook.clone();
+    (stem(&format!("{runbook}.rhai")).as_deref() != Some(module.as_str())).then_some(module)
+}
+
+/// `procedure_options`: `given` over `defaults`, or what is wrong with `given`.
+pub fn merge_options(procedure: &str, given: Dynamic, defaults: Map) -> Result<Map, String> {
+    let names = || {
+        defaults
+            .keys()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if given.is_unit() {
+        return Ok(defaults);
+    }
+    let Some(given) = given.clone().try_cast::<Map>() else {
+        return Err(format!(
+            "{procedure}::run takes a map of options (#{{ {} }}) or (), not {}",
+            names(),
+            given.type_name()
+        ));
+    };
+    let mut out = defaults.clone();
+    for (k, v) in given {
+        let Some(default) = defaults.get(&k) else {
+            let hint = crate::suggest::nearest(k.as_str(), defaults.keys().map(|k| k.as_str()))
+                .map(|s| format!("; did you mean {s}?"))
+                .unwrap_or_default();
+            return Err(format!(
+                "{procedure}::run has no option '{k}' (its options are {}){hint}",
+                names()
+            ));
+        };
+        let v = if default.is_unit() || v.type_name() == default.type_name() {
+            v
+        } else if default.is_int() && v.is_string() {
+            let raw = v.to_string();
+            crate::engine::runbook::parse_size(&raw)
+                .map(Dynamic::from_int)
+                .ok_or_else(|| {
+                    format!("{procedure}::run: option {k} takes an integer or a size (16MB), not {raw:?}")
+                })?
+        } else {
+            let kind = |d: &Dynamic| {
+                match d.type_name() {
+                    "i64" => "number",
+                    "f64" => "decimal number",
+                    "bool" => "bool",
+                    "string" => "string",
+                    other => other,
+                }
+                .to_string()
+            };
+            return Err(format!(
+                "{procedure}::run: option {k} takes a {} (like its default, {default}), not a {} ({v})",
+                kind(default),
+                kind(&v)
+            ));
+        };
+        out.insert(k, v);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Map {
+        let mut m = Map::new();
+        m.insert("max_lag".into(), Dynamic::from_int(16 << 20));
+        m.insert("to".into(), Dynamic::UNIT);
+        m
+    }
+
+    #[test]
+    fn options_take_defaults_sizes_and_name_what_is_wrong() {
+        let got = merge_options("switchover", Dynamic::UNIT, defaults()).unwrap();
+        assert_eq!(got["max_lag"].as_int().unwrap(), 16 << 20);
+        let mut given = Map::new();
+        given.insert("max_lag".into(), "1MB".into());
+        given.insert("to".into(), "pg-bases2".into());
+        let got = merge_options("switchover", Dynamic::from_map(given), defaults()).unwrap();
+        assert_eq!(got["max_lag"].as_int().unwrap(), 1 << 20);
+        assert_eq!(got["to"].to_string(), "pg-bases2");
+        let mut given = Map::new();
+        given.insert("maxlag".into(), Dynamic::from_int(1));
+        let e = merge_options("switchover", Dynamic::from_map(given), defaults()).unwrap_err();
+        assert_eq!(
+            e,
+            "switchover::run has no option 'maxlag' (its options are max_lag, to); did you mean max_lag?"
+        );
+        let mut given = Map::new();
+        given.insert("max_lag".into(), Dynamic::from_bool(true));
+        let e = merge_options("switchover", Dynamic::from_map(given), defaults()).unwrap_err();
+        assert!(
+            e.contains(
+                "option max_lag takes a number (like its default, 16777216), not a bool (true)"
+            ),
+            "{e}"
+        );
+        let e = merge_options("switchover", Dynamic::from("x"), defaults()).unwrap_err();
+        assert!(
+            e.starts_with("switchover::run takes a map of options"),
+            "{e}"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 
 mod resources;
 
-pub use resources::{Flavour, Lab};
+pub use resources::{pg_version, Flavour, Lab, PgVersion};
 
 use super::{infra, load_config};
 use crate::error::Failure;
@@ -16,8 +16,8 @@ use std::time::Duration;
 const WAIT_PRIMARIES: Duration = Duration::from_secs(120);
 
 /// `lab up`: creates or starts what is missing, then waits for the primaries.
-pub fn up(config: Option<&Path>, flavour: Flavour) -> Result<(), Failure> {
-    with_lab(config, flavour, |lab, host| {
+pub fn up(config: Option<&Path>, flavour: Flavour, pg: Option<u32>) -> Result<(), Failure> {
+    with_lab(config, flavour, pg, |lab, host| {
         let did = lab.up().map_err(infra)?;
         lab.wait_primaries(&host.pg, WAIT_PRIMARIES)
             .map_err(infra)?;
@@ -33,7 +33,7 @@ pub fn up(config: Option<&Path>, flavour: Flavour) -> Result<(), Failure> {
 
 /// `lab down`: removes the containers; with `volumes`, the data, repository and network too.
 pub fn down(config: Option<&Path>, volumes: bool) -> Result<(), Failure> {
-    with_lab(config, Flavour::Lab, |lab, _| {
+    with_lab(config, Flavour::Lab, None, |lab, _| {
         let did = lab.down(volumes).map_err(infra)?;
         if did.is_empty() {
             outln!("lab: nothing to remove");
@@ -47,7 +47,7 @@ pub fn down(config: Option<&Path>, volumes: bool) -> Result<(), Failure> {
 
 /// `lab status`: the lab's containers, their role, state and port.
 pub fn status(config: Option<&Path>) -> Result<(), Failure> {
-    with_lab(config, Flavour::Lab, |lab, _| {
+    with_lab(config, Flavour::Lab, None, |lab, _| {
         let rows = lab.status().map_err(infra)?;
         let cols: Vec<String> = ["container", "role", "state", "port"]
             .map(String::from)
@@ -62,16 +62,26 @@ pub fn status(config: Option<&Path>) -> Result<(), Failure> {
 }
 
 /// `lab build`: builds the flavour's image if it is missing.
-pub fn build(config: Option<&Path>, flavour: Flavour) -> Result<(), Failure> {
-    with_lab(config, flavour, |lab, _| lab.ensure_image().map_err(infra))
+pub fn build(config: Option<&Path>, flavour: Flavour, pg: Option<u32>) -> Result<(), Failure> {
+    with_lab(config, flavour, pg, |lab, _| {
+        lab.ensure_image().map_err(infra)
+    })
 }
 
 fn with_lab(
     config: Option<&Path>,
     flavour: Flavour,
+    pg: Option<u32>,
     f: impl FnOnce(&Lab, &Host) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
-    let host = Host::new(load_config(config)?);
+    let mut config = load_config(config)?;
+    if let Some(major) = pg {
+        let v = pg_version(major).map_err(|e| Failure::usage(format!("--pg {major}: {e}")))?;
+        config.lab.image = format!("pgrunbook-lab:{major}");
+        config.lab.official_image = format!("pgrunbook-official:{major}");
+        config.lab.base_image = format!("pgrunbook-base:{}", v.suite);
+    }
+    let host = Host::new(config);
     let lab = Lab::new(&host.config, &host.docker)
         .with_flavour(flavour)
         .with_engines(&host);

@@ -18,6 +18,58 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
     Ok(d)
 }
 
+/// A PostgreSQL major version the lab can build, and where its packages come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgVersion {
+    pub major: u32,
+    /// The Debian suite whose packages carry it (the base image is `pgrunbook-base:<suite>`).
+    pub suite: &'static str,
+    /// Extra options mmdebstrap needs for that suite.
+    pub aptopts: &'static [&'static str],
+}
+
+/// The versions the lab builds: each from the one Debian suite that carries it. No Debian suite
+/// carries 16 (see docs/own-containers.md).
+const PG_VERSIONS: [PgVersion; 3] = [
+    PgVersion {
+        major: 15,
+        suite: "bookworm",
+        aptopts: &[],
+    },
+    PgVersion {
+        major: 17,
+        suite: "trixie",
+        aptopts: &[],
+    },
+    // forky (testing) publishes a Release file whose Valid-Until is before this machine's
+    // clock: apt calls it expired unless told not to check.
+    PgVersion {
+        major: 18,
+        suite: "forky",
+        aptopts: &["Acquire::Check-Valid-Until \"false\""],
+    },
+];
+
+/// The lab's build of PostgreSQL `major`, or why there is none.
+pub fn pg_version(major: u32) -> Result<PgVersion> {
+    if let Some(v) = PG_VERSIONS.iter().find(|v| v.major == major) {
+        return Ok(*v);
+    }
+    let known: Vec<String> = PG_VERSIONS.iter().map(|v| v.major.to_string()).collect();
+    if major == 16 {
+        bail!("no Debian suite carries PostgreSQL 16, so the lab cannot build it (see docs/own-containers.md); the lab builds {}", known.join(", "));
+    }
+    bail!("the lab builds PostgreSQL {} only", known.join(", "))
+}
+
+/// The version an image tag names (`pgrunbook-lab:18` -> 18); 17 when the tag is no number.
+fn major_of(image: &str) -> u32 {
+    image
+        .rsplit_once(':')
+        .and_then(|(_, t)| t.parse().ok())
+        .unwrap_or(17)
+}
+
 /// Which kind of containers the lab makes.
 ///
 /// - `Lab`: pgrunbook's own image (`lab/Dockerfile`): archiving through pgBackRest, `wal_log_hints`,
@@ -206,6 +258,7 @@ impl<'a> Lab<'a> {
         let context = context.into_inner()?;
         let mut args = HashMap::new();
         args.insert("BASE_IMAGE".to_string(), self.config.lab.base_image.clone());
+        args.insert("PG_MAJOR".to_string(), major_of(image).to_string());
         let mut labels = HashMap::new();
         labels.insert("org.pgrunbook.lab-hash".to_string(), hash);
         errln!("lab: building {image} from {}", self.config.lab.base_image);
@@ -252,14 +305,21 @@ impl<'a> Lab<'a> {
         }
         let dir = tempfile_dir()?;
         let tar_path = dir.join("rootfs.tar");
+        // The suite is the base image's tag; the version, the lab image's.
+        let major = major_of(&self.config.lab.image);
+        let suite = base.rsplit_once(':').map(|(_, t)| t).unwrap_or("trixie");
+        let aptopts = PG_VERSIONS
+            .iter()
+            .find(|v| v.suite == suite)
+            .map(|v| v.aptopts)
+            .unwrap_or(&[]);
         let st = std::process::Command::new("mmdebstrap")
-            .args([
-                "--quiet",
-                "--variant=minbase",
-                "--include=postgresql-17,postgresql-contrib-17,pgbackrest,redis-server,ca-certificates,procps",
-                "--format=tar",
-                "trixie",
-            ])
+            .args(["--quiet", "--variant=minbase"])
+            .args(aptopts.iter().map(|o| format!("--aptopt={o}")))
+            .arg(format!(
+                "--include=postgresql-{major},postgresql-contrib-{major},pgbackrest,redis-server,zstd,ca-certificates,procps"
+            ))
+            .args(["--format=tar", suite])
             .arg(&tar_path)
             .status()
             .context("cannot run mmdebstrap")?;
