@@ -319,7 +319,28 @@ fn three_nodes_on_three_engines_one_with_tls() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    run(dir.path(), &cfg, &["run", "verify"]).succeeds();
+    // verify checks every standby: one row, read on each.
+    let r = run(dir.path(), &cfg, &["run", "verify"]).succeeds();
+    assert!(
+        r.stdout.contains("read on west") && r.stdout.contains("read on north"),
+        "{r:?}"
+    );
+    // With three nodes, the two-node procedures refuse instead of guessing "the other node"
+    // (failover used to take standbys[0] and call cluster::other() of it the old primary).
+    let r = run(
+        dir.path(),
+        &cfg,
+        &["run", "failover", "--set", "force=true"],
+    )
+    .fails_with(4);
+    assert!(r.stderr.contains("no single other node"), "{r:?}");
+    assert!(
+        !sql(&hosts, 1, "SELECT pg_is_in_recovery()")[0].get::<_, bool>(0),
+        "east is still the primary"
+    );
+    for i in [2, 3] {
+        assert!(sql(&hosts, i, "SELECT pg_is_in_recovery()")[0].get::<_, bool>(0));
+    }
 
     // ---- status: every node with its host and engine; the TLS engine says so.
     let r = run(dir.path(), &cfg, &["status", "--json"]).succeeds();
