@@ -159,8 +159,38 @@ impl From<CompletionShell> for clap_complete::Shell {
     }
 }
 
+/// `lab hosts`: simulated hosts on this machine (scripts/lab-hosts.sh).
+#[derive(Subcommand)]
+pub enum HostsCommand {
+    /// Starts N hosts NAME-h1..hN (a network namespace and a dockerd each, on a private
+    /// bridge), loads the lab image into each, and prints each engine's address.
+    #[command(
+        after_help = "Examples:\n  pgrunbook lab hosts up mylab 3\n  pgrunbook lab hosts up mylab 3 --tls 3   # TLS on host 3 (port 2376)"
+    )]
+    Up {
+        /// At most 8 characters: it prefixes the namespaces and interfaces.
+        name: String,
+        count: u32,
+        /// Hosts whose engine requires TLS (certificates are made for them).
+        #[arg(long, num_args = 1..)]
+        tls: Vec<u32>,
+    },
+    /// Cuts host I off the network (its link down), as if unplugged.
+    #[command(after_help = "Example:\n  pgrunbook lab hosts cut mylab 1")]
+    Cut { name: String, host: u32 },
+    /// Gives host I its link back.
+    #[command(after_help = "Example:\n  pgrunbook lab hosts heal mylab 1")]
+    Heal { name: String, host: u32 },
+    /// Removes the hosts: dockerds, namespaces, veths, bridge, iptables rule, data.
+    #[command(after_help = "Example:\n  pgrunbook lab hosts down mylab")]
+    Down { name: String },
+}
+
 #[derive(Subcommand)]
 pub enum LabCommand {
+    /// Simulated Docker hosts on this machine, for nodes on several engines (docs/multi-host.md).
+    #[command(subcommand)]
+    Hosts(HostsCommand),
     /// Creates or starts the lab; builds its image when missing. Changes nothing when it runs.
     #[command(
         after_help = "Examples:\n  pgrunbook lab up\n  pgrunbook lab up --flavour official   # containers like the official postgres image\n  pgrunbook lab up --pg 18              # PostgreSQL 18 (Debian forky's packages)"
@@ -246,6 +276,15 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Lab(LabCommand::Up { flavour, pg }) => lab::up(config, flavour, pg),
         Command::Lab(LabCommand::Down { volumes }) => lab::down(config, volumes),
         Command::Lab(LabCommand::Status) => lab::status(config),
+        Command::Lab(LabCommand::Hosts(h)) => lab::hosts(match h {
+            HostsCommand::Up { name, count, tls } => {
+                let tls: Vec<String> = tls.iter().map(u32::to_string).collect();
+                vec!["up".into(), name, count.to_string(), tls.join(" ")]
+            }
+            HostsCommand::Cut { name, host } => vec!["cut".into(), name, host.to_string()],
+            HostsCommand::Heal { name, host } => vec!["heal".into(), name, host.to_string()],
+            HostsCommand::Down { name } => vec!["down".into(), name],
+        }),
         Command::Lab(LabCommand::Build { flavour, pg }) => lab::build(config, flavour, pg),
         Command::Backups { last, json } => backups::run(config, last, json),
         Command::Journal { run, last, json } => journal::run(config, run.as_deref(), last, json),

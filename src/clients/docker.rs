@@ -82,8 +82,11 @@ pub struct ContainerSpec {
     /// The network to join; `"none"`: no network at all (loopback only).
     pub network: Option<String>,
     pub aliases: Vec<String>,
-    /// (container port like "5432/tcp", host port); published on 127.0.0.1 only.
+    /// (container port like "5432/tcp", host port); published on `publish_ip`.
     pub ports: Vec<(String, u16)>,
+    /// The host address ports are published on; `None`: 127.0.0.1 (the multi-host lab
+    /// publishes on each simulated host's own address).
+    pub publish_ip: Option<String>,
     pub labels: HashMap<String, String>,
     pub restart_unless_stopped: bool,
 }
@@ -232,7 +235,8 @@ fn explain(e: &bollard::errors::Error) -> String {
             "{text} (the engine does not speak TLS on this port: remove tls, or name its TLS \
              port)"
         )
-    } else if lower.contains("connection closed before message completed")
+    } else if lower.contains("http request to an https server")
+        || lower.contains("connection closed before message completed")
         || lower.contains("peer closed")
         || lower.contains("incomplete message")
     {
@@ -636,7 +640,11 @@ impl Docker {
             port_bindings.insert(
                 cport.clone(),
                 Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
+                    host_ip: Some(
+                        spec.publish_ip
+                            .clone()
+                            .unwrap_or_else(|| "127.0.0.1".into()),
+                    ),
                     host_port: Some(hport.to_string()),
                 }]),
             );

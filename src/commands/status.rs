@@ -55,7 +55,21 @@ pub fn run(config: Option<&Path>, json: bool) -> Result<(), Failure> {
                 n.error.as_deref().unwrap_or("")
             ),
         )),
-        None => Ok(()),
+        None => match st.nodes.iter().find(|n| n.role == UNREACHABLE) {
+            // Every node that could be read is shown; then the exit code says one could not.
+            Some(n) => Err(Failure::new(
+                crate::error::Class::Infrastructure,
+                format!(
+                    "node {} is unreachable (engine {}): {}",
+                    n.name,
+                    n.engine,
+                    n.error
+                        .as_deref()
+                        .unwrap_or("its Docker engine does not answer")
+                ),
+            )),
+            None => Ok(()),
+        },
     }
 }
 

@@ -86,6 +86,7 @@ pub fn pg_config(port: u16) -> postgres::Config {
 }
 
 /// The result of one pgrunbook invocation, with assertions that print everything on failure.
+#[derive(Debug)]
 pub struct Run {
     pub args: Vec<String>,
     pub code: i32,

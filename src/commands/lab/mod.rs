@@ -15,6 +15,36 @@ use std::time::Duration;
 /// How long `lab up` waits for the primaries to accept connections.
 const WAIT_PRIMARIES: Duration = Duration::from_secs(120);
 
+/// scripts/lab-hosts.sh, built in: `lab hosts` runs it with bash.
+const HOSTS_SCRIPT: &str = include_str!("../../../scripts/lab-hosts.sh");
+
+/// `lab hosts up|cut|heal|down`: simulated hosts (see docs/multi-host.md).
+pub fn hosts(args: Vec<String>) -> Result<(), Failure> {
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(HOSTS_SCRIPT)
+        .arg("lab-hosts.sh")
+        .args(&args)
+        .status()
+        .map_err(|e| {
+            Failure::new(
+                crate::error::Class::Infrastructure,
+                format!("cannot run bash: {e}"),
+            )
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            crate::error::Class::Infrastructure,
+            format!(
+                "lab hosts {} failed ({status}): see the lines above",
+                args[0]
+            ),
+        ))
+    }
+}
+
 /// `lab up`: creates or starts what is missing, then waits for the primaries.
 pub fn up(config: Option<&Path>, flavour: Flavour, pg: Option<u32>) -> Result<(), Failure> {
     with_lab(config, flavour, pg, |lab, host| {
@@ -82,6 +112,8 @@ fn with_lab(
         config.lab.base_image = format!("pgrunbook-base:{}", v.base_tag());
     }
     let host = Host::new(config);
-    let lab = Lab::new(&host.config, &host.docker).with_flavour(flavour);
+    let lab = Lab::new(&host.config, &host.docker)
+        .with_flavour(flavour)
+        .with_engines(&host);
     f(&lab, &host)
 }

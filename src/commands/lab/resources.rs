@@ -158,6 +158,35 @@ pub struct Lab<'a> {
     pub config: &'a Config,
     pub docker: &'a Docker,
     pub flavour: Flavour,
+    /// The engines of nodes that name their own (`[nodes.X] docker`): the multi-host lab.
+    pub host: Option<&'a crate::runtime::host::Host>,
+}
+
+/// pg_hba.conf of a node of the multi-host lab: the lab image's rules, and password logins
+/// (replication too) from the /24 of every node's address: across engines, the other nodes and
+/// pgrunbook connect through the hosts' addresses, not from the container's own network.
+fn multi_host_hba(config: &Config) -> String {
+    let mut nets: Vec<String> = config
+        .nodes
+        .values()
+        .filter_map(|n| n.host.parse::<std::net::Ipv4Addr>().ok())
+        .map(|a| {
+            let o = a.octets();
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        })
+        .collect();
+    nets.sort();
+    nets.dedup();
+    let mut t = String::from(
+        "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n\
+         host all all samenet scram-sha-256\nhost replication all samenet scram-sha-256\n",
+    );
+    for n in nets {
+        t.push_str(&format!(
+            "host all all {n} scram-sha-256\nhost replication all {n} scram-sha-256\n"
+        ));
+    }
+    t
 }
 
 /// One line of `lab status`.
@@ -174,12 +203,27 @@ impl<'a> Lab<'a> {
             config,
             docker,
             flavour: Flavour::Lab,
+            host: None,
         }
     }
 
     pub fn with_flavour(mut self, flavour: Flavour) -> Lab<'a> {
         self.flavour = flavour;
         self
+    }
+
+    /// With the engines of `host`: each node's container goes on its own engine.
+    pub fn with_engines(mut self, host: &'a crate::runtime::host::Host) -> Lab<'a> {
+        self.host = Some(host);
+        self
+    }
+
+    /// The engine of the container `container` (a node's own, else the default).
+    fn engine_of(&self, container: &str) -> &Docker {
+        match (self.host, self.config.node_by_container(container)) {
+            (Some(h), Some((name, _))) => h.docker_of(name),
+            _ => self.docker,
+        }
     }
 
     fn labels(&self) -> HashMap<String, String> {
@@ -455,6 +499,8 @@ impl<'a> Lab<'a> {
             network: Some(self.config.lab.network.clone()),
             aliases: vec![n.container.clone()],
             ports: vec![("5432/tcp".into(), n.port)],
+            // Across engines, a node's port is published on its host's address.
+            publish_ip: (self.host.is_some() && self.config.multi_engine()).then(|| n.host.clone()),
             labels: self.labels(),
             restart_unless_stopped: true,
             ..Default::default()
@@ -503,16 +549,42 @@ impl<'a> Lab<'a> {
         {
             did.push(format!("created network {}", self.config.lab.network));
         }
-        let mut volumes: Vec<String> = self
+        let mut volumes: Vec<(String, &Docker)> = self
             .config
             .nodes
             .values()
-            .map(|n| self.config.data_volume(n))
+            .map(|n| (self.config.data_volume(n), self.engine_of(&n.container)))
             .collect();
-        volumes.push(self.config.lab.repo_volume.clone());
-        volumes.push(self.redis_volume());
-        for v in volumes {
-            if self.docker.ensure_volume(&v, &labels)? {
+        volumes.push((self.config.lab.repo_volume.clone(), self.docker));
+        volumes.push((self.redis_volume(), self.docker));
+        // Each other engine: the image (loaded there beforehand, see scripts/lab-hosts.sh), the
+        // network, and a repository volume of its own.
+        for n in self.config.nodes.values() {
+            let d = self.engine_of(&n.container);
+            if std::ptr::eq(d, self.docker) {
+                continue;
+            }
+            let image = self.flavour.image(self.config);
+            if !d.image_exists(image)? {
+                bail!(
+                    "the image {image} is not on the engine {} (node container {}): load it \
+                     there with `docker save {image} | docker -H {} load`",
+                    d.engine().shown(),
+                    n.container,
+                    d.engine().url
+                );
+            }
+            if d.ensure_network(&self.config.lab.network, &labels)? {
+                did.push(format!(
+                    "created network {} on {}",
+                    self.config.lab.network,
+                    d.engine().url
+                ));
+            }
+            volumes.push((self.config.lab.repo_volume.clone(), d));
+        }
+        for (v, d) in volumes {
+            if d.ensure_volume(&v, &labels)? {
                 did.push(format!("created volume {v}"));
             }
         }
@@ -532,12 +604,22 @@ impl<'a> Lab<'a> {
                     .config
                     .node_by_container(&spec.name)
                     .is_some_and(|(_, n)| n.init == "standby");
-            match self.docker.state(&spec.name)? {
+            let docker = self.engine_of(&spec.name);
+            let remote = !std::ptr::eq(docker, self.docker);
+            match docker.state(&spec.name)? {
                 State::Missing => {
-                    self.docker.create(&spec)?;
+                    docker.create(&spec)?;
+                    if remote && self.flavour == Flavour::Lab {
+                        docker.upload_file(
+                            &spec.name,
+                            "/etc/pgrunbook/pg_hba.conf",
+                            multi_host_hba(self.config).as_bytes(),
+                            0o644,
+                        )?;
+                    }
                     let is_node = self.config.node_by_container(&spec.name).is_some();
                     if self.flavour == Flavour::Official && is_node && !waits_for_clone {
-                        self.docker.upload_file(
+                        docker.upload_file(
                             &spec.name,
                             "/docker-entrypoint-initdb.d/10-replication.sh",
                             OFFICIAL_INIT_SCRIPT.as_bytes(),
@@ -551,14 +633,12 @@ impl<'a> Lab<'a> {
                         ));
                         continue;
                     }
-                    self.docker.start(&spec.name)?;
+                    docker.start(&spec.name)?;
                     did.push(format!("created and started container {}", spec.name));
                 }
-                s if !s.is_running()
-                    && waits_for_clone
-                    && !self.docker.ever_started(&spec.name)? => {}
+                s if !s.is_running() && waits_for_clone && !docker.ever_started(&spec.name)? => {}
                 s if !s.is_running() => {
-                    self.docker.start(&spec.name)?;
+                    docker.start(&spec.name)?;
                     did.push(format!(
                         "started container {} (was {})",
                         spec.name,
@@ -597,7 +677,7 @@ impl<'a> Lab<'a> {
 
     fn owned(&self, container: &str) -> Result<bool> {
         Ok(self
-            .docker
+            .engine_of(container)
             .inspect(container)?
             .and_then(|i| i.config)
             .and_then(|c| c.labels)
@@ -617,7 +697,8 @@ impl<'a> Lab<'a> {
             .collect();
         names.push(self.config.lab.redis_container.clone());
         for name in &names {
-            if self.docker.state(name)? == State::Missing {
+            let docker = self.engine_of(name);
+            if docker.state(name)? == State::Missing {
                 continue;
             }
             if !self.owned(name)? {
@@ -626,10 +707,10 @@ impl<'a> Lab<'a> {
                 ));
                 continue;
             }
-            self.docker.remove(name)?;
+            docker.remove(name)?;
             // One-off helpers a killed run may have left behind (they hold the data volume).
             for helper in ["basebackup", "rewind", "pgrunbook"] {
-                self.docker.remove(&format!("{name}-{helper}"))?;
+                docker.remove(&format!("{name}-{helper}"))?;
             }
             did.push(format!("removed container {name}"));
         }
@@ -664,6 +745,25 @@ impl<'a> Lab<'a> {
                     did.push(format!("removed volume {v}"));
                 }
             }
+            // The other engines' data and repository volumes, and networks.
+            for n in self.config.nodes.values() {
+                let d = self.engine_of(&n.container);
+                if std::ptr::eq(d, self.docker) {
+                    continue;
+                }
+                for v in [
+                    self.config.data_volume(n),
+                    self.config.lab.repo_volume.clone(),
+                ] {
+                    if d.volume_exists(&v)? {
+                        d.remove_volume(&v)?;
+                        did.push(format!("removed volume {v} on {}", d.engine().url));
+                    }
+                }
+                if d.network_exists(&self.config.lab.network)? {
+                    d.remove_network(&self.config.lab.network)?;
+                }
+            }
             if self.docker.network_exists(&self.config.lab.network)? {
                 self.docker.remove_network(&self.config.lab.network)?;
                 did.push(format!("removed network {}", self.config.lab.network));
@@ -679,7 +779,11 @@ impl<'a> Lab<'a> {
             rows.push(Row {
                 name: format!("{name} ({})", n.container),
                 role: format!("node, init {}", n.init),
-                state: self.docker.state(&n.container)?.as_str().to_string(),
+                state: self
+                    .engine_of(&n.container)
+                    .state(&n.container)?
+                    .as_str()
+                    .to_string(),
                 port: n.port,
             });
         }

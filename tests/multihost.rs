@@ -1,0 +1,422 @@
+//! Nodes on several Docker engines (issue 20): a lab of three simulated hosts on this machine
+//! (`pgrunbook lab hosts`, scripts/lab-hosts.sh: a network namespace and a dockerd each, reached
+//! over TCP; TLS on the third, with certificates it makes). Witnesses independent of pgrunbook: SQL through each
+//! host's published port, and the Docker CLI with `-H`.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The simulated hosts; `Drop` removes their dockerds, namespaces, bridge and iptables rule,
+/// even when the test fails.
+struct Hosts {
+    name: String,
+    subnet: String,
+    certs: PathBuf,
+}
+
+impl Hosts {
+    fn up(n: usize, tls: &str) -> Hosts {
+        require_docker();
+        let pid = std::process::id();
+        let name = format!("mh{}", pid % 100000);
+        // A /24 of its own per test process, in 10.213.0.0/16.
+        let subnet = format!("10.213.{}", 20 + pid % 200);
+        let hosts = Hosts {
+            certs: PathBuf::from(format!("/run/pgrunbook-hosts/{name}/certs")),
+            name,
+            subnet,
+        };
+        let t = Instant::now();
+        let out = Command::new(BIN)
+            .args([
+                "lab",
+                "hosts",
+                "up",
+                &hosts.name,
+                &n.to_string(),
+                "--tls",
+                tls,
+            ])
+            .env("LAB_SUBNET", &hosts.subnet)
+            .output()
+            .expect("run scripts/lab-hosts.sh");
+        assert!(
+            out.status.success(),
+            "lab-hosts.sh up failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("multihost: {n} engines up in {:?}", t.elapsed());
+        hosts
+    }
+
+    fn addr(&self, i: usize) -> String {
+        format!("{}.{}", self.subnet, i + 1)
+    }
+
+    fn script(&self, args: &[&str]) {
+        let out = Command::new(BIN)
+            .args(["lab", "hosts"])
+            .args(args)
+            .env("LAB_SUBNET", &self.subnet)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+
+    fn cut(&self, i: usize) {
+        self.script(&["cut", &self.name, &i.to_string()]);
+    }
+
+    fn heal(&self, i: usize) {
+        self.script(&["heal", &self.name, &i.to_string()]);
+    }
+
+    /// The Docker CLI of host `i` (over TCP; with the client certificate for host 3).
+    fn docker(&self, i: usize, args: &[&str]) -> String {
+        let mut cmd = Command::new("docker");
+        if i == 3 {
+            let c = |f: &str| self.certs.join(f).display().to_string();
+            cmd.args(["-H", &format!("tcp://{}:2376", self.addr(i)), "--tlsverify"])
+                .args(["--tlscacert", &c("ca.pem"), "--tlscert", &c("cert.pem")])
+                .args(["--tlskey", &c("key.pem")]);
+        } else {
+            cmd.args(["-H", &format!("tcp://{}:2375", self.addr(i))]);
+        }
+        let out = cmd.args(args).output().unwrap();
+        assert!(out.status.success(), "docker {args:?} on host {i}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        if std::env::var("PGRUNBOOK_TEST_KEEP").is_ok() {
+            eprintln!("multihost: kept hosts {}", self.name);
+            return;
+        }
+        let _ = Command::new(BIN)
+            .args(["lab", "hosts", "down", &self.name])
+            .env("LAB_SUBNET", &self.subnet)
+            .status();
+    }
+}
+
+/// What `lab up` makes on the machine's own engine (Redis, its volume, the repository volume),
+/// removed on drop even when the test fails; the other engines go with `Hosts`.
+struct LocalLab(String);
+
+impl Drop for LocalLab {
+    fn drop(&mut self) {
+        if std::env::var("PGRUNBOOK_TEST_KEEP").is_ok() {
+            return;
+        }
+        let id = &self.0;
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &format!("{id}-redis")])
+            .output();
+        let _ = Command::new("docker")
+            .args([
+                "volume",
+                "rm",
+                &format!("{id}-redis-data"),
+                &format!("{id}-pgbackrest"),
+            ])
+            .output();
+        let _ = Command::new("docker")
+            .args(["network", "rm", &format!("{id}-net")])
+            .output();
+    }
+}
+
+/// The cluster's configuration: east on host 1, west on host 2, north on host 3 (TLS).
+fn config(hosts: &Hosts, id: &str, redis_port: u16, north_tls: &str) -> String {
+    let node = |name: &str, i: usize, init: &str, docker: String, extra: &str| {
+        format!(
+            "[nodes.{name}]\ncontainer = \"{id}-{name}\"\ndocker = \"{docker}\"\n\
+             host = \"{}\"\nport = 5432\nslot = \"{name}\"\ninit = \"{init}\"\n{extra}\n",
+            hosts.addr(i)
+        )
+    };
+    format!(
+        "[cluster]\npassword = \"{PASSWORD}\"\nreplication_password = \"{REPL_PASSWORD}\"\n\n{}{}{}\
+         [redis]\nurl = \"redis://127.0.0.1:{redis_port}\"\nprefix = \"{id}\"\n\n\
+         [lab]\nnetwork = \"{id}-net\"\nrepo_volume = \"{id}-pgbackrest\"\n\
+         redis_container = \"{id}-redis\"\nredis_port = {redis_port}\nlabel = \"{id}\"\n",
+        node("east", 1, "primary", format!("tcp://{}:2375", hosts.addr(1)), ""),
+        node("west", 2, "standby", format!("tcp://{}:2375", hosts.addr(2)), ""),
+        node(
+            "north",
+            3,
+            "standby",
+            format!("tcp://{}:2376", hosts.addr(3)),
+            north_tls
+        ),
+    )
+}
+
+fn tls_line(dir: &Path, ca: &str) -> String {
+    format!(
+        "tls = {{ ca = \"{}\", cert = \"{}\", key = \"{}\" }}",
+        dir.join(ca).display(),
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    )
+}
+
+fn run(dir: &Path, config: &Path, args: &[&str]) -> Run {
+    pgrunbook_in(
+        dir,
+        args,
+        &[
+            ("PGRUNBOOK_CONFIG", config.to_str().unwrap()),
+            ("PGRUNBOOK_DATA_DIR", dir.join("data").to_str().unwrap()),
+        ],
+    )
+}
+
+/// SQL through host `i`'s published port.
+fn sql(hosts: &Hosts, i: usize, q: &str) -> Vec<postgres::Row> {
+    let mut c = postgres::Config::new();
+    c.host(&hosts.addr(i))
+        .port(5432)
+        .user("postgres")
+        .password(PASSWORD)
+        .dbname("bases2_proyectos")
+        .connect_timeout(Duration::from_secs(3));
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        match c.connect(postgres::NoTls) {
+            Ok(mut client) => return client.query(q, &[]).unwrap(),
+            Err(e) if Instant::now() > end => panic!("host {i}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+#[test]
+fn three_nodes_on_three_engines_one_with_tls() {
+    let hosts = Hosts::up(3, "3");
+    let id = format!("prt-mh-{}", std::process::id() % 100000);
+    let _local = LocalLab(id.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let redis_port = free_port();
+    let cfg = dir.path().join("pgrunbook.toml");
+
+    // ---- bad input: the TLS engine named without TLS, and with a CA that did not sign it.
+    let write = |tls: &str| std::fs::write(&cfg, config(&hosts, &id, redis_port, tls)).unwrap();
+    write("");
+    let r = run(dir.path(), &cfg, &["status"]).fails_with(5);
+    assert!(
+        r.stdout.contains("unreachable") && r.stderr.contains("node north is unreachable"),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("set tls = { ca, cert, key }"), "{r:?}");
+    let other_ca = dir.path().join("other");
+    std::fs::create_dir_all(&other_ca).unwrap();
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=not the lab CA", "-keyout"])
+        .arg(other_ca.join("ca-key.pem"))
+        .arg("-out")
+        .arg(other_ca.join("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    std::fs::copy(hosts.certs.join("cert.pem"), other_ca.join("cert.pem")).unwrap();
+    std::fs::copy(hosts.certs.join("key.pem"), other_ca.join("key.pem")).unwrap();
+    write(&tls_line(&other_ca, "ca.pem"));
+    let r = run(dir.path(), &cfg, &["status"]).fails_with(5);
+    assert!(
+        r.stderr.contains("node north is unreachable")
+            && r.stderr.contains("not signed by the configured CA"),
+        "{r:?}"
+    );
+    assert_eq!(
+        hosts.docker(3, &["ps", "-aq"]).trim(),
+        "",
+        "nothing created on host 3"
+    );
+
+    // ---- the right CA: the lab comes up, one container per engine, ports on each host.
+    write(&tls_line(&hosts.certs, "ca.pem"));
+    let t = Instant::now();
+    run(dir.path(), &cfg, &["lab", "up"]).succeeds();
+    eprintln!("multihost: lab up in {:?}", t.elapsed());
+    for (i, node) in [(1, "east"), (2, "west"), (3, "north")] {
+        let ps = hosts.docker(i, &["ps", "--format", "{{.Names}} {{.Ports}}"]);
+        assert!(
+            ps.contains(&format!("{id}-{node} {}:5432->5432/tcp", hosts.addr(i))),
+            "host {i}: {ps}"
+        );
+    }
+
+    // ---- a runbook that needs an engine it cannot reach stops with class 5 naming the node,
+    // and changes nothing (no slot for north on east).
+    write(&tls_line(&other_ca, "ca.pem"));
+    let r = run(
+        dir.path(),
+        &cfg,
+        &["run", "setup", "--set", "standby=north"],
+    )
+    .fails_with(5);
+    assert!(
+        r.stderr.contains("north") && r.stderr.contains("not signed by the configured CA"),
+        "{r:?}"
+    );
+    assert!(
+        sql(&hosts, 1, "SELECT slot_name FROM pg_replication_slots").is_empty(),
+        "no slot made"
+    );
+    write(&tls_line(&hosts.certs, "ca.pem"));
+
+    // ---- setup of each standby across engines, then verify.
+    let t = Instant::now();
+    for standby in ["west", "north"] {
+        run(
+            dir.path(),
+            &cfg,
+            &["run", "setup", "--set", &format!("standby={standby}")],
+        )
+        .succeeds();
+    }
+    eprintln!("multihost: two standbys set up in {:?}", t.elapsed());
+    for i in [2, 3] {
+        let r = sql(&hosts, i, "SELECT pg_is_in_recovery(), (SELECT sender_host FROM pg_stat_wal_receiver WHERE status = 'streaming')");
+        assert!(r[0].get::<_, bool>(0), "host {i} is a standby");
+        let sender: Option<String> = r[0].get(1);
+        assert_eq!(
+            sender.as_deref(),
+            Some(hosts.addr(1).as_str()),
+            "host {i} streams from east's address"
+        );
+    }
+    let slots: Vec<String> = sql(
+        &hosts,
+        1,
+        "SELECT slot_name::text FROM pg_replication_slots WHERE active ORDER BY 1",
+    )
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert_eq!(slots, ["north", "west"]);
+    sql(&hosts, 1, "CREATE TABLE IF NOT EXISTS mh(v int)");
+    sql(&hosts, 1, "INSERT INTO mh VALUES (42)");
+    for i in [2, 3] {
+        let end = Instant::now() + Duration::from_secs(30);
+        while sql(&hosts, i, "SELECT count(*) FROM mh WHERE v = 42")
+            .first()
+            .map(|r| r.get::<_, i64>(0))
+            != Some(1)
+        {
+            assert!(Instant::now() < end, "host {i} never saw the row");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    // verify checks every standby: one row, read on each.
+    let r = run(dir.path(), &cfg, &["run", "verify"]).succeeds();
+    assert!(
+        r.stdout.contains("read on west") && r.stdout.contains("read on north"),
+        "{r:?}"
+    );
+    // With three nodes, the two-node procedures refuse instead of guessing "the other node"
+    // (failover used to take standbys[0] and call cluster::other() of it the old primary).
+    let r = run(
+        dir.path(),
+        &cfg,
+        &["run", "failover", "--set", "force=true"],
+    )
+    .fails_with(4);
+    assert!(r.stderr.contains("no single other node"), "{r:?}");
+    assert!(
+        !sql(&hosts, 1, "SELECT pg_is_in_recovery()")[0].get::<_, bool>(0),
+        "east is still the primary"
+    );
+    for i in [2, 3] {
+        assert!(sql(&hosts, i, "SELECT pg_is_in_recovery()")[0].get::<_, bool>(0));
+    }
+
+    // ---- status: every node with its host and engine; the TLS engine says so.
+    let r = run(dir.path(), &cfg, &["status", "--json"]).succeeds();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let node = |n: &str| {
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(node("east")["role"], "primary");
+    assert_eq!(node("west")["role"], "standby");
+    assert_eq!(node("north")["streaming_from"], "east");
+    assert_eq!(node("north")["host"], format!("{}:5432", hosts.addr(3)));
+    assert_eq!(
+        node("north")["engine"],
+        format!("tcp://{}:2376 (TLS)", hosts.addr(3))
+    );
+
+    // ---- west's host cut off: status still reads the others, west is unreachable (exit 5).
+    hosts.cut(2);
+    let r = run(dir.path(), &cfg, &["status"]).fails_with(5);
+    assert!(r.stderr.contains("node west is unreachable"), "{r:?}");
+    let line = |n: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with(n))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("west").contains("unreachable"), "{}", r.stdout);
+    assert!(line("east").contains("primary"), "{}", r.stdout);
+    assert!(line("north").contains("standby"), "{}", r.stdout);
+    hosts.heal(2);
+    run(dir.path(), &cfg, &["status"]).succeeds();
+
+    // ---- failover and failback across two engines (east on host 1, west on host 2), with a
+    // configuration of those two nodes: the two-node procedures, each step through the node's
+    // own engine, the standby reaching its primary by address. (north, left out of this
+    // configuration, is not touched.)
+    let two = dir.path().join("two.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let cut_at = text.find("[nodes.north]").unwrap();
+    let rest = &text[cut_at..];
+    let next = rest.find("[redis]").unwrap();
+    std::fs::write(&two, format!("{}{}", &text[..cut_at], &rest[next..])).unwrap();
+    sql(&hosts, 1, "INSERT INTO mh VALUES (43)");
+    hosts.docker(1, &["kill", "-s", "KILL", &format!("{id}-east")]);
+    let t = Instant::now();
+    let r = run(dir.path(), &two, &["run", "failover"]).succeeds();
+    eprintln!(
+        "multihost: failover across engines took {:?} (whole command)",
+        t.elapsed()
+    );
+    assert!(r.stdout.contains("west"), "{r:?}");
+    assert!(
+        !sql(&hosts, 2, "SELECT pg_is_in_recovery()")[0].get::<_, bool>(0),
+        "west accepts writes"
+    );
+    assert_eq!(
+        sql(&hosts, 2, "SELECT count(*) FROM mh WHERE v = 43")[0].get::<_, i64>(0),
+        1,
+        "the row written before the kill is on the new primary"
+    );
+    run(dir.path(), &two, &["run", "failback"]).succeeds();
+    let r = sql(&hosts, 1, "SELECT pg_is_in_recovery(), (SELECT sender_host FROM pg_stat_wal_receiver WHERE status = 'streaming')");
+    assert!(r[0].get::<_, bool>(0), "east rejoined as a standby");
+    assert_eq!(
+        r[0].get::<_, Option<String>>(1).as_deref(),
+        Some(hosts.addr(2).as_str()),
+        "east streams from west's address"
+    );
+    run(dir.path(), &two, &["run", "verify"]).succeeds();
+
+    let _ = run(dir.path(), &cfg, &["lab", "down", "--volumes"]);
+}
