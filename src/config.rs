@@ -16,9 +16,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// How many nodes a configuration may name: one primary and one standby, until the runbooks
-/// handle N standbys (`Config::validate` refuses more).
-pub const MAX_NODES: usize = 2;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -405,16 +402,6 @@ impl Config {
     fn validate(&self) -> Result<()> {
         if self.nodes.is_empty() {
             bail!("the configuration names no node ([nodes.NAME] tables)");
-        }
-        // The one place the node count is limited. The runbooks know one primary and one
-        // standby (`cluster::other`): with a third node, failover could fence a standby and
-        // leave the old primary running. Lifted when N standbys are supported.
-        if self.nodes.len() > MAX_NODES {
-            bail!(
-                "the configuration names {} nodes ({}): pgrunbook supports one primary and one standby, at most {MAX_NODES} nodes; remove the extra [nodes.NAME] tables",
-                self.nodes.len(),
-                self.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
-            );
         }
         for (name, n) in &self.nodes {
             if n.init != "primary" && n.init != "standby" {
@@ -946,22 +933,6 @@ init = "primary"
         std::fs::write(&p, "[cluster]\ndatabse = \"x\"\n").unwrap();
         let err = format!("{:#}", Config::load_from(Some(&p), &[]).unwrap_err());
         assert!(err.contains("databse"), "unknown key is named: {err}");
-    }
-
-    #[test]
-    fn more_than_two_nodes_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("three.toml");
-        let mut text = String::new();
-        for (n, init) in [("a", "primary"), ("b", "standby"), ("c", "standby")] {
-            text.push_str(&format!(
-                "[nodes.{n}]\ncontainer = \"c{n}\"\nhost = \"127.0.0.1\"\nport = 7000\nslot = \"s{n}\"\ninit = \"{init}\"\n"
-            ));
-        }
-        std::fs::write(&p, text).unwrap();
-        let err = format!("{:#}", Config::load_from(Some(&p), &[]).unwrap_err());
-        assert!(err.contains("3 nodes (a, b, c)"), "{err}");
-        assert!(err.contains("at most 2 nodes"), "{err}");
     }
 
     #[test]
