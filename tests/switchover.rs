@@ -380,3 +380,43 @@ fn rolling_restart_example_applies_settings_to_both_nodes_under_load_with_one_sw
         .stdout_has("in force on pg-bases2 already")
         .stdout_lacks("switchover: Promote");
 }
+
+/// `synchronous = true`: after setup the primary waits for its standby; a switchover moves
+/// that to the new primary (commits there wait for the old primary, now its standby). Twice:
+/// the roles come back, synchronous.
+#[test]
+fn switchover_in_synchronous_mode_keeps_commits_waiting_for_the_standby() {
+    let lab = TestLab::up("swsync");
+    let env = [("PGRUNBOOK_CLUSTER__SYNCHRONOUS", "true")];
+    lab.pgrunbook_env(&["run", "setup"], &env).succeeds();
+    let sync_state = |node: &str| {
+        lab.query_strings(node, "SELECT sync_state FROM pg_stat_replication")
+            .join(",")
+    };
+    let names = |node: &str| {
+        lab.query_strings(node, "SELECT current_setting('synchronous_standby_names')")[0].clone()
+    };
+    assert_eq!(sync_state("pg-bases2"), "sync");
+    for (from, to) in [("pg-bases2", "pg-replica"), ("pg-replica", "pg-bases2")] {
+        lab.pgrunbook_env(&["run", "switchover"], &env).succeeds();
+        assert_roles(&lab, to, &format!("after the switchover from {from}"));
+        let end = Instant::now() + Duration::from_secs(30);
+        while sync_state(to) != "sync" {
+            assert!(
+                Instant::now() < end,
+                "{to}'s standby never became synchronous: {:?}",
+                sync_state(to)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(names(to), "*", "{to} waits for its standby");
+        // (The old primary keeps its own setting: a standby in recovery waits for nobody, and
+        // a failover clears it on the node it promotes.)
+        assert!(lab.query_bool(from, "SELECT pg_is_in_recovery()"));
+        // A commit on the new primary returns: its synchronous standby acknowledges it.
+        let mut c = lab.client(to);
+        c.batch_execute("SET statement_timeout = '20s'").unwrap();
+        c.batch_execute("INSERT INTO public.replica_test(val) VALUES ('sync-switchover')")
+            .unwrap();
+    }
+}

@@ -116,8 +116,20 @@ fn set_primary_conninfo(h: &Host, node: &str, primary: &str, reload_now: bool) -
             "SELECT setting FROM pg_settings WHERE name = 'log_min_messages'",
             &[],
         )?;
-        if level.to_string() == "fatal" || Instant::now() >= end {
+        if level.to_string() == "fatal" {
             break;
+        }
+        if Instant::now() >= end {
+            // Reloading again now would apply the new primary_conninfo with the log level back,
+            // and the postmaster would log its value, password and all: stop and say so.
+            return Err(h.error(
+                Class::Infrastructure,
+                format!(
+                    "set_primary_conninfo on {node}: the server did not apply the quiet reload within 10 s (log_min_messages is still {level}); \
+                     not reloading again, so that the new primary_conninfo is not logged. Its postgresql.auto.conf holds the new primary_conninfo \
+                     and a temporary log_min_messages = fatal: run set_primary_conninfo again once the server answers normally"
+                ),
+            ));
         }
         h.check_cancel()?;
         std::thread::sleep(Duration::from_millis(5));
