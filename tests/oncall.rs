@@ -413,6 +413,38 @@ fn replay_blocked_by_a_query_is_named_with_the_blocker_and_status_warns_in_human
         "raw bytes in the table:\n{}",
         r.stdout
     );
+
+    // A fault of our own: an old transaction holds back VACUUM, here on both nodes (a
+    // threshold of 1 s instead of diagnose's 10 minutes).
+    let mut writer = lab.client("pg-bases2");
+    writer
+        .batch_execute("BEGIN; SELECT pg_current_xact_id()")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let script = lab.script(
+        "xmin.rhai",
+        "import \"diagnose\" as diagnose;\n\
+         for n in nodes() { let f = diagnose::check_xmin_horizon(n, 1); print(`${n}: ${f.status}: ${f.evidence} FIX ${f.fix}`); }\n\
+         for n in nodes() { let f = diagnose::check_connections(n); print(`${n}: ${f.status}: ${f.evidence}`); }\n",
+    );
+    let r = lab.pgrunbook(&["run", &script]).succeeds();
+    for node in ["pg-bases2", "pg-replica"] {
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{node}: FOUND: VACUUM on {node} cannot remove")))
+            .unwrap_or_else(|| panic!("{node}:\n{}", r.stdout));
+        assert!(
+            line.contains("idle in transaction for ") && line.contains("pg_terminate_backend("),
+            "{line}"
+        );
+    }
+    assert!(
+        r.stdout.contains("pg-bases2: ok: ") && r.stdout.contains("client connections of 97"),
+        "{}",
+        r.stdout
+    );
+    drop(writer);
     drop(holder);
 }
 
