@@ -186,7 +186,72 @@ pub struct TestLab {
     /// Made by hand with the docker CLI (`TestLab::foreign`), not by `pgrunbook lab up`:
     /// the containers, volumes and network to remove at the end.
     pub by_hand: Option<ByHand>,
+    /// The data directory inside the nodes' containers.
+    pub pgdata: String,
 }
+
+/// How a pair made by hand is laid out: the PostgreSQL version of its image, where that
+/// version's official image keeps the data, and where the server's configuration file is.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// PostgreSQL's major version: the images pgrunbook-official:N (the nodes) and
+    /// pgrunbook-lab:N (Redis), which `pgrunbook lab build --pg N` makes.
+    pub pg: u32,
+    /// PGDATA inside the containers.
+    pub pgdata: String,
+    /// Where the data volume is mounted: PGDATA itself, or a parent of it (18's image).
+    pub volume_at: String,
+    /// The server runs with `-c config_file=/etc/postgresql/postgresql.conf`, a file mounted
+    /// from the host (a common compose pattern): the data directory's postgresql.conf is unused.
+    pub config_file_outside: bool,
+}
+
+impl Layout {
+    /// As the official `postgres:N` image lays it out: up to 17 the volume and PGDATA are
+    /// /var/lib/postgresql/data; from 18 the volume is /var/lib/postgresql and PGDATA
+    /// /var/lib/postgresql/18/docker.
+    pub fn official(pg: u32) -> Layout {
+        let (pgdata, volume_at) = if pg >= 18 {
+            (
+                format!("/var/lib/postgresql/{pg}/docker"),
+                "/var/lib/postgresql".to_string(),
+            )
+        } else {
+            let d = "/var/lib/postgresql/data".to_string();
+            (d.clone(), d)
+        };
+        Layout {
+            pg,
+            pgdata,
+            volume_at,
+            config_file_outside: false,
+        }
+    }
+
+    /// With the server's configuration file outside the data directory.
+    pub fn with_config_file_outside(mut self) -> Layout {
+        self.config_file_outside = true;
+        self
+    }
+}
+
+/// The configuration file of a server started with `-c config_file=...`, as a compose user
+/// writes it: what the official image's initdb would have put in the data directory's.
+const OUTSIDE_CONFIG: &str =
+    "# Mounted at /etc/postgresql/postgresql.conf; the server runs with -c config_file=...\n\
+listen_addresses = '*'\n\
+max_connections = 100\n\
+shared_buffers = 128MB\n\
+dynamic_shared_memory_type = posix\n\
+max_wal_size = 1GB\n\
+min_wal_size = 80MB\n\
+log_timezone = 'Etc/UTC'\n\
+timezone = 'Etc/UTC'\n\
+datestyle = 'iso, mdy'\n\
+default_text_search_config = 'pg_catalog.english'\n\
+# Common tuning. It also spreads the checkpoint after a promotion over about 27 minutes, during\n\
+# which a promoted node's control file still names the old timeline (what pg_rewind < 16 reads).\n\
+checkpoint_timeout = 30min\n";
 
 /// What a pair made by hand consists of, for the cleanup.
 pub struct ByHand {
@@ -195,7 +260,8 @@ pub struct ByHand {
     pub network: String,
 }
 
-static OFFICIAL_IMAGE: Once = Once::new();
+/// The PostgreSQL versions whose official-flavour image this test process has built.
+static OFFICIAL_IMAGES: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 
 /// The official flavour's names: nothing like the seed's.
 pub const FOREIGN_PASSWORD: &str = "f0reign_dba_pw";
@@ -288,6 +354,7 @@ label = "{id}"
             ),
             stanza: "bases2-db".into(),
             by_hand: None,
+            pgdata: "/var/lib/postgresql/data".into(),
         }
     }
 
@@ -301,6 +368,12 @@ label = "{id}"
     /// `setup` to clone, as the seed does. pgrunbook learns all of this from the config file
     /// alone (no environment variables).
     pub fn foreign(tag: &str) -> TestLab {
+        Self::foreign_on(tag, Layout::official(17))
+    }
+
+    /// `foreign` on PostgreSQL `layout.pg`, with the data directory where that version's
+    /// official image keeps it, and the configuration file where `layout` says.
+    pub fn foreign_on(tag: &str, layout: Layout) -> TestLab {
         require_docker();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let id = format!("prt-{}-{}{}", tag, std::process::id() % 100000, n);
@@ -310,9 +383,11 @@ label = "{id}"
         let beta = format!("{id}-beta");
         let redis = format!("{id}-redis");
         let net = format!("{id}-net");
+        let pgdata = layout.pgdata.clone();
         let config = format!(
             r#"# Written as docs/own-containers.md says, for a pair pgrunbook did not build.
 [cluster]
+data_dir = "{pgdata}"
 database = "appdb"
 superuser = "dba"
 password = "{FOREIGN_PASSWORD}"
@@ -362,19 +437,29 @@ prefix = "{id}"
                     .collect(),
                 network: net.clone(),
             }),
+            pgdata: pgdata.clone(),
         };
-        OFFICIAL_IMAGE.call_once(|| {
-            let r = pgrunbook_in(
-                lab.dir.path(),
-                &["lab", "build", "--flavour", "official"],
-                &[],
-            );
-            assert_eq!(
-                r.code, 0,
-                "building the official flavour failed:\n{}",
-                r.stderr
-            );
-        });
+        {
+            let mut built = OFFICIAL_IMAGES.lock().unwrap();
+            if !built.contains(&layout.pg) {
+                let pg = layout.pg.to_string();
+                let r = pgrunbook_in(
+                    lab.dir.path(),
+                    &["lab", "build", "--flavour", "official", "--pg", &pg],
+                    &[],
+                );
+                assert_eq!(
+                    r.code, 0,
+                    "building the official flavour of PostgreSQL {pg} failed:\n{}",
+                    r.stderr
+                );
+                built.push(layout.pg);
+            }
+        }
+        let conf = lab.dir.path().join("postgresql.conf");
+        if layout.config_file_outside {
+            std::fs::write(&conf, OUTSIDE_CONFIG).unwrap();
+        }
         // The user's own init script: replication from the other container, with a password.
         let init = lab.dir.path().join("initdb");
         std::fs::create_dir_all(&init).unwrap();
@@ -420,8 +505,10 @@ prefix = "{id}"
                 format!("POSTGRES_PASSWORD={FOREIGN_PASSWORD}"),
                 "-e".into(),
                 "POSTGRES_DB=appdb".into(),
+                "-e".into(),
+                format!("PGDATA={pgdata}"),
                 "-v".into(),
-                format!("{id}-{data}:/var/lib/postgresql/data"),
+                format!("{id}-{data}:{}", layout.volume_at),
                 "-v".into(),
                 format!("{id}-repo:/var/lib/pgbackrest"),
             ]);
@@ -429,12 +516,25 @@ prefix = "{id}"
                 args.push("-v".into());
                 args.push(format!("{}:/docker-entrypoint-initdb.d:ro", dir.display()));
             }
+            if layout.config_file_outside {
+                args.push("-v".into());
+                args.push(format!(
+                    "{}:/etc/postgresql/postgresql.conf:ro",
+                    conf.display()
+                ));
+            }
             args.extend([
-                "pgrunbook-official:17".into(),
+                format!("pgrunbook-official:{}", layout.pg),
                 "postgres".into(),
                 "-c".into(),
                 format!("port={FOREIGN_INNER_PORT}"),
             ]);
+            if layout.config_file_outside {
+                args.extend([
+                    "-c".into(),
+                    "config_file=/etc/postgresql/postgresql.conf".into(),
+                ]);
+            }
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
             must(&refs);
         };
@@ -450,14 +550,23 @@ prefix = "{id}"
             &format!("127.0.0.1:{rp}:6379"),
             "-v",
             &format!("{id}-redis-data:/var/lib/redis-lab"),
-            "pgrunbook-lab:17",
+            &format!("pgrunbook-lab:{}", layout.pg),
             "redis-server",
             "--bind",
             "0.0.0.0",
             "--protected-mode",
             "no",
+            // Its volume: the image's working directory is not writable, and Redis refuses
+            // writes (MISCONF) once a snapshot fails there.
+            "--dir",
+            "/var/lib/redis-lab",
         ]);
-        // The official entrypoint runs initdb first: wait until the primary takes logins.
+        // The official entrypoint runs initdb first (and the matrix starts several pairs at
+        // once): wait until the primary takes logins, up to a minute.
+        let end = Instant::now() + Duration::from_secs(60);
+        while lab.try_client("alpha").is_none() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let _ = lab.client("alpha");
         lab
     }
@@ -694,7 +803,7 @@ prefix = "{id}"
             &self.container(node),
             "test",
             "-f",
-            "/var/lib/postgresql/data/pgrunbook.fenced",
+            &format!("{}/pgrunbook.fenced", self.pgdata),
         ])
         .status
         .success()
