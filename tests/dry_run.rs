@@ -166,6 +166,7 @@ fn dry_run_of_every_shipped_runbook_changes_nothing() {
         .chain([
             &["diagnose"][..],
             &["examples/replication_report"][..],
+            &["examples/rolling-restart", "--set", "back=true"][..],
             &["switchover"][..],
             &[
                 "rotate-replication-password",
