@@ -189,7 +189,10 @@ pub enum HostsCommand {
 #[derive(Subcommand)]
 pub enum LabCommand {
     /// Simulated Docker hosts on this machine, for nodes on several engines (docs/multi-host.md).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  pgrunbook lab hosts up mylab 3   # three hosts, each a network namespace with its own dockerd\n  pgrunbook lab hosts cut mylab 1   # host 1 cut off from the others\n  pgrunbook lab hosts down mylab"
+    )]
     Hosts(HostsCommand),
     /// Creates or starts the lab; builds its image when missing. Changes nothing when it runs.
     #[command(
