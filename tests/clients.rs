@@ -118,9 +118,15 @@ impl Watcher {
     }
 
     fn wait_for(&self, text: &str, secs: u64) {
-        wait_until(&format!("the watcher to say {text:?}"), secs, || {
-            self.output().contains(text)
-        });
+        let end = Instant::now() + Duration::from_secs(secs);
+        while !self.output().contains(text) {
+            assert!(
+                Instant::now() < end,
+                "the watcher never said {text:?}:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -429,5 +435,448 @@ fn status_prints_the_client_uri() {
     assert_eq!(
         v["client_uri_replica_alias"],
         "postgresql://postgres@pg-replicas:5432/bases2_proyectos?target_session_attrs=any"
+    );
+}
+
+/// Removes what a test made by hand with the docker CLI (declared before the lab, so dropped
+/// after it: a network is removed once its containers are gone).
+struct Made {
+    containers: Vec<String>,
+    networks: Vec<String>,
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", c])
+                .output();
+        }
+        for n in &self.networks {
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm", n])
+                .output();
+        }
+    }
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The aliases `container` has on `network`, or None when it is not on it.
+fn aliases(container: &str, network: &str) -> Option<Vec<String>> {
+    let out = docker_ok(&[
+        "inspect",
+        "-f",
+        &format!("{{{{json (index .NetworkSettings.Networks \"{network}\")}}}}"),
+        container,
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
+    if v.is_null() {
+        return None;
+    }
+    // Older engines list the container's own name and short id among its aliases.
+    let id = docker_ok(&["inspect", "-f", "{{.Id}}", container]);
+    Some(
+        v["Aliases"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| x.as_str().unwrap().to_string())
+                    .filter(|x| x != container && !(x.len() >= 12 && id.starts_with(x.as_str())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The stable name: setup gives the primary pg-primary and the standby pg-replicas on the
+/// applications' network; an application container writes through pg-primary in a loop,
+/// reconnecting on error; the primary is killed under `pgrunbook watch`; the old primary leaves
+/// the network, the new one takes the alias, the writes resume there, and every acknowledged row
+/// is on the new primary. Prints the time from the kill to the first accepted write
+/// (bench/clients.sh takes the median; no time is asserted here).
+#[test]
+fn the_primary_alias_follows_a_failover_and_the_application_writes_on() {
+    let mut made = Made {
+        containers: vec![],
+        networks: vec![],
+    };
+    let lab = TestLab::with_extra("clia", "");
+    let net = format!("{}-app", lab.id);
+    let app = format!("{}-app", lab.id);
+    made.networks.push(net.clone());
+    made.containers.push(app.clone());
+    let mut cfg = std::fs::read_to_string(&lab.config_path).unwrap();
+    cfg.push_str(&format!("\n[clients]\nnetwork = \"{net}\"\n"));
+    std::fs::write(&lab.config_path, cfg).unwrap();
+    lab.ensure_image();
+    lab.pgrunbook(&["lab", "up"]).succeeds();
+    lab.pgrunbook(&["run", "setup"]).succeeds();
+    let (b, r) = (lab.container("pg-bases2"), lab.container("pg-replica"));
+    assert_eq!(aliases(&b, &net), Some(vec!["pg-primary".to_string()]));
+    assert_eq!(aliases(&r, &net), Some(vec!["pg-replicas".to_string()]));
+    lab.pgrunbook(&["run", "verify"])
+        .succeeds()
+        .stdout_has(&format!("pg-primary on {net}"));
+    lab.pgrunbook(&["status"]).succeeds().stdout_has(
+        "postgresql://postgres@pg-primary:5432/bases2_proyectos?target_session_attrs=read-write",
+    );
+
+    // The application: a new connection per write (libpq resolves pg-primary at each connect),
+    // its value counted up only when acknowledged.
+    lab.client("pg-bases2")
+        .batch_execute("CREATE TABLE app_writes (n int PRIMARY KEY)")
+        .unwrap();
+    let image = "pgrunbook-lab:17";
+    let script = format!(
+        "i=0; while true; do \
+           t0=$(date +%s%3N); if psql 'host=pg-primary port=5432 user=postgres password={PASSWORD} dbname=bases2_proyectos connect_timeout=2 target_session_attrs=read-write' \
+              -qtAc \"INSERT INTO app_writes VALUES ($i)\" >/dev/null 2>&1; \
+           then echo \"ok $i $t0 $(date +%s%3N)\"; i=$((i+1)); \
+           else sleep 0.02; fi; \
+         done"
+    );
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &app,
+        "--network",
+        &net,
+        "--entrypoint",
+        "bash",
+        image,
+        "-c",
+        &script,
+    ]);
+    // (value, started, acknowledged) of each write acknowledged, started after `after`.
+    let acked = |after: i64| -> Vec<(i64, i64, i64)> {
+        let out = std::process::Command::new("docker")
+            .args(["logs", &app])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 4 && f[0] == "ok").then(|| {
+                    (
+                        f[1].parse().unwrap(),
+                        f[2].parse().unwrap(),
+                        f[3].parse().unwrap(),
+                    )
+                })
+            })
+            .filter(|(_, t, _)| *t > after)
+            .collect()
+    };
+    wait_until("the application to write", 60, || !acked(0).is_empty());
+
+    let w = Watcher::start(&lab);
+    w.wait_for("acting: holds the lease in Redis", 60);
+    std::thread::sleep(Duration::from_millis(1000));
+    let killed_at = now_ms();
+    docker_ok(&["kill", "-s", "KILL", &b]);
+    wait_until("a write accepted after the kill", 90, || {
+        !acked(killed_at).is_empty()
+    });
+    let first = acked(killed_at)[0].2;
+    eprintln!(
+        "RESUME_MS={} (kill to the first write accepted through pg-primary)",
+        first - killed_at
+    );
+    w.wait_for("failover done", 60);
+    std::thread::sleep(Duration::from_millis(500));
+    docker_ok(&["stop", "-t", "1", &app]);
+
+    // The old primary left the applications' network; the new one carries pg-primary alone.
+    assert_eq!(aliases(&b, &net), None);
+    assert_eq!(aliases(&r, &net), Some(vec!["pg-primary".to_string()]));
+    // Every acknowledged write is on the new primary.
+    let all = acked(0);
+    let on_new: std::collections::BTreeSet<i64> = lab
+        .client("pg-replica")
+        .query("SELECT n FROM app_writes", &[])
+        .unwrap()
+        .iter()
+        .map(|row| i64::from(row.get::<_, i32>(0)))
+        .collect();
+    // Writes acknowledged before the kill may be lost (asynchronous replication: the failover
+    // measures it); none started after it may be anywhere but on the new primary.
+    let missing: Vec<i64> = all
+        .iter()
+        .filter(|(_, t0, _)| *t0 > killed_at)
+        .map(|(n, _, _)| *n)
+        .filter(|n| !on_new.contains(n))
+        .collect();
+    assert!(all.len() > 2, "{all:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not on the new primary: {missing:?}"
+    );
+}
+
+/// Bad input: a [clients] network on another driver, an alias held by a container pgrunbook
+/// does not manage. setup fails naming both, and changes nothing.
+#[test]
+fn a_clients_network_on_another_driver_or_a_foreign_alias_is_refused() {
+    let mut made = Made {
+        containers: vec![],
+        networks: vec![],
+    };
+    let lab = TestLab::with_extra("clib", "");
+    let net = format!("{}-app", lab.id);
+    made.networks.push(net.clone());
+    lab.ensure_image();
+    lab.pgrunbook(&["lab", "up"]).succeeds();
+    let slots = || {
+        lab.query_strings(
+            "pg-bases2",
+            "SELECT slot_name::text FROM pg_replication_slots",
+        )
+    };
+    let before = slots();
+
+    // Docker's own `host` network (driver host), on every engine.
+    let cfg = std::fs::read_to_string(&lab.config_path).unwrap();
+    std::fs::write(
+        &lab.config_path,
+        format!("{cfg}\n[clients]\nnetwork = \"host\"\n"),
+    )
+    .unwrap();
+    lab.pgrunbook(&["run", "setup"])
+        .fails_with(4)
+        .stderr_has("network host")
+        .stderr_has("driver host, not bridge");
+    assert_eq!(aliases(&lab.container("pg-bases2"), "host"), None);
+    assert_eq!(slots(), before, "setup changed nothing");
+    std::fs::write(
+        &lab.config_path,
+        format!("{cfg}\n[clients]\nnetwork = \"{net}\"\n"),
+    )
+    .unwrap();
+
+    // A bridge network where a container of someone else's is pg-primary.
+    docker_ok(&["network", "create", &net]);
+    let other = format!("{}-other", lab.id);
+    made.containers.push(other.clone());
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &other,
+        "--network",
+        &net,
+        "--network-alias",
+        "pg-primary",
+        "--entrypoint",
+        "sleep",
+        "pgrunbook-lab:17",
+        "600",
+    ]);
+    lab.pgrunbook(&["run", "setup"])
+        .fails_with(4)
+        .stderr_has("alias pg-primary")
+        .stderr_has(&other);
+    assert_eq!(aliases(&lab.container("pg-bases2"), &net), None);
+    assert!(lab
+        .query_strings(
+            "pg-bases2",
+            "SELECT slot_name::text FROM pg_replication_slots"
+        )
+        .is_empty());
+}
+
+/// A write loop through `port` on 127.0.0.1 (a new connection per write, reconnecting on error),
+/// until `stop`: (value, started ms, acknowledged ms) of each acknowledged write.
+fn app_writes(
+    lab: &TestLab,
+    port: u16,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(i64, i64, i64)>> {
+    let _ = lab;
+    let mut cfg = pg_config(port);
+    cfg.connect_timeout(Duration::from_secs(2));
+    std::thread::spawn(move || {
+        let mut acked = vec![];
+        let mut i = 0i64;
+        while !stop.load(Ordering::SeqCst) {
+            let t0 = now_ms();
+            let ok = cfg
+                .connect(postgres::NoTls)
+                .and_then(|mut c| c.execute("INSERT INTO app_writes VALUES ($1)", &[&(i as i32)]));
+            match ok {
+                Ok(_) => {
+                    acked.push((i, t0, now_ms()));
+                    i += 1;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        acked
+    })
+}
+
+/// contrib/haproxy.cfg with a real HAProxy (Debian's package, image built by
+/// scripts/build-haproxy-image.sh): its primary port goes to the primary and its replica port to
+/// the standby, through the watcher's health endpoints; after `docker kill -s KILL` of the
+/// primary, writes through the primary port resume on the new primary, and every acknowledged
+/// write is there. Prints the time from the kill to the first accepted write.
+#[test]
+fn haproxy_routes_through_the_health_endpoints_across_a_failover() {
+    let out = std::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/build-haproxy-image.sh"
+    ))
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut made = Made {
+        containers: vec![],
+        networks: vec![],
+    };
+    let lab = TestLab::with_extra("clih", "");
+    let (h1, h2) = with_health(&lab);
+    let (p1, p2) = (lab.port("pg-bases2"), lab.port("pg-replica"));
+    let (rw, ro) = (free_port(), free_port());
+    let port_of = |a: &str| a.rsplit(':').next().unwrap().to_string();
+    let cfg = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/haproxy.cfg"))
+        .unwrap()
+        .replace("bind *:5000", &format!("bind 127.0.0.1:{rw}"))
+        .replace("bind *:5001", &format!("bind 127.0.0.1:{ro}"))
+        .replace(
+            "127.0.0.1:5432 check port 8008",
+            &format!("127.0.0.1:{p1} check port {}", port_of(&h1)),
+        )
+        .replace(
+            "127.0.0.1:5433 check port 8009",
+            &format!("127.0.0.1:{p2} check port {}", port_of(&h2)),
+        );
+    assert!(
+        cfg.contains(&format!("check port {}", port_of(&h2))),
+        "{cfg}"
+    );
+    let cfg_path = lab.dir.path().join("haproxy.cfg");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    lab.ensure_image();
+    lab.pgrunbook(&["lab", "up"]).succeeds();
+    lab.pgrunbook(&["run", "setup"]).succeeds();
+    lab.client("pg-bases2")
+        .batch_execute("CREATE TABLE app_writes (n int PRIMARY KEY)")
+        .unwrap();
+    let w = Watcher::start(&lab);
+    w.wait_for("acting: holds the lease in Redis", 60);
+
+    let ha = format!("{}-haproxy", lab.id);
+    made.containers.push(ha.clone());
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &ha,
+        "--network",
+        "host",
+        "-v",
+        &format!(
+            "{}:/usr/local/etc/haproxy/haproxy.cfg:ro",
+            cfg_path.display()
+        ),
+        "pgrunbook-haproxy:trixie",
+    ]);
+    let in_recovery = |port: u16| -> Option<bool> {
+        let mut c = pg_config(port);
+        c.connect_timeout(Duration::from_secs(2));
+        c.connect(postgres::NoTls)
+            .ok()?
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .ok()
+            .map(|r| r.get(0))
+    };
+    let ha_logs = || {
+        let out = std::process::Command::new("docker")
+            .args(["logs", &ha])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    while in_recovery(rw) != Some(false) {
+        assert!(
+            Instant::now() < end,
+            "HAProxy never routed its primary port to the primary:\n{}\nwatcher:\n{}\nhealth: {:?}",
+            ha_logs(),
+            w.output(),
+            get(&h1, "/primary")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_until(
+        "HAProxy to route its replica port to the standby",
+        60,
+        || in_recovery(ro) == Some(true),
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = app_writes(&lab, rw, stop.clone());
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed_at = now_ms();
+    docker_ok(&["kill", "-s", "KILL", &lab.container("pg-bases2")]);
+    w.wait_for("failover done", 60);
+    std::thread::sleep(Duration::from_millis(3000));
+    stop.store(true, Ordering::SeqCst);
+    let acked = writer.join().unwrap();
+    let first = acked
+        .iter()
+        .find(|(_, t0, _)| *t0 > killed_at)
+        .expect("a write accepted after the kill");
+    eprintln!(
+        "HAPROXY_RESUME_MS={} (kill to the first write accepted through HAProxy)",
+        first.2 - killed_at
+    );
+    assert_eq!(in_recovery(rw), Some(false));
+    assert_eq!(
+        in_recovery(ro),
+        None,
+        "no standby: nothing behind the replica port"
+    );
+    let on_new: std::collections::BTreeSet<i64> = lab
+        .client("pg-replica")
+        .query("SELECT n FROM app_writes", &[])
+        .unwrap()
+        .iter()
+        .map(|row| i64::from(row.get::<_, i32>(0)))
+        .collect();
+    let missing: Vec<i64> = acked
+        .iter()
+        .filter(|(_, t0, _)| *t0 > killed_at)
+        .map(|(n, _, _)| *n)
+        .filter(|n| !on_new.contains(n))
+        .collect();
+    assert!(acked.len() > 2);
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not on the new primary: {missing:?}"
     );
 }

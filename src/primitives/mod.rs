@@ -8,6 +8,7 @@
 //! | `pgbackrest.rs` | `pgbackrest`, `pgbackrest_configure`, `pgbackrest_info`, ...        |
 //! | `redis.rs`      | `redis_log`, `record_backup`, `journal_last`                        |
 //! | `http.rs`       | `http_post` (webhooks, for hooks)                                   |
+//! | `clients.rs`    | `clients_alias`, `clients_check`, `clients_holders` ([clients])     |
 //! | `hooks.rs`      | `role_changed` (runs `[hooks] on_role_change`)                      |
 //!
 //! `node.rs` holds what several of them do to a node (stop it cleanly, wait until it accepts
@@ -19,6 +20,7 @@
 //! written to `docs/primitives.md`). A primitive that changes the cluster asks `host.change(...)`
 //! first, which is what makes `--dry-run` print instead of act.
 
+pub mod clients;
 pub mod core;
 pub mod docker;
 pub mod hooks;
@@ -120,6 +122,11 @@ pub fn modules(host: &Arc<Host>) -> Vec<Backend> {
             "http",
             "src/primitives/http.rs",
             http::create_module(host.clone()),
+        ),
+        backend(
+            "clients",
+            "src/primitives/clients.rs",
+            clients::create_module(host.clone()),
         ),
         backend(
             "hooks",
