@@ -705,30 +705,41 @@ fn a_clients_network_on_another_driver_or_a_foreign_alias_is_refused() {
         .is_empty());
 }
 
-/// A write loop through `port` on 127.0.0.1 (a new connection per write, reconnecting on error),
-/// until `stop`: (value, started ms, acknowledged ms) of each acknowledged write.
-fn app_writes(
-    lab: &TestLab,
-    port: u16,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Vec<(i64, i64, i64)>> {
-    let _ = lab;
-    let mut cfg = pg_config(port);
-    cfg.connect_timeout(Duration::from_secs(2));
+/// Runs `f` on a thread of its own and waits at most `limit` for it: `None` when it did not end
+/// in time (the thread is left behind). The client's connect timeout bounds the TCP connect
+/// only; through HAProxy the connect succeeds at once and a dead backend's silence would hang
+/// the handshake for HAProxy's `timeout server`.
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+/// A write loop through `port` on 127.0.0.1 (a new connection per write, reconnecting on error,
+/// each attempt given up after 3 s), until `stop`: (value, started ms, acknowledged ms) of each
+/// acknowledged write.
+fn app_writes(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(i64, i64, i64)>> {
     std::thread::spawn(move || {
         let mut acked = vec![];
         let mut i = 0i64;
         while !stop.load(Ordering::SeqCst) {
             let t0 = now_ms();
-            let ok = cfg
-                .connect(postgres::NoTls)
-                .and_then(|mut c| c.execute("INSERT INTO app_writes VALUES ($1)", &[&(i as i32)]));
-            match ok {
-                Ok(_) => {
-                    acked.push((i, t0, now_ms()));
-                    i += 1;
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            let ok = within(Duration::from_secs(3), move || {
+                let mut cfg = pg_config(port);
+                cfg.connect_timeout(Duration::from_secs(2));
+                cfg.connect(postgres::NoTls)
+                    .and_then(|mut c| {
+                        c.execute("INSERT INTO app_writes VALUES ($1)", &[&(i as i32)])
+                    })
+                    .is_ok()
+            });
+            if ok == Some(true) {
+                acked.push((i, t0, now_ms()));
+                i += 1;
+            } else {
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
         acked
@@ -806,13 +817,16 @@ fn haproxy_routes_through_the_health_endpoints_across_a_failover() {
         "pgrunbook-haproxy:trixie",
     ]);
     let in_recovery = |port: u16| -> Option<bool> {
-        let mut c = pg_config(port);
-        c.connect_timeout(Duration::from_secs(2));
-        c.connect(postgres::NoTls)
-            .ok()?
-            .query_one("SELECT pg_is_in_recovery()", &[])
-            .ok()
-            .map(|r| r.get(0))
+        within(Duration::from_secs(3), move || {
+            let mut c = pg_config(port);
+            c.connect_timeout(Duration::from_secs(2));
+            c.connect(postgres::NoTls)
+                .ok()?
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .ok()
+                .map(|r| r.get(0))
+        })
+        .flatten()
     };
     let ha_logs = || {
         let out = std::process::Command::new("docker")
@@ -839,7 +853,7 @@ fn haproxy_routes_through_the_health_endpoints_across_a_failover() {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = app_writes(&lab, rw, stop.clone());
+    let writer = app_writes(rw, stop.clone());
     std::thread::sleep(Duration::from_millis(1500));
     let killed_at = now_ms();
     docker_ok(&["kill", "-s", "KILL", &lab.container("pg-bases2")]);
