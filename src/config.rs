@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +33,13 @@ pub struct Config {
     /// `[watch]`: the watcher's lease, heartbeat and policy (see docs/watch.md).
     #[serde(default)]
     pub watch: Watch,
+    /// `[hooks]`: runbooks run on events (see docs/clients.md).
+    #[serde(default)]
+    pub hooks: Hooks,
+    /// `[clients]`: the applications' Docker network and the aliases that follow the primary
+    /// (see docs/clients.md).
+    #[serde(default)]
+    pub clients: Clients,
     /// Where the configuration came from, for messages.
     #[serde(skip)]
     pub source: String,
@@ -95,6 +101,51 @@ pub struct Node {
     /// `host:port`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub replication_address: String,
+    /// Where `pgrunbook watch` serves this node's health endpoint (`127.0.0.1:8008`); empty:
+    /// none (see docs/clients.md).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub health: String,
+}
+
+/// `[hooks]`: runbooks run on events, time-limited; their failure never undoes the operation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hooks {
+    /// A runbook (a name or a path) run after every change of role: failover, switchover,
+    /// failback (and the watcher's auto-rejoin), with parameters node, old_role, new_role,
+    /// cluster, run_id. Empty: none.
+    pub on_role_change: String,
+    /// How long a hook may run before it is stopped.
+    pub timeout_ms: u64,
+}
+
+impl Default for Hooks {
+    fn default() -> Hooks {
+        Hooks {
+            on_role_change: String::new(),
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[clients]`: the applications' network, on which the primary carries `primary_alias` and
+/// each streaming standby `replica_alias`. Empty network: none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Clients {
+    pub network: String,
+    pub primary_alias: String,
+    pub replica_alias: String,
+}
+
+impl Default for Clients {
+    fn default() -> Clients {
+        Clients {
+            network: String::new(),
+            primary_alias: "pg-primary".into(),
+            replica_alias: "pg-replicas".into(),
+        }
+    }
 }
 
 fn default_priority() -> u32 {
@@ -568,6 +619,7 @@ impl Config {
             tls: None,
             priority: 0,
             replication_address: String::new(),
+            health: String::new(),
         };
         self.engine(&probe)
     }

@@ -114,7 +114,7 @@ fn missing_modules_are_reported_at_the_import() {
     let r = pgrunbook_in(d.path(), &["check", "imports.rhai"], &[]).fails_with(3);
     let message = module_not_found(&r, "nosuch");
     assert!(
-        message.contains("backup, cluster, diagnose, failback, failover, health, lsn, replication, switchover, verify"),
+        message.contains("backup, clients, cluster, diagnose, failback, failover, health, lsn, replication, switchover, verify"),
         "{message}"
     );
     reports(&r, "imports.rhai:3:8", &message);

@@ -21,6 +21,8 @@
 //! - The engine here may be older than bollard's default API version (Debian's 20.10 speaks
 //!   1.41), so the client negotiates the version on first use.
 
+mod app_network;
+
 use crate::cancel::Cancel;
 use crate::config::Engine;
 use crate::error::{Class, Failure};

@@ -7,6 +7,7 @@
 
 pub mod backups;
 pub mod check;
+pub mod client_uri;
 pub mod completions;
 pub mod config;
 pub mod definitions;

@@ -117,6 +117,13 @@ pub struct ClusterStatus {
     pub warnings: Vec<String>,
     /// `pgrunbook watch` processes of this cluster, from their heartbeats.
     pub watch: crate::commands::watch::status::WatcherStatus,
+    /// The multi-host URI applications connect with (`commands/client_uri.rs`).
+    pub client_uri: String,
+    /// With `[clients] network`: the URIs through the primary's and the standbys' aliases.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_uri_primary_alias: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_uri_replica_alias: Option<String>,
 }
 
 /// An unused slot holding this much WAL is named in a warning (as `diagnose::slot_warn_bytes`).
@@ -339,6 +346,21 @@ pub fn collect(host: &Host) -> ClusterStatus {
         Err(e) => st.redis = format!("unreachable: {e:#}"),
     }
     st.watch = crate::commands::watch::status::collect(host);
+    st.client_uri = crate::commands::client_uri::published(&host.config);
+    if !host.config.clients.network.is_empty() {
+        // PostgreSQL's own port, as containers on the network reach it.
+        let port = host
+            .config
+            .nodes
+            .keys()
+            .find_map(|n| q(host, n, "SELECT current_setting('port')::int AS p").ok())
+            .and_then(|r| i(&r, "p"))
+            .unwrap_or(5432) as u16;
+        if let Some((p, r)) = crate::commands::client_uri::aliases(&host.config, port) {
+            st.client_uri_primary_alias = Some(p);
+            st.client_uri_replica_alias = Some(r);
+        }
+    }
     st
 }
 
@@ -521,5 +543,12 @@ pub fn render(st: &ClusterStatus) -> String {
         None => out.push_str("last run: none recorded\n"),
     }
     out.push_str(&st.watch.render());
+    out.push_str(&format!("clients: {}\n", st.client_uri));
+    if let Some(p) = &st.client_uri_primary_alias {
+        out.push_str(&format!("clients on the applications' network: {p}\n"));
+    }
+    if let Some(r) = &st.client_uri_replica_alias {
+        out.push_str(&format!("read-only clients there: {r}\n"));
+    }
     out
 }

@@ -7,6 +7,9 @@
 //! | `postgres/`     | `sql`, `sql_value`, `create_slot`, `promote`, `basebackup`, ...     |
 //! | `pgbackrest.rs` | `pgbackrest`, `pgbackrest_configure`, `pgbackrest_info`, ...        |
 //! | `redis.rs`      | `redis_log`, `record_backup`, `journal_last`                        |
+//! | `http.rs`       | `http_post` (webhooks, for hooks)                                   |
+//! | `clients.rs`    | `clients_alias`, `clients_check`, `clients_holders` ([clients])     |
+//! | `hooks.rs`      | `role_changed` (runs `[hooks] on_role_change`)                      |
 //!
 //! `node.rs` holds what several of them do to a node (stop it cleanly, wait until it accepts
 //! connections, read its server's facts, run a script on its data directory); the backend files
@@ -17,8 +20,11 @@
 //! written to `docs/primitives.md`). A primitive that changes the cluster asks `host.change(...)`
 //! first, which is what makes `--dry-run` print instead of act.
 
+pub mod clients;
 pub mod core;
 pub mod docker;
+pub mod hooks;
+pub mod http;
 pub mod logs;
 pub mod node;
 pub mod pgbackrest;
@@ -111,6 +117,21 @@ pub fn modules(host: &Arc<Host>) -> Vec<Backend> {
             "redis",
             "src/primitives/redis.rs",
             redis::create_module(host.clone()),
+        ),
+        backend(
+            "http",
+            "src/primitives/http.rs",
+            http::create_module(host.clone()),
+        ),
+        backend(
+            "clients",
+            "src/primitives/clients.rs",
+            clients::create_module(host.clone()),
+        ),
+        backend(
+            "hooks",
+            "src/primitives/hooks.rs",
+            hooks::create_module(host.clone()),
         ),
     ]
 }

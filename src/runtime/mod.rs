@@ -2,6 +2,7 @@
 //! cancel flag, the journal's run and the progress reports. Primitives get it as a `Host`.
 
 pub mod hold;
+pub mod hooks;
 pub mod host;
 pub mod local_lock;
 pub mod progress;

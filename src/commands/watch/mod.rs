@@ -17,6 +17,7 @@
 //! first. A second signal abandons the failover at its next safe point and says how to finish it
 //! (`pgrunbook run failover` repairs, as after a crash); a third exits at once.
 
+pub mod health;
 pub mod lease;
 pub mod pending;
 pub mod policy;
@@ -335,6 +336,8 @@ pub fn run(config: Config) -> Result<(), Failure> {
     let policy = Policy::load(&host)?;
     let failover = Runbook::find("failover")?;
     let failback = Runbook::find("failback")?;
+    // Each node's health endpoint (`[nodes.NAME] health`): a port in use stops the watcher here.
+    let health = health::Health::start(&config)?;
     let start = Local::now();
     let mut scheds = vec![];
     for s in &config.schedule {
@@ -519,6 +522,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
         }
         let seen = prober.probe(timeout);
         track.update(&seen);
+        health.publish(&seen, &track.lag, standing.acting());
         if !standing.acting() {
             continue;
         }
