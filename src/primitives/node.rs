@@ -79,8 +79,7 @@ pub fn wait_accepting(h: &Host, primitive: &str, node: &str, timeout_s: i64, aft
         }
         if Instant::now() >= next_state_check {
             next_state_check = Instant::now() + Duration::from_millis(500);
-            if h
-                .docker_of(node)
+            if h.docker_of(node)
                 .state(&container)
                 .is_ok_and(|s| !s.is_running())
             {
