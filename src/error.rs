@@ -206,6 +206,11 @@ pub struct PrimitiveError {
     pub node: Option<String>,
     /// What went wrong (secrets masked), without the primitive and node.
     pub cause: String,
+    /// Where the primitive was called: set once, as it returns the error (see
+    /// `primitives::located`), so that a script that catches it and throws it again (`throw e`)
+    /// still points at the call that failed, not at its `throw`. `file` is the runbook or module
+    /// the call is in, "" when the script has no name.
+    pub raised_at: Option<Location>,
 }
 
 impl PrimitiveError {
@@ -216,6 +221,7 @@ impl PrimitiveError {
             primitive: None,
             node: None,
             cause: message.into(),
+            raised_at: None,
         }
     }
 }
@@ -338,6 +344,7 @@ mod tests {
             primitive: Some("sql".into()),
             node: Some("pg-replica".into()),
             cause: "SQL error on pg-replica: column \"x\" does not exist (SQLSTATE 42703)".into(),
+            raised_at: None,
         };
         assert_eq!(
             e.to_string(),

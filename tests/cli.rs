@@ -259,3 +259,84 @@ fn a_function_that_exists_for_other_arguments_says_what_it_takes() {
     .stderr_has("--> ./x.rhai:2:1");
     assert!(!r.stderr.contains("did you mean"), "{}", r.stderr);
 }
+
+/// Issue 19: a primitive's error caught and thrown again (`throw e`) points at the call that
+/// failed, not at the `throw`, and says its message once; the `throw` follows in the trace. In
+/// the runbook, and in a module (`./stdlib/wrap.rhai`) whose function throws it again. A thrown
+/// string is the script's own error: it points at its `throw`. No lab: the primitive fails on an
+/// unknown node.
+#[test]
+fn throw_e_after_catch_keeps_the_position_of_the_call_that_failed() {
+    let d = dir();
+    let write = |name: &str, text: &str| {
+        let p = d.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write(
+        "again.rhai",
+        "//! Catches a primitive's error and throws it again.\ntry {\n    sql(\"pg-nowhere\", \"SELECT 1/0\");\n} catch (e) {\n    print(\"cleanup\");\n    throw e;\n}\n",
+    );
+    write(
+        "stdlib/wrap.rhai",
+        "/// Throws a primitive's error again.\nfn run(node) {\n    try {\n        sql(node, \"SELECT 1/0\");\n    } catch (e) {\n        throw e;\n    }\n}\n",
+    );
+    write(
+        "viamodule.rhai",
+        "//! Calls a module that throws a primitive's error again.\nimport \"wrap\" as wrap;\n\nwrap::run(\"pg-nowhere\");\n",
+    );
+    write(
+        "text.rhai",
+        "//! Throws a string of its own.\ntry {\n    sql(\"pg-nowhere\", \"SELECT 1\");\n} catch (e) {\n    throw `cleanup failed: ${e}`;\n}\n",
+    );
+    let (p1, p2, p3) = (
+        free_port().to_string(),
+        free_port().to_string(),
+        free_port().to_string(),
+    );
+    let redis = format!("redis://127.0.0.1:{p3}");
+    let data = d.path().join("data");
+    let run = |runbook: &str| {
+        pgrunbook_in(
+            d.path(),
+            &["run", runbook],
+            &[
+                ("PGRUNBOOK_NODES__PG_BASES2__PORT", p1.as_str()),
+                ("PGRUNBOOK_NODES__PG_REPLICA__PORT", p2.as_str()),
+                ("PGRUNBOOK_REDIS__URL", redis.as_str()),
+                ("PGRUNBOOK_DATA_DIR", data.to_str().unwrap()),
+                ("DOCKER_HOST", "unix:///tmp/nonexistent.sock"),
+            ],
+        )
+        .fails_with(3)
+    };
+    let message = "sql: unknown node 'pg-nowhere'";
+    let once = |r: &Run| {
+        assert_eq!(r.stderr.matches(message).count(), 1, "{}", r.stderr);
+        assert_eq!(r.stderr.matches("error:").count(), 1, "{}", r.stderr);
+    };
+
+    // In the runbook: at the call on line 3, with its source line and the caret under `sql`.
+    let r = run("./again.rhai")
+        .stdout_has("cleanup")
+        .stderr_has(&format!("error: {message}"))
+        .stderr_has("--> ./again.rhai:3:5\n")
+        .stderr_has("3 |     sql(\"pg-nowhere\", \"SELECT 1/0\");\n  |     ^\n")
+        .stderr_has("= thrown again at ./again.rhai:6:5");
+    once(&r);
+    assert!(!r.stderr.contains("--> ./again.rhai:6"), "{}", r.stderr);
+
+    // In a module: at the call inside it, then the throw, then the runbook's call.
+    let r = run("./viamodule.rhai")
+        .stderr_has("--> stdlib/wrap.rhai:4:9\n")
+        .stderr_has("4 |         sql(node, \"SELECT 1/0\");")
+        .stderr_has("= thrown again at stdlib/wrap.rhai:6:9")
+        .stderr_has("= in call to run at ./viamodule.rhai:4:7");
+    once(&r);
+
+    // A string thrown: the script's own error, at its throw.
+    let r = run("./text.rhai")
+        .stderr_has(&format!("error: cleanup failed: {message}"))
+        .stderr_has("--> ./text.rhai:5:5\n");
+    assert!(!r.stderr.contains("thrown again"), "{}", r.stderr);
+}

@@ -366,7 +366,42 @@ pub fn to_failure(
     let pos = e.position();
     let srcs = sources.lock().unwrap();
     let text = |file: &str| srcs.get(file).cloned().unwrap_or_default();
-    if !pos.is_none() {
+    // A primitive's error caught and thrown again (`throw e`) points at the call that failed,
+    // where the error was raised; the `throw` follows in the trace.
+    let raised_at = match e {
+        EvalAltResult::ErrorRuntime(v, _) => v
+            .read_lock::<PrimitiveError>()
+            .and_then(|pe| pe.raised_at.clone()),
+        _ => None,
+    };
+    let raised_at = raised_at.map(|mut l| {
+        if l.file.is_empty() {
+            l.file = top.to_string();
+        }
+        l
+    });
+    if let Some(at) = raised_at.filter(|at| {
+        (at.file.as_str(), Some(at.line), at.col)
+            != (file.as_str(), pos.line(), pos.position().unwrap_or(1))
+    }) {
+        let src = text(&at.file);
+        f.source_line = src.lines().nth(at.line - 1).map(str::to_string);
+        f.location = Some(at);
+        if let Some(l) = pos.line() {
+            f.trace.push(format!(
+                "thrown again at {file}:{l}:{}",
+                pos.position().unwrap_or(1)
+            ));
+        }
+        for (ffile, fpos, what) in frames.iter().rev() {
+            if let Some(l) = fpos.line() {
+                f.trace.push(format!(
+                    "{what} at {ffile}:{l}:{}",
+                    fpos.position().unwrap_or(1)
+                ));
+            }
+        }
+    } else if !pos.is_none() {
         locate(&mut f, &file, pos, &text(&file));
         for (ffile, fpos, what) in frames.iter().rev() {
             if let Some(l) = fpos.line() {
@@ -656,6 +691,29 @@ mod tests {
             r#"fn again() { try { refuse("not now"); } catch (e) { throw e; } } again();"#,
         );
         assert_eq!((f.class, f.message.as_str()), (Class::Refused, "not now"));
+    }
+
+    #[test]
+    fn a_caught_error_thrown_again_points_at_the_call_that_raised_it() {
+        let h = host();
+        let f = failure_of(
+            &h,
+            "fn again() {\n    try {\n        refuse(\"not now\");\n    } catch (e) {\n        throw e;\n    }\n}\nagain();\n",
+        );
+        assert_eq!((f.class, f.message.as_str()), (Class::Refused, "not now"));
+        let at = f.location.expect("a location");
+        assert_eq!((at.file.as_str(), at.line, at.col), ("t.rhai", 3, 9));
+        assert_eq!(
+            f.trace,
+            [
+                "thrown again at t.rhai:5:9",
+                "in call to again at t.rhai:8:1"
+            ]
+        );
+        // Not thrown again: where it was raised, and no "thrown again".
+        let f = failure_of(&h, "let x = 1;\nrefuse(\"no\");\n");
+        assert_eq!(f.location.map(|l| l.line), Some(2));
+        assert!(f.trace.is_empty(), "{:?}", f.trace);
     }
 
     #[test]

@@ -31,9 +31,13 @@ pub mod pgbackrest;
 pub mod postgres;
 pub mod redis;
 
+use crate::error::{Location, PrimitiveError};
 use crate::runtime::host::Host;
 use crate::table::ColumnOrders;
-use rhai::{Engine, Module};
+use rhai::{
+    Dynamic, Engine, EvalAltResult, FuncRegistration, Module, NativeCallContext, Position,
+    RhaiFunc, RhaiNativeFunc, Shared, Variant,
+};
 use std::sync::Arc;
 
 /// An option of a map a script passed (`#{container: "x", port: 5440}`) as text: "" when it is
@@ -53,19 +57,114 @@ pub fn doc_lines(doc: &str) -> Vec<String> {
         .collect()
 }
 
-/// Registers one native function with its parameter names and doc comment.
+/// Registers one native function with its parameter names and doc comment, through
+/// [`register`] (which makes its errors remember where it was called).
 ///
 /// `def!(module, "name", ["node: &str", "query: &str", "Array"], "doc", |node: &str, q: &str| ...)`
 macro_rules! def {
     ($m:expr, $name:expr, [$($p:expr),* $(,)?], $doc:expr, $f:expr) => {
-        rhai::FuncRegistration::new($name)
-            .with_volatility(true)
-            .with_params_info([$($p),*])
-            .with_comments($crate::primitives::doc_lines($doc))
-            .set_into_module($m, $f);
+        $crate::primitives::register(
+            rhai::FuncRegistration::new($name)
+                .with_params_info([$($p),*])
+                .with_comments($crate::primitives::doc_lines($doc)),
+            $m,
+            $f,
+        );
     };
 }
 pub(crate) use def;
+
+/// Registers `f` into `module` as `reg` says (volatile: a primitive's result is never cached), the
+/// way `FuncRegistration::set_into_module` does, through [`located`].
+pub fn register<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>(
+    reg: FuncRegistration,
+    module: &mut Module,
+    f: FUNC,
+) where
+    R: Variant + Clone,
+    FUNC: RhaiNativeFunc<A, N, X, R, F> + Send + Sync + 'static,
+{
+    // Pure (callable on a constant) as `set_into_module` has it for a function that is not a
+    // setter or an indexer, which no primitive is.
+    let func = located(f.into_rhai_function(true, true));
+    reg.set_into_module_raw(module, FUNC::param_types(), func);
+}
+
+/// `func`, with the errors it raises stamped with where it was called: the first time a
+/// `PrimitiveError` comes out of a call, its `raised_at` is set to the caller's source and the
+/// call's position. Rhai gives that position to the error too (`fill_position`), but a script
+/// that catches the error gets only the value; with the stamp in the value, `throw e` after a
+/// `catch` still points at the call that failed (`engine::to_failure`). A primitive that calls
+/// back into a script (none stamps twice) keeps the innermost call. Only the error path costs.
+pub fn located(func: RhaiFunc) -> RhaiFunc {
+    match func {
+        RhaiFunc::Pure {
+            func,
+            has_context,
+            is_pure,
+            is_volatile,
+        } => RhaiFunc::Pure {
+            func: stamped(func, has_context),
+            has_context: true,
+            is_pure,
+            is_volatile,
+        },
+        RhaiFunc::Method {
+            func,
+            has_context,
+            is_pure,
+            is_volatile,
+        } => RhaiFunc::Method {
+            func: stamped(func, has_context),
+            has_context: true,
+            is_pure,
+            is_volatile,
+        },
+        other => other,
+    }
+}
+
+type NativeFn = dyn Fn(Option<NativeCallContext>, &mut [&mut Dynamic]) -> Result<Dynamic, Box<EvalAltResult>>
+    + Send
+    + Sync;
+
+fn stamped(inner: Shared<NativeFn>, wants_context: bool) -> Shared<NativeFn> {
+    Shared::new(
+        move |ctx: Option<NativeCallContext>, args: &mut [&mut Dynamic]| {
+            if wants_context {
+                // The context goes to the function: keep what the stamp needs first.
+                let at = ctx
+                    .as_ref()
+                    .map(|c| (c.call_source().map(str::to_string), c.call_position()));
+                inner(ctx, args).map_err(|e| match at {
+                    Some((src, pos)) => stamp(e, src.as_deref(), pos),
+                    None => e,
+                })
+            } else {
+                inner(None, args).map_err(|e| match &ctx {
+                    Some(c) => stamp(e, c.call_source(), c.call_position()),
+                    None => e,
+                })
+            }
+        },
+    )
+}
+
+/// Sets where a `PrimitiveError` was raised, unless it already says.
+fn stamp(mut err: Box<EvalAltResult>, source: Option<&str>, pos: Position) -> Box<EvalAltResult> {
+    if let (EvalAltResult::ErrorRuntime(v, _), Some(line)) = (&mut *err, pos.line()) {
+        if let Some(mut pe) = v.write_lock::<PrimitiveError>() {
+            if pe.raised_at.is_none() {
+                pe.raised_at = Some(Location {
+                    file: source.unwrap_or_default().to_string(),
+                    line,
+                    col: pos.position().unwrap_or(1),
+                });
+            }
+        }
+    }
+    err
+}
 
 /// A backend's primitives and where their source is (a file, or a folder for a backend split
 /// into several files), for the reference.

@@ -221,6 +221,7 @@ impl Host {
             primitive: Some(primitive.to_string()),
             node: (!node.is_empty()).then(|| node.to_string()),
             cause: format!("{err:#}"),
+            raised_at: None,
         })
     }
 
@@ -246,6 +247,7 @@ impl Host {
                     primitive: Some(primitive.to_string()),
                     node: None,
                     cause: e.to_string(),
+                    raised_at: None,
                 })
             })
     }
