@@ -38,12 +38,8 @@ pub fn run(config: Option<&Path>, json: bool) -> Result<(), Failure> {
     } else {
         out!("{}", render(&st));
     }
-    if let Some(alert) = &st.alert {
-        return Err(Failure::new(
-            crate::error::Class::Refused,
-            format!("{alert} (pgrunbook run diagnose says why)"),
-        ));
-    }
+    // A node that could not be read (its login refused, its engine unreachable) comes first:
+    // "no node accepts writes" is then only what the others say, and the cause is infrastructure.
     match st.nodes.iter().find(|n| n.role == LOGIN_REFUSED) {
         Some(n) => Err(Failure::new(
             crate::error::Class::Infrastructure,
@@ -68,7 +64,13 @@ pub fn run(config: Option<&Path>, json: bool) -> Result<(), Failure> {
                         .unwrap_or("its Docker engine does not answer")
                 ),
             )),
-            None => Ok(()),
+            None => match &st.alert {
+                Some(alert) => Err(Failure::new(
+                    crate::error::Class::Refused,
+                    format!("{alert} (pgrunbook run diagnose says why)"),
+                )),
+                None => Ok(()),
+            },
         },
     }
 }
@@ -301,8 +303,10 @@ pub fn collect(host: &Host) -> ClusterStatus {
         ));
     }
     if primaries.is_empty() && !st.nodes.iter().any(|n| n.role == LOGIN_REFUSED) {
+        let unread = st.nodes.iter().any(|n| n.role == UNREACHABLE);
         st.alert = Some(format!(
-            "no node accepts writes: {}",
+            "no {}node accepts writes: {}",
+            if unread { "reachable " } else { "" },
             st.nodes
                 .iter()
                 .map(|n| format!("{} is {} (container {})", n.name, n.role, n.state))
