@@ -406,7 +406,8 @@ fn watch_refuses_a_health_port_in_use() {
 }
 
 /// `status` prints the URI applications connect with, and `status --json` carries it; with
-/// `[clients]` the alias forms too.
+/// `[clients]` the alias forms too. No lab runs, so status also says that no node accepts writes
+/// (exit 4): the URI is printed all the same, since it comes from the configuration.
 #[test]
 fn status_prints_the_client_uri() {
     let lab = TestLab::new("cliu");
@@ -415,10 +416,11 @@ fn status_prints_the_client_uri() {
         "postgresql://postgres@127.0.0.1:{p1},127.0.0.1:{p2}/bases2_proyectos?target_session_attrs=read-write"
     );
     lab.pgrunbook(&["status"])
-        .succeeds()
+        .fails_with(4)
+        .stdout_has("ALERT: no node accepts writes")
         .stdout_has(&format!("clients: {want}"))
         .stdout_lacks("pg-primary");
-    let r = lab.pgrunbook(&["status", "--json"]).succeeds();
+    let r = lab.pgrunbook(&["status", "--json"]).fails_with(4);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["client_uri"], want.as_str());
     assert!(!r.stdout.contains(PASSWORD));
@@ -426,7 +428,7 @@ fn status_prints_the_client_uri() {
     let mut cfg = std::fs::read_to_string(&lab.config_path).unwrap();
     cfg.push_str("\n[clients]\nnetwork = \"app-net\"\nprimary_alias = \"db-rw\"\n");
     std::fs::write(&lab.config_path, cfg).unwrap();
-    let r = lab.pgrunbook(&["status", "--json"]).succeeds();
+    let r = lab.pgrunbook(&["status", "--json"]).fails_with(4);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(
         v["client_uri_primary_alias"],
