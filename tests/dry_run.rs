@@ -167,6 +167,13 @@ fn dry_run_of_every_shipped_runbook_changes_nothing() {
             &["diagnose"][..],
             &["examples/replication_report"][..],
             &["examples/rolling-restart", "--set", "back=true"][..],
+            &[
+                "examples/notify",
+                "--set",
+                "node=pg-replica",
+                "--set",
+                "new_role=primary",
+            ][..],
             &["switchover"][..],
             &[
                 "rotate-replication-password",

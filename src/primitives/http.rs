@@ -150,9 +150,15 @@ fn post_from_script(
         (body.to_string(), "text/plain; charset=utf-8")
     };
     if !h.change(url, "POST") {
+        // Not an answer a script could mistake for the webhook's: using it stops the dry run.
+        let skipped = || {
+            Dynamic::from(crate::error::NotSimulated {
+                what: format!("http_post to {url}, which the dry run did not send"),
+            })
+        };
         let mut m = Map::new();
-        m.insert("status".into(), Dynamic::from_int(0));
-        m.insert("body".into(), "".into());
+        m.insert("status".into(), skipped());
+        m.insert("body".into(), skipped());
         return Ok(m);
     }
     match post(
