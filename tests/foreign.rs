@@ -8,7 +8,7 @@
 
 mod common;
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const WRITERS: usize = 4;
 
@@ -28,22 +28,6 @@ fn setting(lab: &TestLab, node: &str, name: &str) -> String {
         .query_one("SELECT setting FROM pg_settings WHERE name = $1", &[&name])
         .unwrap()
         .get(0)
-}
-
-/// Waits until `node` answers and refuses writes (a fenced node started by hand).
-fn wait_read_only(lab: &TestLab, node: &str) {
-    let end = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(mut c) = lab.try_client(node) {
-            match c.execute("CREATE TABLE split_brain_probe (x int)", &[]) {
-                Err(e) if e.code().map(|c| c.code()) == Some("25006") => return,
-                Err(_) => {}
-                Ok(_) => panic!("{node} accepted a write after a manual start: split brain"),
-            }
-        }
-        assert!(Instant::now() < end, "{node} did not come back read-only");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]
@@ -190,7 +174,7 @@ fn full_cycle_on_a_pair_made_by_hand_from_the_official_image() {
     // cleanly although the image has no stop signal, and rewinds it.
     let out = lab.docker(&["start", &lab.container("alpha")]);
     assert!(out.status.success());
-    wait_read_only(&lab, "alpha");
+    lab.wait_read_only(30, "alpha");
     let t = Instant::now();
     lab.pgrunbook(&["run", "failback"])
         .succeeds()
@@ -228,7 +212,7 @@ fn full_cycle_on_a_pair_made_by_hand_from_the_official_image() {
     lab.pgrunbook(&["run", "failover"]).succeeds();
     let out = lab.docker(&["start", &lab.container("beta")]);
     assert!(out.status.success());
-    wait_read_only(&lab, "beta");
+    lab.wait_read_only(30, "beta");
     let out = lab.docker(&["kill", "-s", "KILL", &lab.container("beta")]);
     assert!(out.status.success());
     lab.pgrunbook(&["run", "failback"])

@@ -38,22 +38,6 @@ fn last_metrics(lab: &TestLab, runbook: &str) -> serde_json::Value {
     serde_json::from_str(&end["metrics"]).unwrap()
 }
 
-/// Waits until `node` answers and refuses writes (a fenced node started by hand).
-fn wait_read_only(lab: &TestLab, node: &str) {
-    let end = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(mut c) = lab.try_client(node) {
-            match c.execute("CREATE TABLE split_brain_probe (x int)", &[]) {
-                Err(e) if e.code().map(|c| c.code()) == Some("25006") => return,
-                Err(_) => {}
-                Ok(_) => panic!("{node} accepted a write after a manual start: split brain"),
-            }
-        }
-        assert!(Instant::now() < end, "{node} did not come back read-only");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// The whole cycle on a pair laid out as `layout` says.
 fn cycle(tag: &str, layout: Layout) {
     let started = Instant::now();
@@ -146,7 +130,7 @@ fn cycle(tag: &str, layout: Layout) {
     // point where beta's timeline forked. failback rewinds it on the first try.
     let out = lab.docker(&["start", &lab.container("alpha")]);
     assert!(out.status.success());
-    wait_read_only(&lab, "alpha");
+    lab.wait_read_only(60, "alpha");
     let control_tli = lab.query_i64(
         "beta",
         "SELECT timeline_id::bigint FROM pg_control_checkpoint()",

@@ -270,6 +270,26 @@ pub const FOREIGN_REPL_PASSWORD: &str = "f0reign_stream_pw";
 pub const FOREIGN_INNER_PORT: u16 = 5544;
 
 impl TestLab {
+    /// Waits at most `secs` seconds until `node` answers and refuses writes (a fenced node
+    /// started by hand); a write it accepts is split brain, and fails the test at once.
+    pub fn wait_read_only(&self, secs: u64, node: &str) {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(mut c) = self.try_client(node) {
+                match c.execute("CREATE TABLE split_brain_probe (x int)", &[]) {
+                    Err(e) if e.code().map(|c| c.code()) == Some("25006") => return,
+                    Err(_) => {}
+                    Ok(_) => panic!("{node} accepted a write after a manual start: split brain"),
+                }
+            }
+            assert!(
+                Instant::now() < end,
+                "{node} did not come back read-only within {secs} s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// A lab's configuration, written but not started.
     pub fn new(tag: &str) -> TestLab {
         Self::with_extra(tag, "")
