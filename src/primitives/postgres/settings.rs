@@ -391,13 +391,34 @@ fn apply(h: &Host, primitive: &str, node: &str, name: &str, value: Option<&str>)
     );
     out.insert("restart_needed".into(), Dynamic::TRUE);
     out.insert("offline".into(), Dynamic::TRUE);
+    // A container that is up while its server does not answer is most often in a restart loop
+    // (a setting keeps the server from starting, and the restart policy starts it again). A
+    // start already under way would read the old file and fail once more, so the container is
+    // stopped for the edit and started again after it: it is left as it was found, reading the
+    // edit.
+    let container = h.container(primitive, node)?;
+    let was_up = h
+        .docker_of(node)
+        .state(&container)
+        .map_err(|e| h.fail(primitive, node, e))
+        .map(|s| matches!(s.as_str(), "running" | "restarting"))?;
     let what = match value {
         Some(v) => format!("write {name} = {} into postgresql.auto.conf in its data directory (PostgreSQL does not answer; {checked_on})", literal(v)),
         None => format!("remove {name} from postgresql.auto.conf in its data directory (PostgreSQL does not answer)"),
     };
+    let what = if was_up {
+        format!("{what}, stopping its container {container} for the edit (it is up, its server does not answer) and starting it again")
+    } else {
+        what
+    };
     if !h.change(node, &what) {
         out.insert("changed".into(), Dynamic::FALSE);
         return Ok(out);
+    }
+    if was_up {
+        h.docker_of(node)
+            .stop(&container, 30)
+            .map_err(|e| h.fail(primitive, node, e))?;
     }
     let script = "printf '%s' \"$PGRUNBOOK_AUTO_CONF\" > \"$PGDATA/postgresql.auto.conf.pgrunbook\" && \
                   mv -f \"$PGDATA/postgresql.auto.conf.pgrunbook\" \"$PGDATA/postgresql.auto.conf\"";
@@ -417,9 +438,15 @@ fn apply(h: &Host, primitive: &str, node: &str, name: &str, value: Option<&str>)
             ),
         ));
     }
+    if was_up {
+        h.docker_of(node)
+            .start(&container)
+            .map_err(|e| h.fail(primitive, node, e))?;
+    }
     h.say(&format!(
-        "    {primitive} on {node}: PostgreSQL does not answer, so its postgresql.auto.conf was edited in its data directory ({})",
-        if checked_on.is_empty() { "the setting removed".to_string() } else { checked_on }
+        "    {primitive} on {node}: PostgreSQL does not answer, so its postgresql.auto.conf was edited in its data directory ({}){}",
+        if checked_on.is_empty() { "the setting removed".to_string() } else { checked_on },
+        if was_up { "; its container, up but not answering, was stopped for the edit and started again" } else { "" }
     ));
     out.insert("changed".into(), Dynamic::TRUE);
     Ok(out)
@@ -500,7 +527,9 @@ pub fn register(m: &mut Module, host: &Arc<Host>) {
         `restart_needed` when the parameter takes effect only at a restart. In a dry run it says
         what it would do. On a node whose PostgreSQL does not answer (it does not start), it
         edits postgresql.auto.conf in the data directory (a one-off container when the container
-        is stopped), checks the value against another node's server, and says so.",
+        is stopped), checks the value against another node's server, and says so. A container
+        that is up there (in a restart loop) is stopped for the edit and started again, so that
+        its next start reads the edit.",
         move |node: &str, name: &str, value: Dynamic| -> R<Map> {
             let v = value.to_string();
             apply(&h, "set_setting", node, name, Some(&v))
