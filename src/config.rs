@@ -657,6 +657,26 @@ impl Config {
         })
     }
 
+    /// The node a replication connection to `host` (and `port`, when known) reaches: its
+    /// container name on one engine, its address (`replication_address`, else `host`) across
+    /// engines. What a standby's primary_conninfo or a walreceiver's sender_host names.
+    pub fn node_by_address(&self, host: &str, port: Option<u16>) -> Option<String> {
+        if let Some((n, _)) = self.node_by_container(host) {
+            return Some(n.clone());
+        }
+        let matches = |(a, p): (String, u16)| a == host && port.is_none_or(|x| x == p);
+        self.nodes
+            .keys()
+            .find(|k| self.replication_endpoint(k).is_some_and(matches))
+            .or_else(|| {
+                self.nodes
+                    .iter()
+                    .find(|(_, n)| n.host == host && port.is_none_or(|x| x == n.port))
+                    .map(|(k, _)| k)
+            })
+            .cloned()
+    }
+
     /// The node whose container is `container`.
     pub fn node_by_container(&self, container: &str) -> Option<(&String, &Node)> {
         self.nodes.iter().find(|(_, n)| n.container == container)

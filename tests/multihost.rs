@@ -133,7 +133,8 @@ impl Drop for LocalLab {
     }
 }
 
-/// The cluster's configuration: east on host 1, west on host 2, north on host 3 (TLS).
+/// The cluster's configuration: east on host 1, west on host 2, north on host 3 (TLS, and the
+/// lowest failover priority: 50 against 100).
 fn config(hosts: &Hosts, id: &str, redis_port: u16, north_tls: &str) -> String {
     let node = |name: &str, i: usize, init: &str, docker: String, extra: &str| {
         format!(
@@ -154,7 +155,7 @@ fn config(hosts: &Hosts, id: &str, redis_port: u16, north_tls: &str) -> String {
             3,
             "standby",
             format!("tcp://{}:2376", hosts.addr(3)),
-            north_tls
+            &format!("priority = 50\n{north_tls}")
         ),
     )
 }
@@ -186,13 +187,7 @@ fn sql(hosts: &Hosts, i: usize, q: &str) -> Vec<postgres::Row> {
 
 /// The same, with the server's error returned (a standby that has not replayed a table yet).
 fn try_sql(hosts: &Hosts, i: usize, q: &str) -> Result<Vec<postgres::Row>, postgres::Error> {
-    let mut c = postgres::Config::new();
-    c.host(&hosts.addr(i))
-        .port(5432)
-        .user("postgres")
-        .password(PASSWORD)
-        .dbname("bases2_proyectos")
-        .connect_timeout(Duration::from_secs(3));
+    let c = pg_at(hosts, i);
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         match c.connect(postgres::NoTls) {
@@ -201,6 +196,51 @@ fn try_sql(hosts: &Hosts, i: usize, q: &str) -> Result<Vec<postgres::Row>, postg
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
+}
+
+fn pg_at(hosts: &Hosts, i: usize) -> postgres::Config {
+    let mut c = postgres::Config::new();
+    c.host(&hosts.addr(i))
+        .port(5432)
+        .user("postgres")
+        .password(PASSWORD)
+        .dbname("bases2_proyectos")
+        .connect_timeout(Duration::from_secs(3));
+    c
+}
+
+fn in_recovery(hosts: &Hosts, i: usize) -> bool {
+    sql(hosts, i, "SELECT pg_is_in_recovery()")[0].get(0)
+}
+
+fn count(hosts: &Hosts, i: usize, q: &str) -> i64 {
+    sql(hosts, i, q)[0].get(0)
+}
+
+/// Where host `i`'s WAL receiver streams from (its sender_host), if it streams.
+fn sender(hosts: &Hosts, i: usize) -> Option<String> {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s: Option<String> = sql(
+            hosts,
+            i,
+            "SELECT (SELECT sender_host FROM pg_stat_wal_receiver WHERE status = 'streaming')",
+        )[0]
+        .get(0);
+        if s.is_some() || Instant::now() > end {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn postmaster_start(hosts: &Hosts, i: usize) -> String {
+    sql(hosts, i, "SELECT pg_postmaster_start_time()::text")[0].get(0)
+}
+
+fn lsn_bytes(lsn: &str) -> u64 {
+    let (a, b) = lsn.split_once('/').unwrap();
+    (u64::from_str_radix(a, 16).unwrap() << 32) + u64::from_str_radix(b, 16).unwrap()
 }
 
 #[test]
@@ -281,16 +321,15 @@ fn three_nodes_on_three_engines_one_with_tls() {
     );
     write(&tls_line(&hosts.certs, "ca.pem"));
 
-    // ---- setup of each standby across engines, then verify.
+    // ---- setup of every standby across engines, then verify.
     let t = Instant::now();
-    for standby in ["west", "north"] {
-        run(
-            dir.path(),
-            &cfg,
-            &["run", "setup", "--set", &format!("standby={standby}")],
-        )
-        .succeeds();
-    }
+    // One run brings up every standby, each with its own slot.
+    let r = run(dir.path(), &cfg, &["run", "setup"]).succeeds();
+    assert!(
+        r.stdout
+            .contains("standbys north (slot north), west (slot west)"),
+        "{r:?}"
+    );
     eprintln!("multihost: two standbys set up in {:?}", t.elapsed());
     for i in [2, 3] {
         let r = sql(&hosts, i, "SELECT pg_is_in_recovery(), (SELECT sender_host FROM pg_stat_wal_receiver WHERE status = 'streaming')");
@@ -331,23 +370,6 @@ fn three_nodes_on_three_engines_one_with_tls() {
         r.stdout.contains("read on west") && r.stdout.contains("read on north"),
         "{r:?}"
     );
-    // With three nodes, the two-node procedures refuse instead of guessing "the other node"
-    // (failover used to take standbys[0] and call cluster::other() of it the old primary).
-    let r = run(
-        dir.path(),
-        &cfg,
-        &["run", "failover", "--set", "force=true"],
-    )
-    .fails_with(4);
-    assert!(r.stderr.contains("no single other node"), "{r:?}");
-    assert!(
-        !sql(&hosts, 1, "SELECT pg_is_in_recovery()")[0].get::<_, bool>(0),
-        "east is still the primary"
-    );
-    for i in [2, 3] {
-        assert!(sql(&hosts, i, "SELECT pg_is_in_recovery()")[0].get::<_, bool>(0));
-    }
-
     // ---- status: every node with its host and engine; the TLS engine says so.
     let r = run(dir.path(), &cfg, &["status", "--json"]).succeeds();
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
@@ -386,43 +408,209 @@ fn three_nodes_on_three_engines_one_with_tls() {
     hosts.heal(2);
     run(dir.path(), &cfg, &["status"]).succeeds();
 
-    // ---- failover and failback across two engines (east on host 1, west on host 2), with a
-    // configuration of those two nodes: the two-node procedures, each step through the node's
-    // own engine, the standby reaching its primary by address. (north, left out of this
-    // configuration, is not touched.)
-    let two = dir.path().join("two.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let cut_at = text.find("[nodes.north]").unwrap();
-    let rest = &text[cut_at..];
-    let next = rest.find("[redis]").unwrap();
-    std::fs::write(&two, format!("{}{}", &text[..cut_at], &rest[next..])).unwrap();
-    sql(&hosts, 1, "INSERT INTO mh VALUES (43)");
-    hosts.docker(1, &["kill", "-s", "KILL", &format!("{id}-east")]);
+    // ---- bad input: --set to= a node that is not a standby changes nothing.
+    run(dir.path(), &cfg, &["run", "failover", "--set", "to=east"])
+        .fails_with(4)
+        .stderr_has("--set to=east: east is not a standby");
+    run(
+        dir.path(),
+        &cfg,
+        &["run", "switchover", "--set", "to=nowhere"],
+    )
+    .fails_with(3)
+    .stderr_has("to is \"nowhere\", not a node (the nodes are east, north, west)");
+    assert!(!in_recovery(&hosts, 1), "east is still the primary");
+
+    // ---- kill -9 of east under 4 writers. west (priority 100) stopped receiving half a second
+    // before the kill, so north (priority 50) has received the most WAL: failover must promote
+    // north, and west must follow it without a re-clone (its postmaster is not restarted).
+    sql(&hosts, 1, "CREATE TABLE app_writes (val text PRIMARY KEY)");
+    let west_started = postmaster_start(&hosts, 2);
+    let acked = writes_until(
+        pg_at(&hosts, 1),
+        "INSERT INTO app_writes(val) VALUES ($1)",
+        "k",
+        4,
+        1500,
+        || {
+            sql(&hosts, 2, "ALTER SYSTEM SET primary_conninfo = ''");
+            sql(&hosts, 2, "SELECT pg_reload_conf()");
+            let end = Instant::now() + Duration::from_secs(10);
+            while count(&hosts, 2, "SELECT count(*) FROM pg_stat_wal_receiver") > 0 {
+                assert!(Instant::now() < end, "west's WAL receiver did not stop");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            hosts.docker(1, &["kill", "-s", "KILL", &format!("{id}-east")]);
+        },
+    );
+    assert!(acked.len() > 50, "the load ran: {}", acked.len());
+    let received =
+        |i: usize| -> String { sql(&hosts, i, "SELECT pg_last_wal_receive_lsn()::text")[0].get(0) };
+    let (west_lsn, north_lsn) = (received(2), received(3));
+    assert!(
+        lsn_bytes(&north_lsn) > lsn_bytes(&west_lsn),
+        "north {north_lsn} is ahead of west {west_lsn}"
+    );
     let t = Instant::now();
-    let r = run(dir.path(), &two, &["run", "failover"]).succeeds();
+    let r = run(dir.path(), &cfg, &["run", "failover"]).succeeds();
     eprintln!(
-        "multihost: failover across engines took {:?} (whole command)",
+        "multihost: failover among 3 nodes took {:?} (whole command)",
         t.elapsed()
     );
-    assert!(r.stdout.contains("west"), "{r:?}");
     assert!(
-        !sql(&hosts, 2, "SELECT pg_is_in_recovery()")[0].get::<_, bool>(0),
-        "west accepts writes"
+        r.stdout.contains("promote north (the most WAL received)"),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout.contains("north is the primary and accepts writes"),
+        "{r:?}"
+    );
+    assert!(!in_recovery(&hosts, 3), "north accepts writes");
+    assert!(in_recovery(&hosts, 2), "west is a standby");
+    assert_eq!(
+        sender(&hosts, 2).as_deref(),
+        Some(hosts.addr(3).as_str()),
+        "west streams from north"
     );
     assert_eq!(
-        sql(&hosts, 2, "SELECT count(*) FROM mh WHERE v = 43")[0].get::<_, i64>(0),
-        1,
-        "the row written before the kill is on the new primary"
+        postmaster_start(&hosts, 2),
+        west_started,
+        "west followed without a restart (no re-clone, no rewind)"
     );
-    run(dir.path(), &two, &["run", "failback"]).succeeds();
-    let r = sql(&hosts, 1, "SELECT pg_is_in_recovery(), (SELECT sender_host FROM pg_stat_wal_receiver WHERE status = 'streaming')");
-    assert!(r[0].get::<_, bool>(0), "east rejoined as a standby");
+    // At most one acknowledged commit missing per writer (asynchronous replication).
+    let present: std::collections::HashSet<String> = sql(&hosts, 3, "SELECT val FROM app_writes")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for w in 0..4 {
+        let missing = acked
+            .iter()
+            .filter(|v| v.starts_with(&format!("k-{w}-")) && !present.contains(*v))
+            .count();
+        assert!(
+            missing <= 1,
+            "writer {w}: {missing} acknowledged commits lost"
+        );
+    }
+    // Run again, it changes nothing.
+    run(dir.path(), &cfg, &["run", "failover"])
+        .succeeds()
+        .stdout_has("Failover has already happened");
+
+    // ---- failback of the old primary by pg_rewind.
+    let r = run(
+        dir.path(),
+        &cfg,
+        &[
+            "run",
+            "failback",
+            "--set",
+            "node=east",
+            "--set",
+            "method=rewind",
+        ],
+    )
+    .succeeds();
+    assert!(r.stdout.contains("Rewind east from north"), "{r:?}");
     assert_eq!(
-        r[0].get::<_, Option<String>>(1).as_deref(),
-        Some(hosts.addr(2).as_str()),
-        "east streams from west's address"
+        sender(&hosts, 1).as_deref(),
+        Some(hosts.addr(3).as_str()),
+        "east streams from north"
     );
-    run(dir.path(), &two, &["run", "verify"]).succeeds();
+    run(dir.path(), &cfg, &["run", "verify"]).succeeds();
+
+    // ---- switchover to a named node under writers: zero acknowledged commits lost, and every
+    // standby streams from the new primary.
+    let acked = writes_until(
+        pg_at(&hosts, 3),
+        "INSERT INTO app_writes(val) VALUES ($1)",
+        "s",
+        4,
+        500,
+        || {
+            run(dir.path(), &cfg, &["run", "switchover", "--set", "to=west"]).succeeds();
+        },
+    );
+    assert!(!in_recovery(&hosts, 2), "west is the primary");
+    let present: std::collections::HashSet<String> = sql(&hosts, 2, "SELECT val FROM app_writes")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let lost: Vec<&String> = acked.iter().filter(|v| !present.contains(*v)).collect();
+    assert!(
+        acked.len() > 20 && lost.is_empty(),
+        "{} acknowledged, lost {lost:?}",
+        acked.len()
+    );
+    for i in [1, 3] {
+        assert_eq!(
+            sender(&hosts, i).as_deref(),
+            Some(hosts.addr(2).as_str()),
+            "host {i} streams from west"
+        );
+    }
+
+    // ---- west's whole host cut off: failover refuses without force (west cannot be fenced).
+    hosts.cut(2);
+    let r = run(dir.path(), &cfg, &["run", "failover"]).fails_with(4);
+    assert!(
+        r.stderr.contains("west cannot be fenced") && r.stderr.contains("force=true"),
+        "{r:?}"
+    );
+    assert!(
+        in_recovery(&hosts, 1) && in_recovery(&hosts, 3),
+        "nothing was promoted"
+    );
+    // With force, it promotes and journals the fence as unconfirmed.
+    let r = run(
+        dir.path(),
+        &cfg,
+        &["run", "failover", "--set", "force=true"],
+    )
+    .succeeds();
+    let promoted = if !in_recovery(&hosts, 1) { 1 } else { 3 };
+    let follower = 4 - promoted;
+    assert!(
+        !in_recovery(&hosts, promoted) && in_recovery(&hosts, follower),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.contains("promoting") && r.stderr.contains("anyway because force=true"),
+        "{r:?}"
+    );
+    assert_eq!(
+        sender(&hosts, follower).as_deref(),
+        Some(hosts.addr(promoted).as_str())
+    );
+    let journal = run(dir.path(), &cfg, &["journal", "--json", "--last", "1"]).succeeds();
+    assert!(
+        journal
+            .stdout
+            .replace([' ', '\n'], "")
+            .contains("\"fence_unconfirmed\":\"west\""),
+        "{}",
+        journal.stdout
+    );
+    // The host comes back with west still a primary: status says so loudly, naming the fence.
+    hosts.heal(2);
+    let r = run(dir.path(), &cfg, &["status"]).fails_with(4);
+    assert!(
+        r.stderr.contains("SPLIT BRAIN") && r.stderr.contains("while west could not be fenced"),
+        "{r:?}"
+    );
+    // failback without a node refuses; with node=west, it fences west and rejoins it.
+    run(dir.path(), &cfg, &["run", "failback"])
+        .fails_with(4)
+        .stderr_has("split brain");
+    run(dir.path(), &cfg, &["run", "failback", "--set", "node=west"]).succeeds();
+    assert_eq!(
+        sender(&hosts, 2).as_deref(),
+        Some(hosts.addr(promoted).as_str()),
+        "west streams from the new primary"
+    );
+    run(dir.path(), &cfg, &["run", "verify"]).succeeds();
+    run(dir.path(), &cfg, &["status"]).succeeds();
 
     let _ = run(dir.path(), &cfg, &["lab", "down", "--volumes"]);
 }

@@ -226,20 +226,9 @@ pub fn collect(host: &Host) -> ClusterStatus {
                     ns.replay_lsn = s(&r, "replay");
                     ns.replay_delay_s = i(&r, "replay_delay");
                     ns.timeline = i(&r, "cur_tli").or(i(&r, "recv_tli")).or(i(&r, "ckpt_tli"));
-                    ns.streaming_from = s(&r, "sender").map(|h| {
-                        host.config
-                            .node_by_container(&h)
-                            .map(|(n, _)| n.clone())
-                            .or_else(|| {
-                                // Across engines the sender is an address, not a name.
-                                host.config.nodes.keys().find(|k| {
-                                    host.config
-                                        .replication_endpoint(k)
-                                        .is_some_and(|(a, _)| a == h)
-                                }).cloned()
-                            })
-                            .unwrap_or(h)
-                    });
+                    // Across engines the sender is an address, not a container name.
+                    ns.streaming_from = s(&r, "sender")
+                        .map(|h| host.config.node_by_address(&h, None).unwrap_or(h));
                 }
                 Ok(_) => ns.role = "down".into(),
                 // A refused login is not a node that is down: the fix is in the config.
@@ -292,14 +281,19 @@ pub fn collect(host: &Host) -> ClusterStatus {
         .cloned()
         .collect();
     if primaries.len() > 1 {
-        st.warnings.push(format!(
-            "{} nodes accept writes (split brain): {}",
+        // Loud: an alert (exit code 4), with the failover that could not fence one of them.
+        let names: Vec<&str> = primaries.iter().map(|p| p.name.as_str()).collect();
+        let why = names
+            .iter()
+            .find_map(|n| unconfirmed_fence(host, n))
+            .map(|w| format!("; {w}"))
+            .unwrap_or_default();
+        st.alert = Some(format!(
+            "SPLIT BRAIN: {} nodes accept writes: {}{why}. Decide which one keeps its data, then \
+             `pgrunbook run failback --set node=NODE` fences and rejoins the other (what it wrote \
+             since the split is discarded)",
             primaries.len(),
-            primaries
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            names.join(", ")
         ));
     }
     if primaries.is_empty() && !st.nodes.iter().any(|n| n.role == LOGIN_REFUSED) {
@@ -555,4 +549,35 @@ pub fn render(st: &ClusterStatus) -> String {
         out.push_str(&format!("read-only clients there: {r}\n"));
     }
     out
+}
+
+/// The newest failover in the journal that promoted a node while `node` could not be fenced
+/// (its host cut off, `force=true`), in one sentence; `None` when there is none.
+fn unconfirmed_fence(host: &Host, node: &str) -> Option<String> {
+    let entries = host.journal.last(JOURNAL, 500).ok()?;
+    entries.into_iter().find_map(|e| {
+        let f = &e.fields;
+        if f.get("event").map(String::as_str) != Some("end")
+            || f.get("dry_run").map(String::as_str) == Some("true")
+        {
+            return None;
+        }
+        let metrics: BTreeMap<String, String> =
+            serde_json::from_str(f.get("metrics")?).ok()?;
+        let key = |k: &str| {
+            metrics
+                .iter()
+                .find(|(m, _)| *m == k || m.ends_with(&format!(".{k}")))
+                .map(|(_, v)| v.clone())
+        };
+        (key("fence_unconfirmed")? == node).then(|| {
+            format!(
+                "{} run {} at {} promoted {} while {node} could not be fenced (its host was cut off; force=true): {node} may have taken writes on its side since",
+                f.get("runbook").map(String::as_str).unwrap_or("failover"),
+                f.get("run_id").map(String::as_str).unwrap_or("?"),
+                f.get("ts").map(String::as_str).unwrap_or("?"),
+                key("promoted").unwrap_or_else(|| "another node".into()),
+            )
+        })
+    })
 }

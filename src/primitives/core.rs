@@ -172,7 +172,9 @@ pub fn create_module(host: Arc<Host>, orders: Arc<ColumnOrders>) -> Module {
         &mut m,
         "node_info",
         ["node: &str", "Map"],
-        "A node's configuration: #{name, container, host, port, slot, init}.",
+        "A node's configuration: #{name, container, host, port, slot, init, priority, engine}:
+        `priority` is its failover preference (0: never promoted), `engine` the Docker engine it
+        lives on, as `status` shows it.",
         move |node: &str| -> Result<Map, Box<rhai::EvalAltResult>> {
             let n = h
                 .config
@@ -185,6 +187,8 @@ pub fn create_module(host: Arc<Host>, orders: Arc<ColumnOrders>) -> Module {
             m.insert("port".into(), Dynamic::from_int(n.port as i64));
             m.insert("slot".into(), n.slot.clone().into());
             m.insert("init".into(), n.init.clone().into());
+            m.insert("priority".into(), Dynamic::from_int(i64::from(n.priority)));
+            m.insert("engine".into(), h.docker_of(node).engine().shown().into());
             Ok(m)
         }
     );

@@ -534,6 +534,21 @@ pub fn create_module(host: Arc<Host>) -> Module {
     let h = host.clone();
     def!(
         &mut m,
+        "engine_reachable",
+        ["node: &str", "bool"],
+        "True when the node's Docker engine answers (its API version negotiated, within 5 s the
+        first time in a run; the answer is kept for the run). A node whose engine does not answer
+        is `unreachable`: its host is down or cut off, and nothing can be done to it, not even a
+        fence.",
+        move |node: &str| -> R<bool> {
+            h.check_node("engine_reachable", node)?;
+            Ok(h.docker_of(node).ping().is_ok())
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
         "stop_container",
         ["node: &str"],
         "Stops the node's container cleanly, whatever its image's stop signal: PostgreSQL's fast

@@ -862,34 +862,7 @@ prefix = "{id}"
         for_ms: u64,
         fault: impl FnOnce(),
     ) -> Vec<String> {
-        use std::sync::atomic::AtomicBool;
-        use std::sync::{Arc, Mutex};
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut handles = vec![];
-        for w in 0..writers {
-            let (acked, stop, cfg) = (acked.clone(), stop.clone(), self.pg_config(node));
-            let (insert, tag) = (insert.to_string(), tag.to_string());
-            handles.push(std::thread::spawn(move || {
-                let mut c = cfg.connect(postgres::NoTls).unwrap();
-                let mut i = 0u64;
-                while !stop.load(Ordering::SeqCst) {
-                    let val = format!("{tag}-{w}-{i}");
-                    match c.execute(insert.as_str(), &[&val]) {
-                        Ok(_) => acked.lock().unwrap().push(val),
-                        Err(_) => return,
-                    }
-                    i += 1;
-                }
-            }));
-        }
-        std::thread::sleep(Duration::from_millis(for_ms));
-        fault();
-        stop.store(true, Ordering::SeqCst);
-        for h in handles {
-            h.join().unwrap();
-        }
-        Arc::try_unwrap(acked).unwrap().into_inner().unwrap()
+        writes_until(self.pg_config(node), insert, tag, writers, for_ms, fault)
     }
 
     pub fn docker(&self, args: &[&str]) -> Output {
@@ -918,4 +891,46 @@ impl Drop for TestLab {
             eprintln!("cleaning up lab {} failed: {}", self.id, r.stderr);
         }
     }
+}
+
+/// A write load on the server `cfg` reaches: `writers` clients, each running `insert` (its `$1`
+/// a unique value `TAG-WRITER-N`) in autocommit and recording every commit acknowledged to it;
+/// `fault` runs after `for_ms` while they go on, and they stop at their first error (or when it
+/// returns). Returns the acknowledged values.
+pub fn writes_until(
+    cfg: postgres::Config,
+    insert: &str,
+    tag: &str,
+    writers: usize,
+    for_ms: u64,
+    fault: impl FnOnce(),
+) -> Vec<String> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = vec![];
+    for w in 0..writers {
+        let (acked, stop, cfg) = (acked.clone(), stop.clone(), cfg.clone());
+        let (insert, tag) = (insert.to_string(), tag.to_string());
+        handles.push(std::thread::spawn(move || {
+            let mut c = cfg.connect(postgres::NoTls).unwrap();
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let val = format!("{tag}-{w}-{i}");
+                match c.execute(insert.as_str(), &[&val]) {
+                    Ok(_) => acked.lock().unwrap().push(val),
+                    Err(_) => return,
+                }
+                i += 1;
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(for_ms));
+    fault();
+    stop.store(true, Ordering::SeqCst);
+    for h in handles {
+        h.join().unwrap();
+    }
+    Arc::try_unwrap(acked).unwrap().into_inner().unwrap()
 }

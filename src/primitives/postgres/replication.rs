@@ -139,7 +139,83 @@ fn set_primary_conninfo(h: &Host, node: &str, primary: &str, reload_now: bool) -
     Ok(())
 }
 
+/// `host` and `port` of a libpq conninfo string (`host=pg-bases2 port=5432 user=...`), with
+/// single-quoted values unquoted. Only the keyword/value form, which pgrunbook and pg_basebackup
+/// -R write; a URI gives none.
+fn conninfo_host_port(conninfo: &str) -> (Option<String>, Option<u16>) {
+    let (mut host, mut port) = (None, None);
+    let mut rest = conninfo.trim();
+    while !rest.is_empty() {
+        let Some(eq) = rest.find('=') else { break };
+        let key = rest[..eq].trim().to_string();
+        rest = rest[eq + 1..].trim_start();
+        let mut value = String::new();
+        if let Some(quoted) = rest.strip_prefix('\'') {
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            value.push(n);
+                        }
+                    }
+                    '\'' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            rest = quoted[end.min(quoted.len())..].trim_start();
+        } else {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            value = rest[..end].to_string();
+            rest = rest[end..].trim_start();
+        }
+        match key.as_str() {
+            "host" | "hostaddr" if host.is_none() => host = Some(value),
+            "port" => port = value.parse().ok(),
+            _ => {}
+        }
+    }
+    (host, port)
+}
+
 pub fn register(m: &mut Module, host: &Arc<Host>) {
+    let h = host.clone();
+    def!(
+        m,
+        "upstream",
+        ["node: &str", "Dynamic"],
+        "The node `node` is configured to stream from: the configured node its primary_conninfo
+        names (by container name on one engine, by address across engines), read from the
+        running server. `()` when the node does not answer, has no primary_conninfo, or names a
+        server that is no configured node. With several standbys, it tells which node was their
+        primary once that primary is gone.",
+        move |node: &str| -> R<Dynamic> {
+            h.check_node("upstream", node)?;
+            if !h.pg.probe(node).unwrap_or(false) {
+                return Ok(Dynamic::UNIT);
+            }
+            let v = query_value(
+                &h,
+                "upstream",
+                node,
+                "SELECT setting FROM pg_settings WHERE name = 'primary_conninfo'",
+                &[],
+            )?;
+            let text = v.into_string().unwrap_or_default();
+            let (Some(host), port) = conninfo_host_port(&text) else {
+                return Ok(Dynamic::UNIT);
+            };
+            Ok(h.config
+                .node_by_address(&host, port)
+                .filter(|n| n != node)
+                .map_or(Dynamic::UNIT, Dynamic::from))
+        }
+    );
+
     let h = host.clone();
     def!(
         m,
@@ -241,5 +317,19 @@ mod tests {
         );
         assert!(e.starts_with("connection to server at"));
         assert!(e.ends_with("password authentication failed for user \"replicator\""));
+    }
+
+    #[test]
+    fn conninfo_host_and_port_are_read_quoted_or_not() {
+        assert_eq!(
+            conninfo_host_port("host=pg-bases2 port=5432 user=replicator"),
+            (Some("pg-bases2".into()), Some(5432))
+        );
+        assert_eq!(
+            conninfo_host_port("user='rep' password='a b\\'c' host='10.0.0.1' port='5544'"),
+            (Some("10.0.0.1".into()), Some(5544))
+        );
+        assert_eq!(conninfo_host_port(""), (None, None));
+        assert_eq!(conninfo_host_port("port=5432"), (None, Some(5432)));
     }
 }
