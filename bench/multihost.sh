@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Failover time across Docker engines next to one engine (docs/multi-host.md): a pair on two
 # simulated hosts (`pgrunbook lab hosts`, a network namespace and a dockerd each; root needed),
-# and a pair on the machine's own engine. Each round: kill -9 of the primary's container, then
+# a pair on the machine's own engine, and three nodes on three simulated hosts. Each round: kill -9 of the primary's container, then
 # `pgrunbook run failover` (timed: the whole process, and the time to writes the runbook
 # prints), then
 # `run failback` (not timed) so the next round starts from a pair again; the roles alternate.
@@ -10,8 +10,10 @@
 #   ROUNDS=3 bench/multihost.sh
 #
 # Uses the debug build (target/debug/pgrunbook) unless PGRUNBOOK=path is given: both layouts
-# run the same binary, so the comparison holds. Three nodes across engines are not measured:
-# failover among several standbys is not built yet (cluster::other refuses with three nodes).
+# run the same binary, so the comparison holds. A third layout: three nodes on three engines,
+# where failover chooses between two standbys and the third follows the new primary (the time
+# to writes comes before the follow; the whole process includes it); `failback --set node=`
+# rejoins the old primary before the next round.
 # A script, not a test: timings on a shared machine belong in a report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,8 +81,29 @@ init = "standby"
 $(common bench-mh2 26580)
 TOML
 
+{
+    for n in a b c; do
+        i=2
+        [ $n = b ] && i=3
+        [ $n = c ] && i=4
+        init=standby
+        [ $n = a ] && init=primary
+        cat <<TOML
+[nodes.$n]
+container = "bench-mh3-$n"
+docker = "tcp://$LAB_SUBNET.$i:2375"
+host = "$LAB_SUBNET.$i"
+port = 5432
+slot = "$n"
+init = "$init"
+
+TOML
+    done
+    common bench-mh3 26581
+} >"$out/three.toml"
+
 cleanup() {
-    for l in one two; do
+    for l in one two three; do
         PGRUNBOOK_CONFIG=$out/$l.toml PGRUNBOOK_DATA_DIR=$out/$l-data \
             "$pgr" lab down --volumes >/dev/null 2>&1 || true
     done
@@ -88,7 +111,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$pgr" lab hosts up "$name" 2 >/dev/null
+"$pgr" lab hosts up "$name" 3 >/dev/null
 
 # layout -> rounds of "wall_ms total_ms"
 run_layout() {
@@ -96,44 +119,48 @@ run_layout() {
     export PGRUNBOOK_CONFIG=$out/$l.toml PGRUNBOOK_DATA_DIR=$out/$l-data
     "$pgr" lab up >/dev/null
     "$pgr" run setup >/dev/null
-    local primary=a standby=b kill_cmd
+    local primary=a kill_cmd prefix=bench-mh1
+    [ "$l" = two ] && prefix=bench-mh2
+    [ "$l" = three ] && prefix=bench-mh3
     for _ in $(seq 1 "$ROUNDS"); do
         if [ "$l" = one ]; then
             kill_cmd=(docker)
         else
             local i=2
             [ "$primary" = b ] && i=3
+            [ "$primary" = c ] && i=4
             kill_cmd=(docker -H "tcp://$LAB_SUBNET.$i:2375")
         fi
-        local prefix=bench-mh1
-        [ "$l" = two ] && prefix=bench-mh2
         "${kill_cmd[@]}" kill -s KILL "$prefix-$primary" >/dev/null
         local t0 t1
         t0=$(ms)
         "$pgr" run failover >"$out/$l-failover.log" 2>&1
         t1=$(ms)
         # "<node> is the primary and accepts writes, N ms after the start."
-        local total
+        local total new
         total=$(sed -n 's/.* accepts writes, \([0-9]*\) ms after the start.*/\1/p' "$out/$l-failover.log" | head -n 1)
+        new=$(sed -n 's/^\([a-z]*\) is the primary and accepts writes.*/\1/p' "$out/$l-failover.log" | head -n 1)
         [ -n "$total" ] || total="?"
+        [ -n "$new" ] || { cat "$out/$l-failover.log" >&2; exit 1; }
         echo "$((t1 - t0)) $total" >>"$out/$l.rounds"
-        "$pgr" run failback >/dev/null 2>&1
-        local t=$primary
-        primary=$standby
-        standby=$t
+        "$pgr" run failback --set node="$primary" >/dev/null 2>&1
+        primary=$new
     done
+    "$pgr" lab down --volumes >/dev/null 2>&1
 }
 
 rm -f "$out"/*.rounds
 run_layout one
 run_layout two
+run_layout three
 
 report() {
     echo "| layout | rounds | failover, whole process (median ms) | time to writes, as the runbook prints it (median ms) |"
     echo "|---|---|---|---|"
-    for l in one two; do
+    for l in one two three; do
         local label="two nodes, one engine"
         [ "$l" = two ] && label="two nodes, two engines (TCP)"
+        [ "$l" = three ] && label="three nodes, three engines (TCP; the third follows)"
         echo "| $label | $(wc -l <"$out/$l.rounds") | $(cut -d' ' -f1 "$out/$l.rounds" | median) | $(cut -d' ' -f2 "$out/$l.rounds" | grep -v '?' | median) |"
     done
 }
