@@ -135,9 +135,9 @@ run_layout() {
         local t0 t1
         t0=$(ms)
         "$pgr" run failover >"$out/$l-failover-$round.log" 2>&1
+        t1=$(ms)
         # Each step's time, from the journal, beside the output.
         "$pgr" journal "$("$pgr" journal --last 1 --json | sed -n 's/.*"run_id": *"\([0-9]*\)".*/\1/p' | head -n 1)" >>"$out/$l-failover-$round.log" 2>&1 || true
-        t1=$(ms)
         # "<node> is the primary and accepts writes, N ms after the start."
         local total new
         total=$(sed -n 's/.* accepts writes, \([0-9]*\) ms after the start.*/\1/p' "$out/$l-failover-$round.log" | head -n 1)
