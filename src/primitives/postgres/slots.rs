@@ -46,8 +46,8 @@ pub fn register(m: &mut Module, host: &Arc<Host>, orders: &Arc<ColumnOrders>) {
         created for (which may have left the configuration since). Kept in Redis beside the
         journal; empty when Redis cannot be read.",
         move || -> rhai::Map {
-            h.journal
-                .hash_all(SLOTS_CREATED)
+            h.coord
+                .map_all(SLOTS_CREATED)
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(k, v)| (k.into(), rhai::Dynamic::from(v)))
@@ -86,7 +86,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>, orders: &Arc<ColumnOrders>) {
                 &[name.into()],
             )?;
             if let Some((for_node, _)) = h.config.nodes.iter().find(|(_, n)| n.slot == name) {
-                if let Err(e) = h.journal.hash_set(SLOTS_CREATED, name, for_node) {
+                if let Err(e) = h.coord.map_set(SLOTS_CREATED, name, for_node) {
                     crate::errln!(
                         "warning: create_slot on {node}: slot {name} was created, but not remembered as pgrunbook's (for {for_node}): {e:#}; if {for_node} leaves the configuration, the slot will look foreign and be left alone"
                     );
@@ -135,7 +135,7 @@ pub fn register(m: &mut Module, host: &Arc<Host>, orders: &Arc<ColumnOrders>) {
             // Forgotten only when no configured node reads it (a slot of a configured node
             // exists on whichever node is primary, and is created again there).
             if !h.config.nodes.values().any(|n| n.slot == name) {
-                let _ = h.journal.hash_del(SLOTS_CREATED, name);
+                let _ = h.coord.map_del(SLOTS_CREATED, name);
             }
             Ok(true)
         }
