@@ -53,7 +53,7 @@ redis_port = 29379
 label = "benchc"
 
 [clients]
-network = "benchc-app"
+network = "${APPNET:-benchc-app}"
 TOML
 
 if [ "$PROFILE" = release ]; then
@@ -70,7 +70,7 @@ export PGPASSWORD=postgres_pass
 sed -e 's/bind \*:5000/bind 127.0.0.1:29500/' -e 's/bind \*:5001/bind 127.0.0.1:29501/' \
     -e 's/127.0.0.1:5432 check port 8008/127.0.0.1:29432 check port 29008/' \
     -e 's/127.0.0.1:5433 check port 8009/127.0.0.1:29433 check port 29009/' \
-    contrib/haproxy.cfg > "$out/haproxy.cfg"
+    ${HA_CONNECT:+-e "s/timeout connect 2s/timeout connect $HA_CONNECT/"} contrib/haproxy.cfg > "$out/haproxy.cfg"
 
 watcher=
 cleanup() {
@@ -78,7 +78,7 @@ cleanup() {
     docker rm -f benchc-app benchc-haproxy >/dev/null 2>&1 || true
     if [ "${KEEP:-}" != 1 ]; then
         pgr lab down --volumes >/dev/null 2>&1 || true
-        docker network rm benchc-app >/dev/null 2>&1 || true
+        docker network rm "${APPNET:-benchc-app}" >/dev/null 2>&1 || true
     fi
 }
 trap cleanup EXIT
@@ -92,9 +92,10 @@ watcher=$!
 for _ in $(seq 600); do grep -q "acting: holds the lease" "$out/clients-watch.log" && break; sleep 0.1; done
 docker run -d --name benchc-haproxy --network host \
     -v "$out/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" pgrunbook-haproxy:trixie >/dev/null
-# The application: one write per connection through pg-primary, "ok START END" when accepted.
-docker run -d --name benchc-app --network benchc-app --entrypoint bash pgrunbook-lab:17 -c \
-  "while true; do t0=\$(date +%s%3N); if psql 'host=pg-primary port=5432 user=postgres password=postgres_pass dbname=bases2_proyectos connect_timeout=2 target_session_attrs=read-write' -qtAc 'INSERT INTO bench_app VALUES (1)' >/dev/null 2>&1; then echo \"ok \$t0 \$(date +%s%3N)\"; else sleep 0.02; fi; done" >/dev/null
+# The application: one write per connection through pg-primary, "ok START END TIMELINE" when
+# accepted (the timeline of the server that accepted it).
+docker run -d --name benchc-app --network "${APPNET:-benchc-app}" --entrypoint bash pgrunbook-lab:17 -c \
+  "while true; do t0=\$(date +%s%3N); if psql 'host=pg-primary port=5432 user=postgres password=postgres_pass dbname=bases2_proyectos connect_timeout=2 target_session_attrs=read-write' -qtA -c 'INSERT INTO bench_app VALUES (1)' -c 'SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)' >/tmp/a 2>/dev/null; then echo \"ok \$t0 \$(date +%s%3N) \$(cat /tmp/a)\"; else sleep 0.02; fi; done" >/dev/null
 
 primary() {
     for p in 29432 29433; do
@@ -106,9 +107,10 @@ haproxy_write_after() {
     local t0 a
     while :; do
         a=$(now_ms)
-        if PGCONNECT_TIMEOUT=2 psql -h 127.0.0.1 -p 29500 -U postgres -d bases2_proyectos -qtAc 'INSERT INTO bench_app VALUES (2)' >/dev/null 2>&1; then
+        if PGCONNECT_TIMEOUT=${HA_CLIENT_TIMEOUT:-2} psql -h 127.0.0.1 -p 29500 -U postgres -d bases2_proyectos -qtAc 'INSERT INTO bench_app VALUES (2)' >/dev/null 2>>"$out/haproxy-attempts.log"; then
             [ "$a" -gt "$1" ] && { now_ms; return; }
         else
+            echo "attempt at +$((a - $1)) ms failed after $(( $(now_ms) - a )) ms" >>"$out/haproxy-attempts.log"
             sleep 0.02
         fi
         [ $(( $(now_ms) - $1 )) -gt 60000 ] && { echo 0; return; }
@@ -126,7 +128,15 @@ for r in $(seq 1 "$ROUNDS"); do
     ha_end=$(haproxy_write_after "$t0")
     wait "$killer"
     until [ "$(grep -c "failover done" "$out/clients-watch.log" || true)" -gt "$done_before" ]; do sleep 0.1; done
-    alias_end=$(docker logs benchc-app 2>/dev/null | awk -v t="$t0" '$1 == "ok" && $2 > t { print $3; exit }')
+    # The first write accepted by the new primary (its address on the applications' network):
+    # a write started just after the kill can still reach the old primary before it dies.
+    # (Its timeline tells it from the old primary, whose address the new one may have taken.)
+    np=$(primary)
+    np_port=29432; [ "$np" = pg-replica ] && np_port=29433
+    np_addr=$(psql -h 127.0.0.1 -p $np_port -U postgres -d bases2_proyectos -tAc 'SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)')
+    alias_end=$(docker logs benchc-app 2>/dev/null | awk -v t="$t0" -v a="$np_addr" '$1 == "ok" && $2 > t && $4 == a { print $3; exit }')
+    late=$(docker logs benchc-app 2>/dev/null | awk -v t="$alias_end" -v a="$np_addr" '$1 == "ok" && $2 > t && $4 != a' | wc -l)
+    [ "$late" = 0 ] || echo "round $r: $late write(s) accepted elsewhere than $np after its first" >&2
     a=$((alias_end - t0)); h=$((ha_end - t0))
     rows+=("| $r | $p | $a | $h |"); alias_t+=("$a"); ha_t+=("$h")
     echo "round $r: killed $p; alias $a ms, haproxy $h ms" >&2

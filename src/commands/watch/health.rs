@@ -358,6 +358,42 @@ impl Health {
     }
 }
 
+impl Health {
+    /// Runs `work` (a failover) while a thread probes every node every 100 ms with `prober` and
+    /// publishes what it sees. The watcher's loop publishes once per cycle, and a failover runs
+    /// inside one cycle: without this, `/primary` would name the new primary only once the whole
+    /// run had ended (the applications' alias moved, the loss measured, the hook run), a second
+    /// or more after it accepts writes, and HAProxy would route to it that much later.
+    pub fn publishing_while<T>(
+        &self,
+        prober: &mut super::probe::Prober,
+        timeout: std::time::Duration,
+        lag: &HashMap<String, i64>,
+        acting: bool,
+        work: impl FnOnce() -> T,
+    ) -> T {
+        if self.servers.is_empty() {
+            return work();
+        }
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let seen = prober.probe(timeout);
+                    if done.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    self.publish(&seen, lag, acting);
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            });
+            let r = work();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        })
+    }
+}
+
 impl Drop for Health {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -584,10 +584,14 @@ pub fn run(config: Config) -> Result<(), Failure> {
             }
             "failover" | "stop_then_failover" if !busy => {
                 let stop_first = decision.action == "stop_then_failover";
-                let ok = fail_over(
-                    &decision, stop_first, &mut track, &config, &host, &me, &shared, &log,
-                    &failover, &policy,
-                );
+                // /primary follows the probes during the run, not only after it.
+                let lag = track.lag.clone();
+                let ok = health.publishing_while(&mut prober, timeout, &lag, true, || {
+                    fail_over(
+                        &decision, stop_first, &mut track, &config, &host, &me, &shared, &log,
+                        &failover, &policy,
+                    )
+                });
                 track.last_warning.clear();
                 if ok.is_err() && shared.stops.load(Ordering::SeqCst) > 1 {
                     abandoned = Some(Kind::Failover);
