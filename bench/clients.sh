@@ -70,11 +70,14 @@ export PGPASSWORD=postgres_pass
 sed -e 's/bind \*:5000/bind 127.0.0.1:29500/' -e 's/bind \*:5001/bind 127.0.0.1:29501/' \
     -e 's/127.0.0.1:5432 check port 8008/127.0.0.1:29432 check port 29008/' \
     -e 's/127.0.0.1:5433 check port 8009/127.0.0.1:29433 check port 29009/' \
-    ${HA_CONNECT:+-e "s/timeout connect 2s/timeout connect $HA_CONNECT/"} contrib/haproxy.cfg > "$out/haproxy.cfg"
+    ${HA_CONNECT:+-e "s/timeout connect 2s/timeout connect $HA_CONNECT/"} \
+    ${HA_LOG:+-e "s/^    maxconn 1000/    maxconn 1000\n    log stdout format raw local0/" -e "s/^    log global/    log global\n    option tcplog/"} \
+    contrib/haproxy.cfg > "$out/haproxy.cfg"
 
 watcher=
 cleanup() {
     [ -n "$watcher" ] && kill "$watcher" 2>/dev/null && wait "$watcher" 2>/dev/null || true
+    docker logs benchc-haproxy >"$out/haproxy.log" 2>&1 || true
     docker rm -f benchc-app benchc-haproxy >/dev/null 2>&1 || true
     if [ "${KEEP:-}" != 1 ]; then
         pgr lab down --volumes >/dev/null 2>&1 || true
@@ -123,6 +126,17 @@ for r in $(seq 1 "$ROUNDS"); do
     sleep 2   # the watcher has seen the standby stream; HAProxy's checks are settled
     done_before=$(grep -c "failover done" "$out/clients-watch.log" || true)
     t0=$(now_ms)
+    if [ -n "${POLL:-}" ]; then
+        # Every 50 ms for 4 s: each node's /primary and whether its published port takes a query.
+        ( for _ in $(seq 80); do
+            for hp in 29008:29432 29009:29433; do
+                c=$(curl -s -o /dev/null -w '%{http_code}' -m 1 "http://127.0.0.1:${hp%%:*}/primary" || true)
+                q=$(PGCONNECT_TIMEOUT=2 psql -h 127.0.0.1 -p "${hp##*:}" -U postgres -d bases2_proyectos -tAc 'SELECT NOT pg_is_in_recovery()' 2>&1 | head -c 40 | tr '\n' ' ' || true)
+                echo "+$(( $(now_ms) - t0 )) ${hp##*:} /primary=$c pg=$q"
+            done
+            sleep 0.05
+        done ) >"$out/poll-$r.log" 2>&1 &
+    fi
     docker kill -s KILL "benchc-$p" >/dev/null &
     killer=$!
     ha_end=$(haproxy_write_after "$t0")
