@@ -580,6 +580,10 @@ fn three_nodes_on_three_engines_one_with_tls() {
     let kinds: Vec<&str> = backups.iter().filter_map(|b| b["type"].as_str()).collect();
     assert_eq!(kinds, ["full", "incr"], "{info}");
     assert_eq!(backups[1]["prior"], backups[0]["label"], "{info}");
+    // A restore drill of that incremental backup, on west's host, from the same repository.
+    run(dir.path(), &cfg, &["run", "restore-check"])
+        .succeeds()
+        .stdout_has("restored ");
 
     // ---- west's whole host cut off: failover refuses without force (west cannot be fenced).
     hosts.cut(2);
