@@ -122,7 +122,7 @@ run_layout() {
     local primary=a kill_cmd prefix=bench-mh1
     [ "$l" = two ] && prefix=bench-mh2
     [ "$l" = three ] && prefix=bench-mh3
-    for _ in $(seq 1 "$ROUNDS"); do
+    for round in $(seq 1 "$ROUNDS"); do
         if [ "$l" = one ]; then
             kill_cmd=(docker)
         else
@@ -134,14 +134,16 @@ run_layout() {
         "${kill_cmd[@]}" kill -s KILL "$prefix-$primary" >/dev/null
         local t0 t1
         t0=$(ms)
-        "$pgr" run failover >"$out/$l-failover.log" 2>&1
+        "$pgr" run failover >"$out/$l-failover-$round.log" 2>&1
         t1=$(ms)
+        # Each step's time, from the journal, beside the output.
+        "$pgr" journal "$("$pgr" journal --last 1 --json | sed -n 's/.*"run_id": *"\([0-9]*\)".*/\1/p' | head -n 1)" >>"$out/$l-failover-$round.log" 2>&1 || true
         # "<node> is the primary and accepts writes, N ms after the start."
         local total new
-        total=$(sed -n 's/.* accepts writes, \([0-9]*\) ms after the start.*/\1/p' "$out/$l-failover.log" | head -n 1)
-        new=$(sed -n 's/^\([a-z]*\) is the primary and accepts writes.*/\1/p' "$out/$l-failover.log" | head -n 1)
+        total=$(sed -n 's/.* accepts writes, \([0-9]*\) ms after the start.*/\1/p' "$out/$l-failover-$round.log" | head -n 1)
+        new=$(sed -n 's/^\([a-z]*\) is the primary and accepts writes.*/\1/p' "$out/$l-failover-$round.log" | head -n 1)
         [ -n "$total" ] || total="?"
-        [ -n "$new" ] || { cat "$out/$l-failover.log" >&2; exit 1; }
+        [ -n "$new" ] || { cat "$out/$l-failover-$round.log" >&2; exit 1; }
         echo "$((t1 - t0)) $total" >>"$out/$l.rounds"
         "$pgr" run failback --set node="$primary" >/dev/null 2>&1
         primary=$new

@@ -33,6 +33,7 @@ pub mod runtime;
 
 pub mod cancel;
 pub mod config;
+pub mod coordination;
 pub mod error;
 pub mod output;
 pub mod secrets;

@@ -396,8 +396,45 @@ fn three_nodes_on_three_engines_one_with_tls() {
         format!("tcp://{}:2376 (TLS)", hosts.addr(3))
     );
 
-    // ---- west's host cut off: status still reads the others, west is unreachable (exit 5).
+    // ---- west's host cut off in the middle of a Docker call on its engine (an exec that would
+    // take 60 s): the run fails with class 5 naming west, in seconds, not after the client's
+    // 600 s; run again once the host is back, it finishes.
+    let long = dir.path().join("long.rhai");
+    std::fs::write(
+        &long,
+        "//! t\ndocker_exec(\"west\", \"sleep 60\");\nprint(\"done\");\n",
+    )
+    .unwrap();
+    let child = std::process::Command::new(BIN)
+        .args(["run", long.to_str().unwrap()])
+        .env("PGRUNBOOK_CONFIG", &cfg)
+        .env("PGRUNBOOK_DATA_DIR", dir.path().join("data"))
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let t = Instant::now();
     hosts.cut(2);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("docker_exec on west") && stderr.contains("stopped answering"),
+        "{stderr}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "noticed after {:?}",
+        t.elapsed()
+    );
+    eprintln!(
+        "multihost: an engine cut off mid-call noticed in {:?}",
+        t.elapsed()
+    );
+
+    // ---- west's host cut off: status still reads the others, west is unreachable (exit 5).
     let r = run(dir.path(), &cfg, &["status"]).fails_with(5);
     assert!(r.stderr.contains("node west is unreachable"), "{r:?}");
     let line = |n: &str| {
@@ -412,6 +449,14 @@ fn three_nodes_on_three_engines_one_with_tls() {
     assert!(line("north").contains("standby"), "{}", r.stdout);
     hosts.heal(2);
     run(dir.path(), &cfg, &["status"]).succeeds();
+    std::fs::write(
+        &long,
+        "//! t\ndocker_exec(\"west\", \"sleep 1\");\nprint(\"done\");\n",
+    )
+    .unwrap();
+    run(dir.path(), &cfg, &["run", long.to_str().unwrap()])
+        .succeeds()
+        .stdout_has("done");
 
     // ---- bad input: --set to= a node that is not a standby changes nothing.
     run(dir.path(), &cfg, &["run", "failover", "--set", "to=east"])

@@ -599,3 +599,51 @@ fn a_repl_left_open_across_a_restart_of_postgresql_and_redis_reconnects() {
         "errors after the restart:\n{after}"
     );
 }
+
+/// A slot pgrunbook created for a node that has since left the configuration is dropped by the
+/// next failback, with a message; a slot it did not create is still left alone.
+#[test]
+fn a_slot_made_for_a_node_no_longer_configured_is_dropped_with_a_message() {
+    let lab = TestLab::replicating("ocgone");
+    // Under a configuration with a third node, pg-gone (slot "gone"), create its slot on the
+    // primary as setup would.
+    let with_gone = lab.dir.path().join("with-gone.toml");
+    let mut text = std::fs::read_to_string(&lab.config_path).unwrap();
+    text.push_str(
+        "\n[nodes.pg-gone]\ncontainer = \"nowhere-pg-gone\"\nhost = \"127.0.0.1\"\nport = 1\nslot = \"gone\"\ninit = \"standby\"\n",
+    );
+    std::fs::write(&with_gone, text).unwrap();
+    let script = lab.script(
+        "make.rhai",
+        "//! t\nprint(create_slot(\"pg-bases2\", \"gone\"));\n",
+    );
+    let env = [
+        ("PGRUNBOOK_CONFIG", with_gone.to_str().unwrap()),
+        ("PGRUNBOOK_DATA_DIR", lab.data_dir.to_str().unwrap()),
+    ];
+    pgrunbook_in(lab.dir.path(), &["run", &script], &env)
+        .succeeds()
+        .stdout_has("true");
+    lab.client("pg-bases2")
+        .batch_execute("SELECT pg_create_physical_replication_slot('old_replica', true)")
+        .unwrap();
+    let slots = |lab: &TestLab| {
+        lab.query_strings(
+            "pg-bases2",
+            "SELECT slot_name::text FROM pg_replication_slots ORDER BY 1",
+        )
+    };
+    assert_eq!(slots(&lab), ["gone", "old_replica", "replica1"]);
+
+    // pg-gone leaves the configuration: the dry run says it would drop the slot, and changes
+    // nothing; the real run drops it and says for which node it was made.
+    lab.pgrunbook(&["run", "failback", "--dry-run"])
+        .succeeds()
+        .stdout_has("would drop on pg-bases2: slot gone, which pgrunbook created for pg-gone, no longer a configured node");
+    assert_eq!(slots(&lab), ["gone", "old_replica", "replica1"]);
+    lab.pgrunbook(&["run", "failback"])
+        .succeeds()
+        .stdout_has("dropping on pg-bases2: slot gone, which pgrunbook created for pg-gone")
+        .stdout_has("left alone on pg-bases2: slot old_replica");
+    assert_eq!(slots(&lab), ["old_replica", "replica1"]);
+}

@@ -420,3 +420,89 @@ fn switchover_in_synchronous_mode_keeps_commits_waiting_for_the_standby() {
             .unwrap();
     }
 }
+
+/// The rewind fallback (issue 18: a path no test ran). A switchover interrupted after it fenced
+/// the old primary, whose target was then promoted by hand before it had received the old
+/// primary's last WAL: the old primary's shutdown checkpoint lies past the point where the new
+/// timeline begins, so it cannot follow as it is. Run again, switchover finishes by rewinding
+/// it, says so, and the pair is healthy; what only the old primary had is discarded.
+#[test]
+fn an_unclean_handover_is_finished_by_a_rewind_that_says_so() {
+    let lab = TestLab::replicating("swrew");
+    lab.client("pg-bases2")
+        .batch_execute("CREATE TABLE sw_rewind(v int); INSERT INTO sw_rewind VALUES (1)")
+        .unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lab
+        .client("pg-replica")
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname = 'sw_rewind'",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+        || lab.query_i64("pg-replica", "SELECT count(*) FROM sw_rewind") == 0
+    {
+        assert!(
+            std::time::Instant::now() < end,
+            "the standby never replayed row 1"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The standby stops receiving; the primary writes row 2, which only it has.
+    let mut replica = lab.client("pg-replica");
+    replica
+        .batch_execute("ALTER SYSTEM SET primary_conninfo = ''")
+        .unwrap();
+    replica.batch_execute("SELECT pg_reload_conf()").unwrap();
+    while lab.query_i64("pg-replica", "SELECT count(*) FROM pg_stat_wal_receiver") > 0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "the WAL receiver did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    lab.client("pg-bases2")
+        .batch_execute("INSERT INTO sw_rewind VALUES (2)")
+        .unwrap();
+    // The state an interrupted switchover leaves, with the promotion done by hand too early:
+    // the old primary fenced for the switchover and stopped, the standby promoted.
+    lab.client("pg-replica")
+        .batch_execute("SELECT pg_promote()")
+        .unwrap();
+    let state = lab.script(
+        "interrupted.rhai",
+        "//! t\nfence(\"pg-bases2\", \"switchover to pg-replica\");\nstop_container(\"pg-bases2\");\n",
+    );
+    lab.pgrunbook(&["run", &state]).succeeds();
+
+    let r = lab
+        .pgrunbook(&["run", "switchover"])
+        .succeeds()
+        .stdout_has("finishing an interrupted switchover from pg-bases2 to pg-replica")
+        .stdout_has("Rewind pg-bases2 from pg-replica (the handover was not clean)");
+    assert!(
+        r.stderr
+            .contains("WAL goes past the point where pg-replica's timeline begins"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        last_metric(&lab, "switchover", "rejoin").as_deref(),
+        Some("rewind")
+    );
+    assert_roles(&lab, "pg-replica", "after the rewind");
+    assert_eq!(
+        lab.query_strings("pg-replica", "SELECT v::text FROM sw_rewind ORDER BY v"),
+        ["1"],
+        "row 1 is kept; row 2, which only the old primary had, is not on the new primary"
+    );
+    // The rewound node replays the new primary's timeline: it has row 1, not row 2.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lab.query_strings("pg-bases2", "SELECT v::text FROM sw_rewind ORDER BY v") != ["1"] {
+        assert!(std::time::Instant::now() < end, "pg-bases2 was not rewound");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    lab.pgrunbook(&["run", "verify"]).succeeds();
+}

@@ -211,6 +211,9 @@ fn connect(engine: &Engine) -> Result<bollard::Docker> {
     }
 }
 
+/// How often a long Docker call checks that a TCP engine still answers (`Docker::engine_lost`).
+const WATCHDOG: Duration = Duration::from_secs(5);
+
 /// A connection error in words a user can act on: TLS failures say which side refused what.
 fn explain(e: &bollard::errors::Error) -> String {
     let mut text = e.to_string();
@@ -330,6 +333,58 @@ impl Docker {
         self.rt.block_on(f)
     }
 
+    /// `block_on` for one Docker call, which fails with bollard's `RequestTimeoutError` (an
+    /// unreachable engine, class 5) when the engine stops answering under it: a host cut off
+    /// mid-run leaves a TCP connection that neither answers nor closes, and the call would
+    /// otherwise wait out the client's 600 s. See `engine_lost`.
+    fn call<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> Result<T, bollard::errors::Error> {
+        self.block_on(async {
+            tokio::select! {
+                r = f => r,
+                _ = self.engine_lost() => Err(bollard::errors::Error::RequestTimeoutError),
+            }
+        })
+    }
+
+    /// `call` for a sequence of Docker calls (an exec and its output, a one-off container): the
+    /// error then says that the engine stopped answering, with the unreachable engine's class.
+    fn call_all<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        self.block_on(async {
+            tokio::select! {
+                r = f => r,
+                _ = self.engine_lost() => Err(anyhow::Error::new(bollard::errors::Error::RequestTimeoutError)
+                    .context(format!("the Docker engine at {} stopped answering (no answer to a ping on a new connection, twice, {} s apart)", self.engine.shown(), WATCHDOG.as_secs()))),
+            }
+        })
+    }
+
+    /// Resolves when a TCP engine stops answering: every `WATCHDOG` a ping on a new connection
+    /// (3 s at most); two misses in a row mean the engine is gone. Never resolves for a local
+    /// socket, which cannot be cut off.
+    async fn engine_lost(&self) {
+        if self.engine.url.starts_with("unix://") {
+            return std::future::pending().await;
+        }
+        let mut misses = 0;
+        loop {
+            tokio::time::sleep(WATCHDOG).await;
+            let answered = match connect(&self.engine) {
+                Ok(c) => matches!(
+                    tokio::time::timeout(Duration::from_secs(3), c.ping()).await,
+                    Ok(Ok(_))
+                ),
+                Err(_) => false,
+            };
+            misses = if answered { 0 } else { misses + 1 };
+            if misses >= 2 {
+                return;
+            }
+        }
+    }
+
     /// Fails with a clear error when the engine cannot be reached.
     pub fn ping(&self) -> Result<()> {
         self.client().map(|_| ())
@@ -337,7 +392,7 @@ impl Docker {
 
     pub fn inspect(&self, container: &str) -> Result<Option<ContainerInspectResponse>> {
         let c = self.client()?;
-        self.block_on(c.inspect_container(container, None::<qp::InspectContainerOptions>))
+        self.call(c.inspect_container(container, None::<qp::InspectContainerOptions>))
             .ok_if_not_found()
             .with_context(|| format!("cannot inspect container '{container}'"))
     }
@@ -368,7 +423,7 @@ impl Docker {
             t: Some(timeout_s),
             ..Default::default()
         };
-        self.block_on(c.stop_container(container, Some(opts)))
+        self.call(c.stop_container(container, Some(opts)))
             .ok_if_not_modified()
             .with_context(|| format!("cannot stop container '{container}'"))?;
         Ok(())
@@ -382,7 +437,7 @@ impl Docker {
             signal: signal.to_string(),
         };
         // A conflict here means the container is not running: nothing to kill.
-        self.block_on(c.kill_container(container, Some(opts)))
+        self.call(c.kill_container(container, Some(opts)))
             .ok_if_conflict()
             .with_context(|| format!("cannot kill container '{container}'"))?;
         Ok(())
@@ -392,7 +447,7 @@ impl Docker {
     pub fn start(&self, container: &str) -> Result<()> {
         let c = self.client()?;
         self.must_exist(container)?;
-        self.block_on(c.start_container(container, None::<qp::StartContainerOptions>))
+        self.call(c.start_container(container, None::<qp::StartContainerOptions>))
             .ok_if_not_modified()
             .with_context(|| format!("cannot start container '{container}'"))?;
         Ok(())
@@ -405,7 +460,7 @@ impl Docker {
             v: false,
             link: false,
         };
-        self.block_on(c.remove_container(container, Some(opts)))
+        self.call(c.remove_container(container, Some(opts)))
             .ok_if_not_found()
             .with_context(|| format!("cannot remove container '{container}'"))?;
         Ok(())
@@ -433,7 +488,7 @@ impl Docker {
         let opts = qp::DownloadFromContainerOptions {
             path: path.to_string(),
         };
-        let body = self.block_on(async {
+        let body = self.call(async {
             let mut stream = Box::pin(c.download_from_container(container, Some(opts)));
             let mut body = Vec::new();
             while let Some(chunk) = stream.next().await {
@@ -494,7 +549,7 @@ impl Docker {
             },
             ..Default::default()
         };
-        self.block_on(c.upload_to_container(container, Some(opts), bollard::body_full(body.into())))
+        self.call(c.upload_to_container(container, Some(opts), bollard::body_full(body.into())))
             .with_context(|| format!("cannot copy {path} into container '{container}'"))
     }
 
@@ -510,7 +565,7 @@ impl Docker {
             ..Default::default()
         };
         let list = self
-            .block_on(c.list_containers(Some(opts)))
+            .call(c.list_containers(Some(opts)))
             .with_context(|| format!("cannot list the containers that mount volume '{volume}'"))?;
         Ok(list
             .into_iter()
@@ -558,7 +613,7 @@ impl Docker {
             env: (!env.is_empty()).then(|| env.to_vec()),
             ..Default::default()
         };
-        self.block_on(async {
+        self.call_all(async {
             let created = c
                 .create_exec(container, opts)
                 .await
@@ -590,7 +645,7 @@ impl Docker {
         self.remove(&spec.name)?;
         self.create(spec)?;
         let name = spec.name.clone();
-        let result = self.block_on(async {
+        let result = self.call_all(async {
             c.start_container(&name, None::<qp::StartContainerOptions>)
                 .await
                 .with_context(|| format!("cannot start one-off container '{name}'"))?;
@@ -696,7 +751,7 @@ impl Docker {
             name: Some(spec.name.clone()),
             platform: String::new(),
         };
-        self.block_on(c.create_container(Some(opts), body))
+        self.call(c.create_container(Some(opts), body))
             .with_context(|| {
                 format!(
                     "cannot create container '{}' from image '{}'",
@@ -709,7 +764,7 @@ impl Docker {
     /// `None` when the image is missing.
     fn inspect_image(&self, image: &str) -> Result<Option<bollard::models::ImageInspect>> {
         let c = self.client()?;
-        self.block_on(c.inspect_image(image))
+        self.call(c.inspect_image(image))
             .ok_if_not_found()
             .with_context(|| format!("cannot inspect image '{image}'"))
     }
@@ -814,7 +869,7 @@ impl Docker {
             labels: Some(labels.clone()),
             ..Default::default()
         };
-        self.block_on(c.create_network(req))
+        self.call(c.create_network(req))
             .with_context(|| format!("cannot create network '{name}'"))?;
         Ok(true)
     }
@@ -822,7 +877,7 @@ impl Docker {
     pub fn network_exists(&self, name: &str) -> Result<bool> {
         let c = self.client()?;
         let found = self
-            .block_on(c.inspect_network(name, None::<qp::InspectNetworkOptions>))
+            .call(c.inspect_network(name, None::<qp::InspectNetworkOptions>))
             .ok_if_not_found()
             .with_context(|| format!("cannot inspect network '{name}'"))?;
         Ok(found.is_some())
@@ -830,7 +885,7 @@ impl Docker {
 
     pub fn remove_network(&self, name: &str) -> Result<()> {
         let c = self.client()?;
-        self.block_on(c.remove_network(name))
+        self.call(c.remove_network(name))
             .ok_if_not_found()
             .with_context(|| format!("cannot remove network '{name}'"))?;
         Ok(())
@@ -847,7 +902,7 @@ impl Docker {
             labels: Some(labels.clone()),
             ..Default::default()
         };
-        self.block_on(c.create_volume(req))
+        self.call(c.create_volume(req))
             .with_context(|| format!("cannot create volume '{name}'"))?;
         Ok(true)
     }
@@ -855,7 +910,7 @@ impl Docker {
     pub fn volume_exists(&self, name: &str) -> Result<bool> {
         let c = self.client()?;
         let found = self
-            .block_on(c.inspect_volume(name))
+            .call(c.inspect_volume(name))
             .ok_if_not_found()
             .with_context(|| format!("cannot inspect volume '{name}'"))?;
         Ok(found.is_some())
@@ -863,7 +918,7 @@ impl Docker {
 
     pub fn remove_volume(&self, name: &str) -> Result<()> {
         let c = self.client()?;
-        self.block_on(c.remove_volume(name, Some(qp::RemoveVolumeOptions { force: true })))
+        self.call(c.remove_volume(name, Some(qp::RemoveVolumeOptions { force: true })))
             .ok_if_not_found()
             .with_context(|| format!("cannot remove volume '{name}'"))?;
         Ok(())
@@ -873,7 +928,7 @@ impl Docker {
     pub fn volume_labels(&self, name: &str) -> Result<Option<HashMap<String, String>>> {
         let c = self.client()?;
         Ok(self
-            .block_on(c.inspect_volume(name))
+            .call(c.inspect_volume(name))
             .ok_if_not_found()
             .with_context(|| format!("cannot inspect volume '{name}'"))?
             .map(|v| v.labels))
@@ -898,7 +953,7 @@ impl Docker {
             ..Default::default()
         };
         let list = self
-            .block_on(c.list_containers(Some(opts)))
+            .call(c.list_containers(Some(opts)))
             .with_context(|| format!("cannot list the containers labelled {labels:?}"))?;
         Ok(list
             .into_iter()
@@ -916,7 +971,7 @@ impl Docker {
             filters: Some(filters),
         };
         let list = self
-            .block_on(c.list_volumes(Some(opts)))
+            .call(c.list_volumes(Some(opts)))
             .with_context(|| format!("cannot list the volumes labelled {labels:?}"))?;
         Ok(list
             .volumes
@@ -988,7 +1043,7 @@ impl Docker {
             ..Default::default()
         };
         let what = format!("reading the logs of '{container}'");
-        let out = self.block_on(async {
+        let out = self.call_all(async {
             collect_output(
                 Box::pin(c.logs(container, Some(opts))),
                 cancel,

@@ -113,7 +113,9 @@ fn redis_error(e: redis::RedisError) -> anyhow::Error {
 /// shorter than any restart of Redis.
 const IDLE_CHECK: Duration = Duration::from_millis(200);
 
-pub struct Journal {
+/// One connection to Redis, made on first use, checked when it sat idle, made again after a
+/// failure (not before 2 s): what the journal and the Redis coordination store each hold.
+pub struct Connection {
     config: Config,
     conn: Mutex<Option<redis::Connection>>,
     /// When the connection was last used (`with_conn` checks one idle for `IDLE_CHECK`).
@@ -121,6 +123,15 @@ pub struct Journal {
     /// When and why the last connection attempt failed; no new attempt for a while after it, and
     /// the same reason is given meanwhile.
     failed: Mutex<Option<(Instant, String)>>,
+}
+
+/// The run journal: entries appended to Redis streams (spooled to disk when Redis cannot be
+/// reached) and read back. The coordination state (the watcher's lease, the hold of planned
+/// operations, heartbeats, schedule cursors, the pending failover) is not here: it is
+/// `crate::coordination`.
+pub struct Journal {
+    config: Config,
+    redis: Connection,
     warned: Mutex<bool>,
     spooled: Mutex<usize>,
     /// The cluster's system identifier once the host has learned it (`UNKNOWN` when no node
@@ -130,51 +141,19 @@ pub struct Journal {
     warned_old: Mutex<bool>,
 }
 
-impl Journal {
-    pub fn new(config: Config) -> Journal {
-        Journal {
+impl Connection {
+    pub fn new(config: Config) -> Connection {
+        Connection {
             config,
             conn: Mutex::new(None),
             used: Mutex::new(None),
             failed: Mutex::new(None),
-            warned: Mutex::new(false),
-            spooled: Mutex::new(0),
-            cluster: Mutex::new(None),
-            warned_old: Mutex::new(false),
         }
     }
 
-    /// Sets the cluster the entries of this process are about: its PostgreSQL system
-    /// identifier, or `None` when no node answered.
-    pub fn set_cluster(&self, id: Option<String>) {
-        *self.cluster.lock().unwrap() = Some(id.unwrap_or_else(|| UNKNOWN.to_string()));
-    }
-
-    /// Whether `set_cluster` was called.
-    pub fn cluster_learned(&self) -> bool {
-        self.cluster.lock().unwrap().is_some()
-    }
-
-    /// The cluster's system identifier, or `unknown`.
-    pub fn cluster(&self) -> String {
-        self.cluster
-            .lock()
-            .unwrap()
-            .clone()
-            .unwrap_or_else(|| UNKNOWN.to_string())
-    }
-
-    /// Where this process's entries belong.
-    pub fn target(&self) -> Target {
-        Target {
-            redis: self.config.redis_url_shown(),
-            prefix: self.config.redis.prefix.clone(),
-            cluster: self.cluster(),
-        }
-    }
-
-    pub fn key(&self, stream: &str) -> String {
-        format!("{}:{}", self.config.redis.prefix, stream)
+    /// The key `name` under the configured prefix (`<prefix>:<name>`).
+    pub fn key(&self, name: &str) -> String {
+        format!("{}:{}", self.config.redis.prefix, name)
     }
 
     fn connect(&self) -> Result<redis::Connection> {
@@ -196,7 +175,7 @@ impl Journal {
     }
 
     /// Runs `f` on the connection; `None` when Redis cannot be reached.
-    fn with_conn<T>(
+    pub fn with_conn<T>(
         &self,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T> {
@@ -237,6 +216,60 @@ impl Journal {
         }
         r.map_err(redis_error)
             .with_context(|| format!("Redis at {}", self.config.redis_url_shown()))
+    }
+}
+
+impl Journal {
+    pub fn new(config: Config) -> Journal {
+        Journal {
+            redis: Connection::new(config.clone()),
+            config,
+            warned: Mutex::new(false),
+            spooled: Mutex::new(0),
+            cluster: Mutex::new(None),
+            warned_old: Mutex::new(false),
+        }
+    }
+
+    /// Sets the cluster the entries of this process are about: its PostgreSQL system
+    /// identifier, or `None` when no node answered.
+    pub fn set_cluster(&self, id: Option<String>) {
+        *self.cluster.lock().unwrap() = Some(id.unwrap_or_else(|| UNKNOWN.to_string()));
+    }
+
+    /// Whether `set_cluster` was called.
+    pub fn cluster_learned(&self) -> bool {
+        self.cluster.lock().unwrap().is_some()
+    }
+
+    /// The cluster's system identifier, or `unknown`.
+    pub fn cluster(&self) -> String {
+        self.cluster
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| UNKNOWN.to_string())
+    }
+
+    /// Where this process's entries belong.
+    pub fn target(&self) -> Target {
+        Target {
+            redis: self.config.redis_url_shown(),
+            prefix: self.config.redis.prefix.clone(),
+            cluster: self.cluster(),
+        }
+    }
+
+    pub fn key(&self, stream: &str) -> String {
+        format!("{}:{}", self.config.redis.prefix, stream)
+    }
+
+    /// Runs `f` on the Redis connection (`Connection::with_conn`).
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        self.redis.with_conn(f)
     }
 
     /// Whether Redis answers now.
@@ -459,106 +492,6 @@ impl Journal {
                 id: id.id,
             })
             .collect())
-    }
-}
-
-/// `pgrunbook watch`: the lease that lets one watcher act per cluster, the watchers' heartbeats
-/// and each schedule's last planned time. Keys: `<prefix>:watch:lease` (a string with a time to
-/// live), `<prefix>:watch:watchers` and `<prefix>:watch:schedules` (hashes). The prefix is the
-/// journal's, one per cluster. Unlike journal entries these are never spooled: a lease that
-/// cannot be checked is not held (see docs/watch.md for what the watcher does then).
-impl Journal {
-    /// Takes the lease `name` for `holder` for `ttl_ms`, or renews it when `holder` has it.
-    /// `Ok(None)`: held by `holder` now; `Ok(Some(other))`: held by `other`, untouched.
-    pub fn lease_claim(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<Option<String>> {
-        const CLAIM: &str = "local v = redis.call('GET', KEYS[1]) \
-            if v == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return '' end \
-            if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return '' end \
-            return v";
-        let key = self.key(name);
-        let other: String = self.with_conn(|c| {
-            redis::cmd("EVAL")
-                .arg(CLAIM)
-                .arg(1)
-                .arg(&key)
-                .arg(holder)
-                .arg(ttl_ms)
-                .query(c)
-        })?;
-        Ok((!other.is_empty()).then_some(other))
-    }
-
-    /// Gives the lease up if `holder` has it. Returns whether it did.
-    pub fn lease_release(&self, name: &str, holder: &str) -> Result<bool> {
-        const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-            return redis.call('DEL', KEYS[1]) end return 0";
-        let key = self.key(name);
-        let n: i64 = self.with_conn(|c| {
-            redis::cmd("EVAL")
-                .arg(RELEASE)
-                .arg(1)
-                .arg(&key)
-                .arg(holder)
-                .query(c)
-        })?;
-        Ok(n == 1)
-    }
-
-    /// The lease's holder and the milliseconds it has left, if anyone holds it.
-    pub fn lease_holder(&self, name: &str) -> Result<Option<(String, i64)>> {
-        let key = self.key(name);
-        let (v, ttl): (Option<String>, i64) = self.with_conn(|c| {
-            redis::pipe()
-                .cmd("GET")
-                .arg(&key)
-                .cmd("PTTL")
-                .arg(&key)
-                .query(c)
-        })?;
-        Ok(v.map(|v| (v, ttl)))
-    }
-
-    /// Sets the string `name` to `value` for `ttl_ms`, whoever held it (the hold of a planned
-    /// operation: `runtime/hold.rs`).
-    pub fn hold_set(&self, name: &str, value: &str, ttl_ms: u64) -> Result<()> {
-        let key = self.key(name);
-        self.with_conn(|c| {
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(value)
-                .arg("PX")
-                .arg(ttl_ms)
-                .query::<()>(c)
-        })
-    }
-
-    /// The string `name`, if set.
-    pub fn hold_get(&self, name: &str) -> Result<Option<String>> {
-        let key = self.key(name);
-        self.with_conn(|c| c.get(&key))
-    }
-
-    /// Removes the string `name` if it still holds `value`.
-    pub fn hold_release(&self, name: &str, value: &str) -> Result<bool> {
-        self.lease_release(name, value)
-    }
-
-    /// Sets `field` of the hash `name`.
-    pub fn hash_set(&self, name: &str, field: &str, value: &str) -> Result<()> {
-        let key = self.key(name);
-        self.with_conn(|c| c.hset::<_, _, _, ()>(&key, field, value))
-    }
-
-    /// Removes `field` from the hash `name`.
-    pub fn hash_del(&self, name: &str, field: &str) -> Result<()> {
-        let key = self.key(name);
-        self.with_conn(|c| c.hdel::<_, _, ()>(&key, field))
-    }
-
-    /// Every field of the hash `name`.
-    pub fn hash_all(&self, name: &str) -> Result<BTreeMap<String, String>> {
-        let key = self.key(name);
-        self.with_conn(|c| c.hgetall(&key))
     }
 }
 

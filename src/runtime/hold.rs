@@ -16,8 +16,8 @@
 //! The value names the runbook, the run, the process and the machine; a watcher ignores a hold
 //! taken by its own process (the failback it runs itself with `auto_rejoin`).
 
-use crate::clients::redis::Journal;
 use crate::config::Config;
+use crate::coordination::{self, Coordination};
 use crate::errln;
 use crate::runtime::local_lock::{held_by_other, hostname, local_path, LocalLock};
 use std::path::PathBuf;
@@ -42,7 +42,7 @@ pub struct Hold {
     stop: Option<mpsc::Sender<()>>,
     renewer: Option<std::thread::JoinHandle<()>>,
     value: String,
-    journal: Arc<Journal>,
+    store: Arc<dyn Coordination>,
 }
 
 impl Hold {
@@ -58,13 +58,13 @@ impl Hold {
                 None
             }
         };
-        let journal = Arc::new(Journal::new(config.clone()));
-        if let Err(e) = journal.hold_set(KEY, &value, TTL_MS) {
+        let store = coordination::open(config);
+        if let Err(e) = store.hold_set(KEY, &value, TTL_MS) {
             problems.push(format!("Redis: {e:#}"));
         }
         let (stop, stopped) = mpsc::channel::<()>();
         let renewer = {
-            let (journal, value) = (journal.clone(), value.clone());
+            let (store, value) = (store.clone(), value.clone());
             std::thread::Builder::new()
                 .name("hold".into())
                 .spawn(move || {
@@ -73,7 +73,7 @@ impl Hold {
                     // last renewal, and watchers on other machines may act again then.
                     let mut failing = false;
                     while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                        match journal.hold_set(KEY, &value, TTL_MS) {
+                        match store.hold_set(KEY, &value, TTL_MS) {
                             Ok(()) if failing => {
                                 errln!("the watchers' hold is renewed in Redis again");
                                 failing = false;
@@ -98,7 +98,7 @@ impl Hold {
                 stop: Some(stop),
                 renewer,
                 value,
-                journal,
+                store,
             },
             problems,
         )
@@ -111,7 +111,7 @@ impl Drop for Hold {
         if let Some(t) = self.renewer.take() {
             let _ = t.join();
         }
-        if let Err(e) = self.journal.hold_release(KEY, &self.value) {
+        if let Err(e) = self.store.hold_release(KEY, &self.value) {
             errln!(
                 "warning: cannot release the watchers' hold in Redis ({e:#}): watchers hold off until it expires, within {} s",
                 TTL_MS / 1000
@@ -133,14 +133,14 @@ fn lock_file(path: PathBuf, value: &str) -> std::io::Result<LocalLock> {
 
 /// The hold another process has on this cluster, if any: what it says of itself. Looks at the
 /// lock file first (no network), then at Redis.
-pub fn current(config: &Config, journal: &Journal) -> Option<String> {
+pub fn current(config: &Config, store: &dyn Coordination) -> Option<String> {
     let mine = me();
     if let Some(holder) = held_by_other(&local_path(config, "hold")) {
         if !holder.ends_with(&format!("({mine})")) {
             return Some(holder);
         }
     }
-    match journal.hold_get(KEY) {
+    match store.hold_get(KEY) {
         Ok(Some(v)) if !v.ends_with(&format!("({mine})")) && !died_here(&v) => Some(v),
         _ => None,
     }

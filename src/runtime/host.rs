@@ -86,6 +86,8 @@ pub struct Host {
     engines: BTreeMap<crate::config::Engine, Docker>,
     pub pg: Postgres,
     pub journal: Journal,
+    /// What watchers and runs agree on (lease, hold, heartbeats, small maps): `crate::coordination`.
+    pub coord: std::sync::Arc<dyn crate::coordination::Coordination>,
     pub cancel: Cancel,
     dry_run: AtomicBool,
     pub run: Mutex<RunState>,
@@ -121,6 +123,7 @@ impl Host {
             engines,
             pg: Postgres::new(config.clone()),
             journal: Journal::new(config.clone()),
+            coord: crate::coordination::open(&config),
             cancel: Cancel::new(),
             dry_run: AtomicBool::new(false),
             run: Mutex::new(RunState::new("repl")),

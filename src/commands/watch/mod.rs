@@ -554,7 +554,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
             decision.action.as_str(),
             "failover" | "stop_then_failover" | "rejoin" | "warn"
         ) {
-            if let Some(who) = crate::runtime::hold::current(&config, &host.journal) {
+            if let Some(who) = crate::runtime::hold::current(&config, host.coord.as_ref()) {
                 let key = format!("hold {who}");
                 if key != track.last_warning {
                     log.note(
@@ -771,7 +771,7 @@ fn load_cursors(host: &Host, scheds: &mut [Sched], log: &Log) {
     if scheds.is_empty() {
         return;
     }
-    match host.journal.hash_all(lease::SCHEDULES) {
+    match host.coord.map_all(lease::SCHEDULES) {
         Ok(last) => {
             for s in scheds.iter_mut() {
                 if let Some(t) = last
@@ -805,8 +805,8 @@ fn tick_schedule(
     };
     s.cursor = due.planned;
     if let Err(e) = host
-        .journal
-        .hash_set(lease::SCHEDULES, &s.key, &due.planned.to_rfc3339())
+        .coord
+        .map_set(lease::SCHEDULES, &s.key, &due.planned.to_rfc3339())
     {
         log.note(
             "warning",
@@ -1077,6 +1077,7 @@ fn fail_over_steps(
 fn lease_loop(config: Config, me: Me, shared: Arc<Shared>, tx: Sender<Msg>, cluster: String) {
     let journal = Journal::new(config.clone());
     journal.set_cluster(Some(cluster));
+    let store = crate::coordination::open(&config);
     let lock_path = lease::local_path(&config, "lock");
     let beat_path = lease::local_path(&config, "heartbeat.json");
     let mut lock: Option<LocalLock> = None;
@@ -1092,7 +1093,7 @@ fn lease_loop(config: Config, me: Me, shared: Arc<Shared>, tx: Sender<Msg>, clus
                 .flatten();
         }
         let (local, claim) = if lock.is_some() {
-            let claim = match journal.lease_claim(lease::LEASE, &me_json, ttl) {
+            let claim = match store.lease_claim(lease::LEASE, &me_json, ttl) {
                 Ok(None) => Claim::Mine,
                 Ok(Some(other)) => Claim::Other(shown_holder(&other)),
                 Err(e) => Claim::Unreachable(format!("{e:#}")),
@@ -1128,7 +1129,7 @@ fn lease_loop(config: Config, me: Me, shared: Arc<Shared>, tx: Sender<Msg>, clus
         // The heartbeat is rewritten every tick and only shown by `watch status`; a Redis that
         // does not answer is reported by the lease's standing above, so a failed beat is not
         // said again here.
-        let _ = journal.hash_set(lease::WATCHERS, &me.id, &beat);
+        let _ = store.map_set(lease::WATCHERS, &me.id, &beat);
         if lock.is_some() {
             if let Err(e) = std::fs::write(&beat_path, &beat) {
                 if !beat_warned {
@@ -1141,14 +1142,14 @@ fn lease_loop(config: Config, me: Me, shared: Arc<Shared>, tx: Sender<Msg>, clus
             }
         }
         if claim == Claim::Mine {
-            if let Ok(all) = journal.hash_all(lease::WATCHERS) {
+            if let Ok(all) = store.map_all(lease::WATCHERS) {
                 for (id, v) in all {
                     let expired = serde_json::from_str::<serde_json::Value>(&v)
                         .ok()
                         .and_then(|v| v["expires_ms"].as_i64())
                         .is_none_or(|e| e < now);
                     if expired {
-                        let _ = journal.hash_del(lease::WATCHERS, &id);
+                        let _ = store.map_del(lease::WATCHERS, &id);
                     }
                 }
             }
@@ -1162,13 +1163,13 @@ fn lease_loop(config: Config, me: Me, shared: Arc<Shared>, tx: Sender<Msg>, clus
         }
     }
     if held {
-        if let Err(e) = journal.lease_release(lease::LEASE, &me_json) {
+        if let Err(e) = store.lease_release(lease::LEASE, &me_json) {
             errln!(
                 "warning: cannot release the lease in Redis ({e:#}): another watcher acts once it expires, within {ttl} ms"
             );
         }
     }
-    let _ = journal.hash_del(lease::WATCHERS, &me.id);
+    let _ = store.map_del(lease::WATCHERS, &me.id);
     if lock.is_some() {
         let _ = std::fs::remove_file(&beat_path);
     }

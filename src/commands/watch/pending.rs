@@ -10,8 +10,9 @@
 //! moment, the watcher removes it there later (`Pending::clear_redis`).
 
 use super::lease;
-use crate::clients::redis::{Journal, JOURNAL};
+use crate::clients::redis::JOURNAL;
 use crate::config::Config;
+use crate::coordination::Coordination;
 use crate::runtime::host::Host;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -41,19 +42,19 @@ impl Pending {
     pub fn save(&self, host: &Host) -> Result<Option<String>, String> {
         self.save_to(
             &lease::local_path(&host.config, "failover.json"),
-            &host.journal,
+            host.coord.as_ref(),
         )
     }
 
-    fn save_to(&self, path: &Path, journal: &Journal) -> Result<Option<String>, String> {
+    fn save_to(&self, path: &Path, store: &dyn Coordination) -> Result<Option<String>, String> {
         let json = serde_json::to_string(self).map_err(|e| format!("cannot encode it: {e}"))?;
         let local = path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| std::fs::write(path, &json))
             .map_err(|e| format!("not written to {}: {e}", path.display()));
-        let redis = journal
-            .hash_set(lease::FAILOVER, FIELD, &json)
+        let redis = store
+            .map_set(lease::FAILOVER, FIELD, &json)
             .map_err(|e| format!("not written to Redis: {e:#}"));
         match (local, redis) {
             (Ok(()), Ok(())) => Ok(None),
@@ -69,7 +70,7 @@ impl Pending {
     }
 
     pub fn clear_redis(host: &Host) -> bool {
-        host.journal.hash_del(lease::FAILOVER, FIELD).is_ok()
+        host.coord.map_del(lease::FAILOVER, FIELD).is_ok()
     }
 
     /// The record left by a watcher that did not finish its failover: this machine's, else
@@ -79,8 +80,8 @@ impl Pending {
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
         local.or_else(|| {
-            host.journal
-                .hash_all(lease::FAILOVER)
+            host.coord
+                .map_all(lease::FAILOVER)
                 .ok()
                 .and_then(|h| h.get(FIELD).and_then(|t| serde_json::from_str(t).ok()))
         })
@@ -145,10 +146,10 @@ mod tests {
     }
 
     /// A journal whose Redis refuses connections (nothing listens on port 1).
-    fn dead_redis() -> Journal {
+    fn dead_redis() -> crate::coordination::RedisStore {
         let mut config = Config::defaults();
         config.redis.url = "redis://127.0.0.1:1".into();
-        Journal::new(config)
+        crate::coordination::RedisStore::new(config)
     }
 
     #[test]

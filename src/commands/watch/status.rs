@@ -47,7 +47,7 @@ fn parse(v: &str, now: i64) -> Option<Watcher> {
 /// The live watchers of this cluster's journal.
 pub fn collect(host: &Host) -> WatcherStatus {
     let now = chrono::Utc::now().timestamp_millis();
-    let (values, from): (Vec<String>, &str) = match host.journal.hash_all(lease::WATCHERS) {
+    let (values, from): (Vec<String>, &str) = match host.coord.map_all(lease::WATCHERS) {
         Ok(all) => (all.into_values().collect(), "redis"),
         Err(_) => (
             std::fs::read_to_string(lease::local_path(&host.config, "heartbeat.json"))

@@ -9,6 +9,11 @@ use crate::table::ColumnOrders;
 use rhai::Module;
 use std::sync::Arc;
 
+/// Where pgrunbook remembers the slots it created (slot name → the configured node it was created
+/// for), beside the journal: a slot made for a node that is later removed from the
+/// configuration is still known as pgrunbook's, so failback and switchover may drop it.
+pub const SLOTS_CREATED: &str = "slots";
+
 /// Slot names PostgreSQL accepts: lower case letters, digits and `_`, at most 63.
 pub fn check_slot_name(name: &str) -> Result<(), String> {
     if name.is_empty()
@@ -31,6 +36,24 @@ pub fn register(m: &mut Module, host: &Arc<Host>, orders: &Arc<ColumnOrders>) {
         move |node: &str| run_sql(&h, "slots", node,
             "SELECT slot_name::text, slot_type, active, active_pid, restart_lsn, wal_status \
              FROM pg_replication_slots ORDER BY slot_name", &[]).map(|r| rows_for_rhai(r, &o)));
+
+    let h = host.clone();
+    def!(
+        m,
+        "slots_created",
+        ["Map"],
+        "The slots `create_slot` made for configured nodes, as a map: slot name → the node it was
+        created for (which may have left the configuration since). Kept in Redis beside the
+        journal; empty when Redis cannot be read.",
+        move || -> rhai::Map {
+            h.coord
+                .map_all(SLOTS_CREATED)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k.into(), rhai::Dynamic::from(v)))
+                .collect()
+        }
+    );
 
     let h = host.clone();
     def!(
@@ -62,6 +85,13 @@ pub fn register(m: &mut Module, host: &Arc<Host>, orders: &Arc<ColumnOrders>) {
                 "SELECT slot_name::text FROM pg_create_physical_replication_slot($1)",
                 &[name.into()],
             )?;
+            if let Some((for_node, _)) = h.config.nodes.iter().find(|(_, n)| n.slot == name) {
+                if let Err(e) = h.coord.map_set(SLOTS_CREATED, name, for_node) {
+                    crate::errln!(
+                        "warning: create_slot on {node}: slot {name} was created, but not remembered as pgrunbook's (for {for_node}): {e:#}; if {for_node} leaves the configuration, the slot will look foreign and be left alone"
+                    );
+                }
+            }
             Ok(true)
         }
     );
@@ -102,6 +132,11 @@ pub fn register(m: &mut Module, host: &Arc<Host>, orders: &Arc<ColumnOrders>) {
                 "SELECT 1 FROM pg_drop_replication_slot($1)",
                 &[name.into()],
             )?;
+            // Forgotten only when no configured node reads it (a slot of a configured node
+            // exists on whichever node is primary, and is created again there).
+            if !h.config.nodes.values().any(|n| n.slot == name) {
+                let _ = h.coord.map_del(SLOTS_CREATED, name);
+            }
             Ok(true)
         }
     );
