@@ -10,6 +10,11 @@
 # Environment: LAB_SUBNET (default 10.213.0: host I is LAB_SUBNET.(I+1), the bridge .1),
 # LAB_DIR (default /run/pgrunbook-hosts/NAME: sockets, pid files, certificates; data goes to
 # /var/lib/pgrunbook-hosts/NAME), LAB_IMAGES (default "pgrunbook-lab:17": loaded into each engine).
+#
+# The hosts share this machine's file system, as hosts share a network file system: their
+# pgBackRest repository is one directory, /var/lib/pgrunbook-hosts/NAME/pgbackrest, which
+# `pgrunbook lab up` bind-mounts in every node (it finds it through LAB_DIR's `engines` and
+# `repo` files). `down` removes it with the rest.
 # NAME is at most 8 characters (interface names are at most 15). Run as root.
 #
 # What was found to work here (/work/shared/lab-notes.md): dockerd started with `nsenter --net`
@@ -116,13 +121,20 @@ up() {
     done
     # Only the loads: a bare `wait` would wait for the engines too.
     for p in "${loads[@]}"; do wait "$p"; done
+    # The repository the hosts share, and the engines that share it (read by `lab up`).
+    mkdir -p "$data/pgbackrest"
+    echo "$data/pgbackrest" >"$dir/repo"
+    : >"$dir/engines"
     for i in $(seq 1 "$n"); do
         if [[ $tls == *" $i "* ]]; then
+            echo "tcp://$(addr "$i"):2376" >>"$dir/engines"
             echo "h$i $(addr "$i") tcp://$(addr "$i"):2376 tls $dir/certs"
         else
+            echo "tcp://$(addr "$i"):2375" >>"$dir/engines"
             echo "h$i $(addr "$i") tcp://$(addr "$i"):2375"
         fi
     done
+    echo "repo $data/pgbackrest"
 }
 
 down() {

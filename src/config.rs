@@ -249,8 +249,16 @@ pub struct Lab {
     pub official_image: String,
     pub base_image: String,
     pub network: String,
-    /// The pgBackRest repository volume both nodes mount at `pgbackrest.repo_path`.
+    /// The pgBackRest repository volume both nodes mount at `pgbackrest.repo_path` (nodes on
+    /// one engine, and no `repo_host_path`).
     pub repo_volume: String,
+    /// A directory on every host, bind-mounted at `pgbackrest.repo_path` in every node's
+    /// container instead of `repo_volume`: the same network file system mounted at this path on
+    /// every host, so whichever node is primary backs up and archives into one repository.
+    /// Empty: `repo_volume` on one engine; on several, the simulated hosts' shared directory
+    /// (`lab hosts up`), else `lab up` refuses. See docs/multi-host.md.
+    #[serde(default)]
+    pub repo_host_path: String,
     pub redis_container: String,
     pub redis_port: u16,
     /// Label put on everything the lab creates, so `lab down` removes only its own things.
@@ -388,6 +396,7 @@ official_image = "pgrunbook-official:17"
 base_image = "pgrunbook-base:trixie"
 network = "pgrunbook-lab"
 repo_volume = "pgrunbook-pgbackrest"
+repo_host_path = ""
 redis_container = "pgrunbook-redis"
 redis_port = 6379
 label = "pgrunbook-lab"
@@ -482,6 +491,7 @@ impl Config {
             }
             parse_cron(&s.cron).with_context(|| format!("schedule {} ({})", i + 1, s.key()))?;
         }
+        check_repo_paths(&self.pgbackrest.repo_path, &self.lab.repo_host_path)?;
         let ct = self.pgbackrest.compress_type.as_str();
         if !["zst", "lz4", "gz", "bz2", "none"].contains(&ct) {
             bail!("pgbackrest.compress_type must be one of zst, lz4, gz, bz2, none, not {ct:?}");
@@ -755,6 +765,42 @@ fn normal_url(url: &str) -> String {
 }
 
 /// Refuses an engine address pgrunbook cannot speak to, saying which it can.
+/// `pgbackrest.repo_path` (inside the containers) and `lab.repo_host_path` (on the hosts) are
+/// absolute paths a bind mount can take.
+fn check_repo_paths(repo_path: &str, host_path: &str) -> Result<()> {
+    let bad = |p: &str| {
+        if !p.starts_with('/') {
+            Some("is not an absolute path")
+        } else if p.contains(':') || p.contains(',') {
+            Some("contains ':' or ',', which a bind mount cannot take")
+        } else if p.split('/').any(|c| c == "..") {
+            Some("contains '..'")
+        } else if p.trim_end_matches('/').is_empty() {
+            Some("is the root directory")
+        } else if p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Some("contains white space")
+        } else {
+            None
+        }
+    };
+    if let Some(why) = bad(repo_path) {
+        bail!(
+            "pgbackrest.repo_path = {repo_path:?} {why}: it is where the repository is mounted in \
+             every node's container, e.g. \"/var/lib/pgbackrest\""
+        );
+    }
+    if !host_path.is_empty() {
+        if let Some(why) = bad(host_path) {
+            bail!(
+                "lab.repo_host_path = {host_path:?} {why}: it is a directory on every host (the \
+                 same network file system mounted at the same path on each), e.g. \
+                 \"/srv/pgbackrest\"; leave it empty for a repository volume"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn check_engine_url(node: &str, url: &str) -> Result<()> {
     if url.is_empty() {
         return Ok(());
@@ -1168,6 +1214,45 @@ slot = "north"
 init = "standby"
 replication_address = "192.168.7.4:6432"
 "#;
+
+    #[test]
+    fn repo_host_path_must_be_an_absolute_path_a_bind_mount_takes() {
+        let ok = load_text(
+            &format!("{THREE}[lab]\nrepo_host_path = \"/srv/pgbackrest\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(ok.lab.repo_host_path, "/srv/pgbackrest");
+        assert_eq!(load_text(THREE, &[]).unwrap().lab.repo_host_path, "");
+        for (v, want) in [
+            ("srv/pgbackrest", "is not an absolute path"),
+            ("/srv/a:b", "contains ':'"),
+            ("/srv/../etc", "contains '..'"),
+            ("/", "is the root directory"),
+            ("/srv/pg backrest", "contains white space"),
+        ] {
+            let err = format!(
+                "{:#}",
+                load_text(&format!("{THREE}[lab]\nrepo_host_path = {v:?}\n"), &[]).unwrap_err()
+            );
+            assert!(
+                err.contains(&format!("lab.repo_host_path = {v:?} {want}")),
+                "{v}: {err}"
+            );
+        }
+        let err = format!(
+            "{:#}",
+            load_text(
+                &format!("{THREE}[pgbackrest]\nrepo_path = \"pgbackrest\"\n"),
+                &[]
+            )
+            .unwrap_err()
+        );
+        assert!(
+            err.contains("pgbackrest.repo_path = \"pgbackrest\" is not an absolute path"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn nodes_name_their_engine_priority_and_replication_address() {

@@ -679,3 +679,58 @@ sql("pg-bases2", "INSERT INTO public.replica_test(val) SELECT 'sum ' || ($1::int
     let end = ends(&lab).pop().unwrap();
     assert_eq!(end["exit_code"], "3", "{end:?}");
 }
+
+/// Nodes on several Docker engines that are no simulated hosts of this machine, and no
+/// `[lab] repo_host_path`: `lab up` refuses before it makes anything (each host would get a
+/// pgBackRest repository of its own). A repo_host_path that a bind mount cannot take is refused
+/// when the configuration is read.
+#[test]
+fn a_lab_across_engines_without_a_shared_repository_is_refused() {
+    require_docker();
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("prt-repochk-{}", std::process::id());
+    let cfg = dir.path().join("pgrunbook.toml");
+    let node = |name: &str, addr: &str, init: &str| {
+        format!(
+            "[nodes.{name}]\ncontainer = \"{tag}-{name}\"\ndocker = \"tcp://{addr}:2375\"\n\
+             host = \"{addr}\"\nport = 5432\nslot = \"{name}\"\ninit = \"{init}\"\n"
+        )
+    };
+    let base = format!(
+        "{}{}[lab]\nnetwork = \"{tag}-net\"\nlabel = \"{tag}\"\nredis_container = \"{tag}-redis\"\n",
+        node("a", "192.0.2.1", "primary"),
+        node("b", "192.0.2.2", "standby"),
+    );
+    let env = [
+        ("PGRUNBOOK_CONFIG", cfg.to_str().unwrap()),
+        ("PGRUNBOOK_DATA_DIR", dir.path().to_str().unwrap()),
+    ];
+    std::fs::write(&cfg, &base).unwrap();
+    let r = pgrunbook_in(dir.path(), &["lab", "up"], &env).fails_with(2);
+    assert!(
+        r.stderr
+            .contains("each host would have a pgBackRest repository of its own")
+            && r.stderr.contains("Set [lab] repo_host_path"),
+        "{r:?}"
+    );
+    let made = Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&made.stdout).contains(&tag),
+        "no container made"
+    );
+    let nets = Command::new("docker")
+        .args(["network", "ls", "--format", "{{.Name}}"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&nets.stdout).contains(&tag),
+        "no network made"
+    );
+    std::fs::write(&cfg, format!("{base}repo_host_path = \"srv/pgbackrest\"\n")).unwrap();
+    pgrunbook_in(dir.path(), &["lab", "up"], &env)
+        .fails_with(2)
+        .stderr_has("lab.repo_host_path = \"srv/pgbackrest\" is not an absolute path");
+}

@@ -370,6 +370,11 @@ fn three_nodes_on_three_engines_one_with_tls() {
         r.stdout.contains("read on west") && r.stdout.contains("read on north"),
         "{r:?}"
     );
+    // ---- a full backup of east (host 1), into the repository every host shares: one directory
+    // of this machine that every node bind-mounts, as hosts mount one network file system.
+    run(dir.path(), &cfg, &["run", "backup", "--set", "type=full"])
+        .succeeds()
+        .stdout_has("(full) of east");
     // ---- status: every node with its host and engine; the TLS engine says so.
     let r = run(dir.path(), &cfg, &["status", "--json"]).succeeds();
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
@@ -595,6 +600,35 @@ fn three_nodes_on_three_engines_one_with_tls() {
             "host {i} streams from west"
         );
     }
+    // ---- the primary is on another host now (west, host 2, two timelines later): an incremental
+    // backup of west goes to the same repository, on top of east's full backup, and pgBackRest
+    // on host 2 (through the Docker CLI) lists both.
+    run(dir.path(), &cfg, &["run", "backup", "--set", "type=incr"])
+        .succeeds()
+        .stdout_has("(incr, based on ");
+    let west = format!("{id}-west");
+    let info = hosts.docker(
+        2,
+        &[
+            "exec",
+            "-u",
+            "postgres",
+            &west,
+            "pgbackrest",
+            "--stanza=bases2-db",
+            "--output=json",
+            "info",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let backups = v[0]["backup"].as_array().cloned().unwrap_or_default();
+    let kinds: Vec<&str> = backups.iter().filter_map(|b| b["type"].as_str()).collect();
+    assert_eq!(kinds, ["full", "incr"], "{info}");
+    assert_eq!(backups[1]["prior"], backups[0]["label"], "{info}");
+    // A restore drill of that incremental backup, on west's host, from the same repository.
+    run(dir.path(), &cfg, &["run", "restore-check"])
+        .succeeds()
+        .stdout_has("restored ");
 
     // ---- west's whole host cut off: failover refuses without force (west cannot be fenced).
     hosts.cut(2);

@@ -44,8 +44,7 @@ fn opt_int(opts: &Map, key: &str, default: i64) -> i64 {
 /// `restored_sql` and `remove_restored` act on, never a node or anything else.
 fn require_restored(h: &Host, primitive: &str, container: &str) -> R<()> {
     node::check_container_name(h, primitive, container)?;
-    match h
-        .docker
+    match node::restore_engine(h, container)
         .container_labels(container)
         .map_err(|e| h.fail(primitive, "", e))?
     {
@@ -410,6 +409,8 @@ pub fn create_module(host: Arc<Host>) -> Module {
             node::check_container_name(&h, P, container)?;
             let volume = node::restored_volume(container);
             let helper = format!("{container}-restore");
+            // On the engine the restore ran on (the node's that lent its image).
+            let engine = node::restore_engine(&h, container);
             // A restore under way owns what it made: refused, naming its run.
             let not_in_use = |what: &str, labels: &std::collections::HashMap<String, String>| {
                 match node::restore_owner_alive(labels) {
@@ -424,11 +425,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
             };
             let mut present = vec![];
             for c in [container.to_string(), helper] {
-                match h
-                    .docker
-                    .container_labels(&c)
-                    .map_err(|e| h.fail(P, "", e))?
-                {
+                match engine.container_labels(&c).map_err(|e| h.fail(P, "", e))? {
                     None => {}
                     Some(l) if node::is_restore(&h, &l) => {
                         not_in_use(&c, &l)?;
@@ -444,8 +441,7 @@ pub fn create_module(host: Arc<Host>) -> Module {
                     }
                 }
             }
-            let vol = match h
-                .docker
+            let vol = match engine
                 .volume_labels(&volume)
                 .map_err(|e| h.fail(P, "", e))?
             {
@@ -477,10 +473,10 @@ pub fn create_module(host: Arc<Host>) -> Module {
                 return Ok(true);
             }
             for c in &present {
-                h.docker.remove(c).map_err(|e| h.fail(P, "", e))?;
+                engine.remove(c).map_err(|e| h.fail(P, "", e))?;
             }
             if vol {
-                h.docker
+                engine
                     .remove_volume(&volume)
                     .map_err(|e| h.fail(P, "", e))?;
             }

@@ -402,6 +402,32 @@ pub fn check_container_name(h: &Host, primitive: &str, name: &str) -> R<()> {
 /// Refuses (exit 4) unless `name` is free for a new restored container: not the container of a
 /// configured node, no container of that name, no volume `NAME-data`. Nothing live is ever
 /// overwritten.
+/// The engines a restore may have used: the default one first, then each node's (once each).
+fn restore_engines(h: &Host) -> Vec<&crate::clients::docker::Docker> {
+    let mut v: Vec<&crate::clients::docker::Docker> = vec![&h.docker];
+    for name in h.config.nodes.keys() {
+        let d = h.docker_of(name);
+        if !v.iter().any(|e| std::ptr::eq(*e, d)) {
+            v.push(d);
+        }
+    }
+    v
+}
+
+/// The engine that holds the restore `name` (its container, or its `-data` volume): a restore
+/// runs on the engine of the node that lends its image, which across hosts is not the default
+/// one. The default engine when none holds it (or when an engine cannot be asked).
+pub fn restore_engine<'a>(h: &'a Host, name: &str) -> &'a crate::clients::docker::Docker {
+    let vol = restored_volume(name);
+    restore_engines(h)
+        .into_iter()
+        .find(|d| {
+            matches!(d.container_labels(name), Ok(Some(_)))
+                || matches!(d.volume_labels(&vol), Ok(Some(_)))
+        })
+        .unwrap_or(&h.docker)
+}
+
 pub fn require_free_name(h: &Host, primitive: &str, name: &str) -> R<()> {
     check_container_name(h, primitive, name)?;
     if let Some((node, _)) = h.config.node_by_container(name) {
@@ -413,10 +439,9 @@ pub fn require_free_name(h: &Host, primitive: &str, name: &str) -> R<()> {
             ),
         ));
     }
-    if h.docker
-        .inspect(name)
-        .map_err(|e| h.fail(primitive, "", e))?
-        .is_some()
+    if restore_engines(h)
+        .iter()
+        .any(|d| matches!(d.inspect(name), Ok(Some(_))))
     {
         return Err(h.error(
             Class::Refused,
@@ -427,9 +452,9 @@ pub fn require_free_name(h: &Host, primitive: &str, name: &str) -> R<()> {
         ));
     }
     let vol = restored_volume(name);
-    if h.docker
-        .volume_exists(&vol)
-        .map_err(|e| h.fail(primitive, "", e))?
+    if restore_engines(h)
+        .iter()
+        .any(|d| matches!(d.volume_exists(&vol), Ok(true)))
     {
         return Err(h.error(
             Class::Refused,
@@ -522,8 +547,7 @@ pub fn psql_rows(
         wrapped,
     ];
     let env = vec![format!("PGPASSWORD={}", h.config.cluster.password)];
-    let out = h
-        .docker
+    let out = restore_engine(h, container)
         .exec(
             container,
             &argv,

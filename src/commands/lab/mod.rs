@@ -48,6 +48,9 @@ pub fn hosts(args: Vec<String>) -> Result<(), Failure> {
 /// `lab up`: creates or starts what is missing, then waits for the primaries.
 pub fn up(config: Option<&Path>, flavour: Flavour, pg: Option<u32>) -> Result<(), Failure> {
     with_lab(config, flavour, pg, |lab, host| {
+        // Nodes across engines without a repository they all see: the configuration's fault.
+        lab.shared_repo()
+            .map_err(|e| Failure::usage(format!("{e:#}")))?;
         let did = lab.up().map_err(infra)?;
         lab.wait_primaries(&host.pg, WAIT_PRIMARIES)
             .map_err(infra)?;

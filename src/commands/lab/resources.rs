@@ -12,6 +12,24 @@ use std::time::{Duration, Instant};
 
 const REDIS_DATA: &str = "/var/lib/redis-lab";
 
+/// Where `lab hosts up` (scripts/lab-hosts.sh) keeps each simulated lab's files, among them
+/// `engines` (one engine URL a line) and `repo` (the directory its hosts share for pgBackRest).
+const HOSTS_DIR: &str = "/run/pgrunbook-hosts";
+
+/// The shared repository directory of the simulated lab (under `dir`) whose engines include
+/// every one of `urls`: those engines share this machine's file system.
+fn simulated_hosts_repo(dir: &std::path::Path, urls: &[String]) -> Option<String> {
+    let mut labs: Vec<_> = std::fs::read_dir(dir).ok()?.flatten().collect();
+    labs.sort_by_key(|e| e.file_name());
+    labs.into_iter().find_map(|e| {
+        let engines = std::fs::read_to_string(e.path().join("engines")).ok()?;
+        let repo = std::fs::read_to_string(e.path().join("repo")).ok()?;
+        let known: Vec<&str> = engines.lines().map(str::trim).collect();
+        let repo = repo.trim().to_string();
+        (urls.iter().all(|u| known.contains(&u.as_str())) && repo.starts_with('/')).then_some(repo)
+    })
+}
+
 fn tempfile_dir() -> Result<std::path::PathBuf> {
     let d = std::env::temp_dir().join(format!("pgrunbook-base-{}", std::process::id()));
     std::fs::create_dir_all(&d)?;
@@ -459,7 +477,7 @@ impl<'a> Lab<'a> {
         r
     }
 
-    fn node_spec(&self, name: &str) -> ContainerSpec {
+    fn node_spec(&self, name: &str, shared_repo: Option<&str>) -> ContainerSpec {
         let n = &self.config.nodes[name];
         let c = &self.config.cluster;
         let (image, env) = match self.flavour {
@@ -489,13 +507,20 @@ impl<'a> Lab<'a> {
             name: n.container.clone(),
             image,
             env,
-            volumes: vec![
-                (self.config.data_volume(n), c.data_dir.clone()),
-                (
-                    self.config.lab.repo_volume.clone(),
-                    self.config.pgbackrest.repo_path.clone(),
-                ),
-            ],
+            volumes: match shared_repo {
+                Some(_) => vec![(self.config.data_volume(n), c.data_dir.clone())],
+                None => vec![
+                    (self.config.data_volume(n), c.data_dir.clone()),
+                    (
+                        self.config.lab.repo_volume.clone(),
+                        self.config.pgbackrest.repo_path.clone(),
+                    ),
+                ],
+            },
+            // The repository as a directory of the host: the same one on every host.
+            binds: shared_repo
+                .map(|p| vec![format!("{p}:{}", self.config.pgbackrest.repo_path)])
+                .unwrap_or_default(),
             network: Some(self.config.lab.network.clone()),
             aliases: vec![n.container.clone()],
             ports: vec![("5432/tcp".into(), n.port)],
@@ -540,6 +565,8 @@ impl<'a> Lab<'a> {
     /// Creates or starts what is missing; returns what it did, one line per change.
     pub fn up(&self) -> Result<Vec<String>> {
         self.docker.ping()?;
+        // Before anything is made: nodes across engines need a repository they all see.
+        let shared_repo = self.shared_repo()?;
         self.ensure_image()?;
         let mut did = vec![];
         let labels = self.labels();
@@ -555,10 +582,12 @@ impl<'a> Lab<'a> {
             .values()
             .map(|n| (self.config.data_volume(n), self.engine_of(&n.container)))
             .collect();
-        volumes.push((self.config.lab.repo_volume.clone(), self.docker));
+        if shared_repo.is_none() {
+            volumes.push((self.config.lab.repo_volume.clone(), self.docker));
+        }
         volumes.push((self.redis_volume(), self.docker));
         // Each other engine: the image (loaded there beforehand, see scripts/lab-hosts.sh), the
-        // network, and a repository volume of its own.
+        // network, and (nodes on one engine that is not the default) the repository volume.
         for n in self.config.nodes.values() {
             let d = self.engine_of(&n.container);
             if std::ptr::eq(d, self.docker) {
@@ -581,7 +610,9 @@ impl<'a> Lab<'a> {
                     d.engine().url
                 ));
             }
-            volumes.push((self.config.lab.repo_volume.clone(), d));
+            if shared_repo.is_none() {
+                volumes.push((self.config.lab.repo_volume.clone(), d));
+            }
         }
         for (v, d) in volumes {
             if d.ensure_volume(&v, &labels)? {
@@ -592,7 +623,7 @@ impl<'a> Lab<'a> {
             .config
             .nodes
             .keys()
-            .map(|n| self.node_spec(n))
+            .map(|n| self.node_spec(n, shared_repo.as_deref()))
             .collect();
         specs.push(self.redis_spec());
         for spec in specs {
@@ -648,7 +679,122 @@ impl<'a> Lab<'a> {
                 _ => {}
             }
         }
+        if let Some(path) = &shared_repo {
+            if let Some(line) = self.prepare_shared_repo(path)? {
+                did.push(line);
+            }
+        }
         Ok(did)
+    }
+
+    /// The host directory every node's container mounts at the repository path, if any:
+    /// `[lab] repo_host_path`; else, when the nodes span engines that are all simulated hosts
+    /// of one `lab hosts up` (they share this machine's file system), that lab's directory.
+    /// Nodes on several other engines without `repo_host_path` are refused: a volume lives on
+    /// one engine, so each host would have a repository of its own, and after a failover to
+    /// another host backups and archiving would go to another, empty, repository.
+    pub fn shared_repo(&self) -> Result<Option<String>> {
+        let lab = &self.config.lab;
+        if !lab.repo_host_path.is_empty() {
+            return Ok(Some(lab.repo_host_path.clone()));
+        }
+        if self.host.is_none() || !self.config.multi_engine() {
+            return Ok(None);
+        }
+        let urls: Vec<String> = self
+            .config
+            .nodes
+            .values()
+            .map(|n| self.config.engine(n).url)
+            .collect();
+        if let Some(p) = simulated_hosts_repo(std::path::Path::new(HOSTS_DIR), &urls) {
+            return Ok(Some(p));
+        }
+        bail!(
+            "the nodes are on more than one Docker engine, and a repository volume lives on one \
+             engine: each host would have a pgBackRest repository of its own, and after a \
+             failover backups and archiving would go to another, empty, one. Set [lab] \
+             repo_host_path to a directory that is the same network file system on every host \
+             (mounted at the same path on each); see docs/multi-host.md, \"The pgBackRest \
+             repository\""
+        )
+    }
+
+    /// Gives the shared repository directory to the server's user (a bind mount keeps the
+    /// host's owner, root when Docker made it) in every running node container, then checks that
+    /// it is one directory: a file written through one node must be seen through every other.
+    /// Returns a line when it changed the owner.
+    fn prepare_shared_repo(&self, path: &str) -> Result<Option<String>> {
+        let repo = &self.config.pgbackrest.repo_path;
+        let cancel = crate::cancel::Cancel::new();
+        let sh = |d: &Docker, c: &str, user: &str, script: &str, arg: &str| {
+            let argv: Vec<String> = ["sh", "-c", script, "sh", repo, arg]
+                .map(String::from)
+                .to_vec();
+            d.exec(c, &argv, Some(user), &[], &cancel, &mut |_| {})
+        };
+        let mut running = vec![];
+        for (name, n) in &self.config.nodes {
+            let d = self.engine_of(&n.container);
+            if d.state(&n.container)?.is_running() {
+                running.push((name.as_str(), n.container.as_str(), d));
+            }
+        }
+        let mut changed = false;
+        for (name, container, d) in &running {
+            let out = sh(
+                d,
+                container,
+                "root",
+                r#"[ "$(stat -c %U "$1")" = postgres ] && exit 0
+chown postgres:postgres "$1" && chmod 0700 "$1" && echo changed"#,
+                "",
+            )?;
+            if out.exit_code != 0 {
+                bail!(
+                    "cannot give the repository directory {path} (mounted at {repo} in container \
+                     {container} of node {name}) to the postgres user: {}; make it owned by \
+                     the postgres user's uid of the containers on every host (an NFS export \
+                     with root_squash refuses root's chown)",
+                    out.stderr.trim()
+                );
+            }
+            changed |= out.stdout.contains("changed");
+        }
+        if let Some(((first, fc, fd), others)) = running.split_first() {
+            let token = format!(
+                ".pgrunbook-shared-check-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|t| t.as_nanos())
+                    .unwrap_or(0)
+            );
+            let out = sh(fd, fc, "postgres", r#"touch "$1/$2""#, &token)?;
+            if out.exit_code != 0 {
+                bail!(
+                    "the postgres user cannot write the repository directory {path} (at {repo} in \
+                     container {fc} of node {first}): {}",
+                    out.stderr.trim()
+                );
+            }
+            let mut unseen = vec![];
+            for (name, c, d) in others {
+                if sh(d, c, "postgres", r#"test -e "$1/$2""#, &token)?.exit_code != 0 {
+                    unseen.push(*name);
+                }
+            }
+            sh(fd, fc, "postgres", r#"rm -f "$1/$2""#, &token)?;
+            if !unseen.is_empty() {
+                bail!(
+                    "the repository directory {path} is not one directory on every host: a file \
+                     written there through node {first} is not seen through {}; mount the same \
+                     network file system at {path} on every host (see docs/multi-host.md)",
+                    unseen.join(", ")
+                );
+            }
+        }
+        Ok(changed.then(|| format!("gave the shared repository {path} to the postgres user")))
     }
 
     /// Waits until every node initialised as primary accepts connections.
@@ -696,6 +842,11 @@ impl<'a> Lab<'a> {
             .map(|n| n.container.clone())
             .collect();
         names.push(self.config.lab.redis_container.clone());
+        if volumes {
+            if let Some(line) = self.empty_shared_repo()? {
+                did.push(line);
+            }
+        }
         for name in &names {
             let docker = self.engine_of(name);
             if docker.state(name)? == State::Missing {
@@ -772,6 +923,50 @@ impl<'a> Lab<'a> {
         Ok(did)
     }
 
+    /// `down --volumes` with a shared repository directory: removes what is in it (the
+    /// directory itself is the hosts' mount point, and stays), through a running node container
+    /// of the lab's, so it works whichever host pgrunbook runs on.
+    fn empty_shared_repo(&self) -> Result<Option<String>> {
+        let Ok(Some(path)) = self.shared_repo() else {
+            return Ok(None);
+        };
+        let repo = &self.config.pgbackrest.repo_path;
+        for (name, n) in &self.config.nodes {
+            let d = self.engine_of(&n.container);
+            if !d.state(&n.container)?.is_running() || !self.owned(&n.container)? {
+                continue;
+            }
+            let argv: Vec<String> = [
+                "sh",
+                "-c",
+                r#"find "$1" -mindepth 1 -maxdepth 1 -exec rm -rf {} +"#,
+                "sh",
+                repo,
+            ]
+            .map(String::from)
+            .to_vec();
+            let out = d.exec(
+                &n.container,
+                &argv,
+                Some("root"),
+                &[],
+                &crate::cancel::Cancel::new(),
+                &mut |_| {},
+            )?;
+            if out.exit_code != 0 {
+                bail!(
+                    "cannot empty the shared repository {path} through node {name}: {}",
+                    out.stderr.trim()
+                );
+            }
+            return Ok(Some(format!("emptied the shared repository {path}")));
+        }
+        Ok(Some(format!(
+            "left the shared repository {path} as it is: no container of the lab's runs to \
+             empty it through"
+        )))
+    }
+
     pub fn status(&self) -> Result<Vec<Row>> {
         self.docker.ping()?;
         let mut rows = vec![];
@@ -798,5 +993,60 @@ impl<'a> Lab<'a> {
             port: self.config.lab.redis_port,
         });
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::simulated_hosts_repo;
+
+    #[test]
+    fn the_shared_repository_of_the_simulated_hosts_that_run_every_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let lab = |name: &str, engines: &str, repo: &str| {
+            let d = dir.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("engines"), engines).unwrap();
+            std::fs::write(d.join("repo"), repo).unwrap();
+        };
+        lab(
+            "a",
+            "tcp://10.1.0.2:2375\ntcp://10.1.0.3:2376\n",
+            "/var/lib/pgrunbook-hosts/a/pgbackrest\n",
+        );
+        lab(
+            "b",
+            "tcp://10.2.0.2:2375\n",
+            "/var/lib/pgrunbook-hosts/b/pgbackrest\n",
+        );
+        let urls = |u: &[&str]| u.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            simulated_hosts_repo(
+                dir.path(),
+                &urls(&["tcp://10.1.0.2:2375", "tcp://10.1.0.3:2376"])
+            )
+            .as_deref(),
+            Some("/var/lib/pgrunbook-hosts/a/pgbackrest")
+        );
+        // One engine that no simulated lab runs (a real host): no shared directory is assumed.
+        assert_eq!(
+            simulated_hosts_repo(
+                dir.path(),
+                &urls(&["tcp://10.1.0.2:2375", "tcp://10.9.0.9:2375"])
+            ),
+            None
+        );
+        // Engines of two different labs share no directory either.
+        assert_eq!(
+            simulated_hosts_repo(
+                dir.path(),
+                &urls(&["tcp://10.1.0.2:2375", "tcp://10.2.0.2:2375"])
+            ),
+            None
+        );
+        assert_eq!(
+            simulated_hosts_repo(&dir.path().join("missing"), &urls(&["tcp://10.1.0.2:2375"])),
+            None
+        );
     }
 }
