@@ -4,11 +4,16 @@
 //! job and leave the lab healthy, with verify passing. Steps are named by their titles, not their
 //! numbers, and the step named must be the one under way when the kill lands: a runbook whose
 //! steps change cannot move a kill point to another step unnoticed.
+//!
+//! The suite (`scripts/test.sh`, CI) runs failover's and a called switchover's; setup's,
+//! failback's and backup's are repeated chaos rounds that `scripts/test-more.sh` runs, to keep
+//! the suite under 20 minutes (each of those runbooks has its own end-to-end tests in the suite).
 
 mod common;
 use common::*;
 
 #[test]
+#[ignore = "repeated chaos rounds: scripts/test-more.sh (keeps scripts/test.sh under 20 minutes)"]
 fn setup_recovers_from_a_kill_at_every_step() {
     let lab = TestLab::up("crsetup");
     let steps = [
@@ -78,6 +83,7 @@ fn failover_recovers_from_a_kill_at_every_step() {
 }
 
 #[test]
+#[ignore = "repeated chaos rounds: scripts/test-more.sh (keeps scripts/test.sh under 20 minutes)"]
 fn failback_recovers_from_a_kill_at_every_step() {
     let lab = TestLab::replicating("crback");
     let steps = [
@@ -121,6 +127,7 @@ fn failback_recovers_from_a_kill_at_every_step() {
 }
 
 #[test]
+#[ignore = "repeated chaos rounds: scripts/test-more.sh (keeps scripts/test.sh under 20 minutes)"]
 fn backup_recovers_from_a_kill_at_every_step() {
     let lab = TestLab::replicating("crbackup");
     let steps = [

