@@ -528,21 +528,41 @@ fn three_nodes_on_three_engines_one_with_tls() {
         west_started,
         "west followed without a restart (no re-clone, no rewind)"
     );
-    // At most one acknowledged commit missing per writer (asynchronous replication).
+    // The loss, against the bound of docs/safety.md for asynchronous replication: the
+    // acknowledged commits missing on north are at most failover's own count of the transactions
+    // lost (read from east's WAL on its engine), which exceeds them by at most one commit per
+    // writer that was written but never acknowledged. (At most one missing acknowledged commit
+    // per writer cannot be promised asynchronously: a writer whose commits come faster than the
+    // walsender sends them can lose two. It held in every run here but one, under the suite's
+    // load: 2 for one writer.)
     let present: std::collections::HashSet<String> = sql(&hosts, 3, "SELECT val FROM app_writes")
         .iter()
         .map(|r| r.get(0))
         .collect();
-    for w in 0..4 {
-        let missing = acked
-            .iter()
-            .filter(|v| v.starts_with(&format!("k-{w}-")) && !present.contains(*v))
-            .count();
-        assert!(
-            missing <= 1,
-            "writer {w}: {missing} acknowledged commits lost"
-        );
-    }
+    let per_writer: Vec<usize> = (0..4)
+        .map(|w| {
+            acked
+                .iter()
+                .filter(|v| v.starts_with(&format!("k-{w}-")) && !present.contains(*v))
+                .count()
+        })
+        .collect();
+    let missing: usize = per_writer.iter().sum();
+    let estimated: usize = r
+        .stdout
+        .split("bytes of WAL, ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("failover did not count the transactions lost: {r:?}"));
+    eprintln!(
+        "multihost: {} commits acknowledged, missing on north per writer {per_writer:?}; failover counted {estimated} lost",
+        acked.len()
+    );
+    assert!(
+        missing <= estimated && estimated <= missing + 4,
+        "{missing} acknowledged commits missing ({per_writer:?}), failover counted {estimated}: {r:?}"
+    );
     // Run again, it changes nothing.
     run(dir.path(), &cfg, &["run", "failover"])
         .succeeds()
