@@ -285,8 +285,8 @@ pub fn collect(host: &Host) -> ClusterStatus {
         let names: Vec<&str> = primaries.iter().map(|p| p.name.as_str()).collect();
         let why = names
             .iter()
-            .find_map(|n| unconfirmed_fence(host, n))
-            .map(|w| format!("; {w}"))
+            .find_map(|n| crate::runtime::unconfirmed::newest(&host.journal, n))
+            .map(|w| format!("; {}", w.text()))
             .unwrap_or_default();
         st.alert = Some(format!(
             "SPLIT BRAIN: {} nodes accept writes: {}{why}. Decide which one keeps its data, then \
@@ -549,35 +549,4 @@ pub fn render(st: &ClusterStatus) -> String {
         out.push_str(&format!("read-only clients there: {r}\n"));
     }
     out
-}
-
-/// The newest failover in the journal that promoted a node while `node` could not be fenced
-/// (its host cut off, `force=true`), in one sentence; `None` when there is none.
-fn unconfirmed_fence(host: &Host, node: &str) -> Option<String> {
-    let entries = host.journal.last(JOURNAL, 500).ok()?;
-    entries.into_iter().find_map(|e| {
-        let f = &e.fields;
-        if f.get("event").map(String::as_str) != Some("end")
-            || f.get("dry_run").map(String::as_str) == Some("true")
-        {
-            return None;
-        }
-        let metrics: BTreeMap<String, String> =
-            serde_json::from_str(f.get("metrics")?).ok()?;
-        let key = |k: &str| {
-            metrics
-                .iter()
-                .find(|(m, _)| *m == k || m.ends_with(&format!(".{k}")))
-                .map(|(_, v)| v.clone())
-        };
-        (key("fence_unconfirmed")? == node).then(|| {
-            format!(
-                "{} run {} at {} promoted {} while {node} could not be fenced (its host was cut off; force=true): {node} may have taken writes on its side since",
-                f.get("runbook").map(String::as_str).unwrap_or("failover"),
-                f.get("run_id").map(String::as_str).unwrap_or("?"),
-                f.get("ts").map(String::as_str).unwrap_or("?"),
-                key("promoted").unwrap_or_else(|| "another node".into()),
-            )
-        })
-    })
 }

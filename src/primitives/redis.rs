@@ -102,6 +102,32 @@ pub fn create_module(host: Arc<Host>) -> Module {
     let h = host.clone();
     def!(
         &mut m,
+        "unconfirmed_fence",
+        ["node: &str", "Dynamic"],
+        "The newest failover (in the journal's last 500 entries) that promoted a node while
+        `node` could not be fenced (its host cut off, force=true): #{run_id, at, promoted,
+        runbook, text}, `text` saying it in one sentence; `()` when there is none. When `node`
+        is back and accepts writes beside the node promoted then, this is why.",
+        move |node: &str| -> Dynamic {
+            h.learn_cluster();
+            match crate::runtime::unconfirmed::newest(&h.journal, node) {
+                None => Dynamic::UNIT,
+                Some(u) => {
+                    let mut m = Map::new();
+                    m.insert("text".into(), u.text().into());
+                    m.insert("run_id".into(), u.run_id.into());
+                    m.insert("at".into(), u.at.into());
+                    m.insert("promoted".into(), u.promoted.into());
+                    m.insert("runbook".into(), u.runbook.into());
+                    Dynamic::from(m)
+                }
+            }
+        }
+    );
+
+    let h = host.clone();
+    def!(
+        &mut m,
         "journal_last",
         ["stream: &str", "n: i64", "Array"],
         "The last `n` entries of a stream (\"journal\" or \"backups\"), newest first, as maps.

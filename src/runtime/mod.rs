@@ -6,3 +6,4 @@ pub mod hooks;
 pub mod host;
 pub mod local_lock;
 pub mod progress;
+pub mod unconfirmed;
